@@ -1,0 +1,207 @@
+//! `${VAR}` substitution and `{ file: PATH }` values, applied to the parsed YAML tree.
+//!
+//! Substitution happens per string value after parsing, never on the raw text, so a
+//! variable whose value contains a newline or a colon cannot inject YAML keys. Every path
+//! whose value came from the environment or a file is remembered as secret, so error
+//! messages and `check` output never print it.
+
+use std::collections::HashSet;
+
+use serde_yaml::Value;
+
+use super::Problems;
+
+/// Where substituted values come from; tests pass a map instead of the process environment.
+pub trait Env {
+    /// The value of variable `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String, S> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Expands every string in `value` in place; returns the paths whose values are secret.
+pub fn expand_tree(value: &mut Value, env: &dyn Env, problems: &mut Problems) -> HashSet<String> {
+    let mut secrets = HashSet::new();
+    walk(value, "", env, problems, &mut secrets);
+    secrets
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn walk(
+    value: &mut Value,
+    path: &str,
+    env: &dyn Env,
+    problems: &mut Problems,
+    secrets: &mut HashSet<String>,
+) {
+    match value {
+        Value::String(s) => match expand_str(s, env) {
+            Ok(Some(expanded)) => {
+                *s = expanded;
+                secrets.insert(path.to_string());
+            }
+            Ok(None) => {}
+            Err(message) => problems.push(path, message),
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                walk(item, &child(path, &i.to_string()), env, problems, secrets);
+            }
+        }
+        Value::Mapping(map) => {
+            // `{ file: PATH }` stands for the file's contents, except inside `match`, where a
+            // mapping is a condition on payload fields.
+            if let Some(file_path) = file_reference(map) {
+                if !path.split('.').any(|seg| seg == "match") {
+                    match read_secret_file(&file_path, env) {
+                        Ok(contents) => {
+                            *value = Value::String(contents);
+                            secrets.insert(path.to_string());
+                        }
+                        Err(message) => problems.push(path, message),
+                    }
+                    return;
+                }
+            }
+            for (k, v) in map.iter_mut() {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                };
+                walk(v, &child(path, &key), env, problems, secrets);
+            }
+        }
+        Value::Tagged(tagged) => walk(&mut tagged.value, path, env, problems, secrets),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn file_reference(map: &serde_yaml::Mapping) -> Option<String> {
+    if map.len() != 1 {
+        return None;
+    }
+    match map.get("file") {
+        Some(Value::String(p)) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
+    let path = expand_str(raw_path, env)?.unwrap_or_else(|| raw_path.to_string());
+    let contents = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+    let trimmed = contents
+        .strip_suffix("\r\n")
+        .or_else(|| contents.strip_suffix('\n'))
+        .unwrap_or(&contents);
+    Ok(trimmed.to_string())
+}
+
+/// Expands `${VAR}`, `${VAR:-default}` and `$$` in `s`. Returns `None` when `s` has nothing
+/// to expand, so untouched values are not marked secret.
+pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
+    if !s.contains('$') {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut substituted = false;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unterminated \"${\" (write \"$$\" for a literal \"$\")".to_string())?;
+            let spec = &body[..end];
+            let (name, default) = match spec.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (spec, None),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("invalid variable name {name:?} in \"${{...}}\""));
+            }
+            match (env.var(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!("environment variable {name} is not set"));
+                }
+            }
+            substituted = true;
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(if substituted || out != s { Some(out) } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([("TOKEN".to_string(), "s3cret".to_string())])
+    }
+
+    #[test]
+    fn expands_variables_defaults_and_dollars() {
+        let e = env();
+        assert_eq!(expand_str("plain", &e).unwrap(), None);
+        assert_eq!(
+            expand_str("Bearer ${TOKEN}", &e).unwrap().as_deref(),
+            Some("Bearer s3cret")
+        );
+        assert_eq!(
+            expand_str("${MISSING:-fallback}", &e).unwrap().as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(expand_str("cost $$5", &e).unwrap().as_deref(), Some("cost $5"));
+        assert!(expand_str("${MISSING}", &e)
+            .unwrap_err()
+            .contains("MISSING is not set"));
+        assert!(expand_str("${TOKEN", &e).unwrap_err().contains("unterminated"));
+    }
+
+    #[test]
+    fn an_injected_newline_stays_inside_the_value() {
+        let e = HashMap::from([("X".to_string(), "a\nkeys: [evil]".to_string())]);
+        let mut v: Value = serde_yaml::from_str("keys: [\"${X}\"]").unwrap();
+        let mut problems = Problems::default();
+        let secrets = expand_tree(&mut v, &e, &mut problems);
+        assert!(problems.is_empty());
+        assert_eq!(v["keys"][0].as_str(), Some("a\nkeys: [evil]"));
+        assert!(secrets.contains("keys.0"));
+    }
+}

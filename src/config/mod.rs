@@ -1,0 +1,689 @@
+//! `routes.yaml`: parsing, `${VAR}` expansion and validation into checked types.
+//!
+//! Loading goes text -> `serde_yaml::Value` -> expanded `Value` -> per-section raw structs
+//! (`raw`) -> a validated [`Config`]. Each section and each route is deserialized on its
+//! own, so one run reports every problem in the file, each with its line and column (from
+//! [`locate::PositionIndex`]) and the route or destination it belongs to. A config with any
+//! problem is refused whole: the daemon never runs half-configured.
+
+mod expand;
+mod locate;
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+pub use expand::{Env, ProcessEnv};
+pub use locate::Position;
+pub use raw::{OneOrMany, RawRoute};
+
+use crate::retry::RetryPolicy;
+use crate::route::RuleSet;
+use crate::verify::KeySet;
+
+/// A validated configuration: everything `serve` needs, nothing left to check.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was read from, for messages and reloads.
+    pub source: PathBuf,
+    /// Listener and store settings.
+    pub server: ServerSettings,
+    /// Accepted `X-KEY` values (as digests only).
+    pub keys: KeySet,
+    /// Destinations by name; jobs refer to them by name so a reload can change them.
+    pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// Compiled routes, in file order.
+    pub rules: RuleSet,
+}
+
+/// `server:` after validation, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address of the webhook listener.
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// Largest body accepted; bigger ones get 413 without being read whole.
+    pub max_body_bytes: usize,
+    /// A client must send its whole header block within this time (slow-loris guard).
+    pub header_read_timeout: Duration,
+    /// A client must send its whole body within this time (trickling bodies are cut off).
+    pub body_read_timeout: Duration,
+    /// Connections beyond this wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests and deliveries in flight.
+    pub shutdown_grace: Duration,
+    /// sled's page cache size; the default 1 GiB would dominate RSS.
+    pub store_cache_bytes: u64,
+}
+
+/// A downstream endpoint, validated.
+pub struct Destination {
+    /// The name routes use in `to:`.
+    pub name: String,
+    /// Where jobs are POSTed.
+    pub url: reqwest::Url,
+    /// Extra request headers (may hold secrets: never logged).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Per-attempt timeout, connect to last body byte.
+    pub timeout: Duration,
+    /// Deliveries in flight at once (1 gives in-order, one-at-a-time delivery).
+    pub concurrency: usize,
+    /// Backoff and give-up policy for this destination.
+    pub retry: RetryPolicy,
+}
+
+impl Destination {
+    /// A digest of everything that defines the destination, to tell whether a reload
+    /// changed it without keeping or printing its secrets.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.url.as_str().hash(&mut h);
+        for (k, v) in &self.headers {
+            k.as_str().hash(&mut h);
+            v.as_bytes().hash(&mut h);
+        }
+        self.timeout.hash(&mut h);
+        self.concurrency.hash(&mut h);
+        format!("{:?}", self.retry).hash(&mut h);
+        h.finish()
+    }
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a token (Slack webhook URLs do) and headers carry secrets.
+        f.debug_struct("Destination")
+            .field("name", &self.name)
+            .field("url_host", &self.url.host_str())
+            .field("headers", &self.headers.len())
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The config path as given.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML, or not a mapping at the top.
+    #[error("{file}:{line}:{col}: {message}")]
+    Syntax {
+        /// The config path as given.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file parsed but has one or more problems.
+    #[error("{}", render_problems(problems))]
+    Invalid {
+        /// Every problem found, in file order.
+        problems: Vec<LocatedProblem>,
+    },
+}
+
+fn render_problems(problems: &[LocatedProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem with its place: `routes.yaml:12:5: route "x": match.percentage: message`.
+#[derive(Debug, Clone)]
+pub struct LocatedProblem {
+    /// The config path as given.
+    pub file: String,
+    /// Line and column, when the node could be found.
+    pub position: Option<Position>,
+    /// `route "name": field` or `server.listen`.
+    pub label: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LocatedProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{}:{}:{}: ", self.file, p.line, p.col)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        write!(f, "{}: {}", self.label, self.message)
+    }
+}
+
+/// Problems collected during validation, each at a dotted path into the file.
+#[derive(Debug, Default)]
+pub struct Problems {
+    items: Vec<(String, String)>,
+}
+
+impl Problems {
+    /// Records `message` about the node at `path` (`routes.0.match.percentage`).
+    pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.items.push((path.to_string(), message.into()));
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What validation of a single value needs to know: where it is and whether it is secret.
+pub struct Ctx<'a> {
+    /// Collects problems.
+    pub problems: &'a mut Problems,
+    /// Paths whose values came from `${VAR}` or a file.
+    pub secrets: &'a HashSet<String>,
+}
+
+impl Ctx<'_> {
+    /// Shows `value` in an error message unless it is a secret.
+    pub fn show(&self, path: &str, value: &Value) -> String {
+        if self.secrets.contains(path) {
+            return "<secret>".to_string();
+        }
+        match value {
+            Value::String(s) => format!("{s:?}"),
+            other => serde_yaml::to_string(other)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".to_string()),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`, expanding variables from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text, path, &ProcessEnv)
+    }
+
+    /// Validates config `text` as if read from `path`, expanding variables from `env`.
+    pub fn from_yaml(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
+            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            ConfigError::Syntax {
+                file: file.clone(),
+                line,
+                col,
+                message: e.to_string(),
+            }
+        })?;
+        if !root.is_mapping() {
+            return Err(ConfigError::Syntax {
+                file,
+                line: 1,
+                col: 1,
+                message: "the config must be a mapping with server, keys, retry, destinations and routes".into(),
+            });
+        }
+        let mut problems = Problems::default();
+        let secrets = expand::expand_tree(&mut root, env, &mut problems);
+        let mut ctx = Ctx {
+            problems: &mut problems,
+            secrets: &secrets,
+        };
+        let config = validate(&root, path, &mut ctx);
+        if problems.is_empty() {
+            if let Some(config) = config {
+                return Ok(config);
+            }
+        }
+        Err(locate_problems(text, &file, &root, problems))
+    }
+}
+
+fn locate_problems(text: &str, file: &str, root: &Value, problems: Problems) -> ConfigError {
+    let index = locate::PositionIndex::build(text);
+    let mut located: Vec<LocatedProblem> = problems
+        .items
+        .into_iter()
+        .map(|(path, message)| LocatedProblem {
+            file: file.to_string(),
+            position: index.find(&path),
+            label: label_for(&path, root),
+            message,
+        })
+        .collect();
+    located.sort_by_key(|p| p.position.map_or((usize::MAX, 0), |p| (p.line, p.col)));
+    ConfigError::Invalid { problems: located }
+}
+
+/// `routes.0.match.x` -> `route "name": match.x`; `destinations.crm.url` ->
+/// `destination "crm": url`; anything else stays a dotted path.
+fn label_for(path: &str, root: &Value) -> String {
+    let mut parts = path.splitn(3, '.');
+    let (section, item, rest) = (parts.next(), parts.next(), parts.next());
+    match (section, item) {
+        (Some("routes"), Some(idx)) => {
+            let name = idx
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| root.get("routes")?.get(i)?.get("name")?.as_str());
+            let who = match name {
+                Some(n) => format!("route {n:?}"),
+                None => format!("routes[{idx}]"),
+            };
+            match rest {
+                Some(r) => format!("{who}: {r}"),
+                None => who,
+            }
+        }
+        (Some("destinations"), Some(name)) => match rest {
+            Some(r) => format!("destination {name:?}: {r}"),
+            None => format!("destination {name:?}"),
+        },
+        _ => path.to_string(),
+    }
+}
+
+/// Deserializes `value` into `T`, reporting a failure at the exact sub-path serde reached.
+pub fn deserialize_at<T: DeserializeOwned>(
+    value: &Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            let mut full = path.to_string();
+            for seg in err.path().iter() {
+                let s = match seg {
+                    serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                    serde_path_to_error::Segment::Map { key } => key.clone(),
+                    serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                    serde_path_to_error::Segment::Unknown => continue,
+                };
+                if !full.is_empty() {
+                    full.push('.');
+                }
+                full.push_str(&s);
+            }
+            problems.push(&full, err.into_inner().to_string());
+            None
+        }
+    }
+}
+
+/// Parses `50ms`, `1s`, `10m`, `24h` (and combinations such as `1h 30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 50ms, 1s, 10m or 24h, found {s:?} ({e})"))
+}
+
+fn duration_or(
+    value: Option<&String>,
+    default: Duration,
+    path: &str,
+    problems: &mut Problems,
+) -> Duration {
+    match value.map(|s| parse_duration(s)) {
+        None => default,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            problems.push(path, e);
+            default
+        }
+    }
+}
+
+const TOP_LEVEL_KEYS: [&str; 5] = ["server", "keys", "retry", "destinations", "routes"];
+
+fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
+    if let Some(map) = root.as_mapping() {
+        for key in map.keys() {
+            let name = key.as_str().unwrap_or("?");
+            if !TOP_LEVEL_KEYS.contains(&name) {
+                ctx.problems.push(
+                    name,
+                    format!("unknown key {name:?}; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+                );
+            }
+        }
+    }
+    let server = validate_server(root.get("server"), ctx.problems);
+    let keys = validate_keys(root.get("keys"), ctx.problems);
+    let raw_retry: raw::RawRetry = match root.get("retry") {
+        Some(v) if !v.is_null() => deserialize_at(v, "retry", ctx.problems).unwrap_or_default(),
+        _ => raw::RawRetry::default(),
+    };
+    let retry = validate_retry(&RetryPolicy::default(), &raw_retry, "retry", ctx.problems);
+    let destinations = validate_destinations(root.get("destinations"), &retry, ctx.problems);
+    // Routes may name every destination written in the file, valid or not, so one bad
+    // destination is reported once rather than again at every route that uses it.
+    let names: std::collections::BTreeSet<String> = root
+        .get("destinations")
+        .and_then(Value::as_mapping)
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let rules = RuleSet::compile(root.get("routes"), &names, ctx);
+    Some(Config {
+        source: source.to_path_buf(),
+        server,
+        keys: keys?,
+        destinations,
+        rules,
+    })
+}
+
+fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSettings {
+    let raw: raw::RawServer = match value {
+        Some(v) if !v.is_null() => deserialize_at(v, "server", problems).unwrap_or_default(),
+        _ => raw::RawServer::default(),
+    };
+    let listen = match raw.listen.as_deref().unwrap_or("127.0.0.1:8080").parse() {
+        Ok(addr) => addr,
+        Err(_) => {
+            problems.push(
+                "server.listen",
+                format!(
+                    "expected an address such as 127.0.0.1:8080, found {:?}",
+                    raw.listen.unwrap_or_default()
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(1024 * 1024);
+    if max_body_bytes == 0 || max_body_bytes > 64 * 1024 * 1024 {
+        problems.push(
+            "server.max_body_bytes",
+            "must be between 1 and 67108864 (64 MiB)",
+        );
+    }
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        problems.push("server.max_connections", "must be at least 1");
+    }
+    ServerSettings {
+        listen,
+        data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        header_read_timeout: duration_or(
+            raw.header_read_timeout.as_ref(),
+            Duration::from_secs(10),
+            "server.header_read_timeout",
+            problems,
+        ),
+        body_read_timeout: duration_or(
+            raw.body_read_timeout.as_ref(),
+            Duration::from_secs(30),
+            "server.body_read_timeout",
+            problems,
+        ),
+        max_connections,
+        shutdown_grace: duration_or(
+            raw.shutdown_grace.as_ref(),
+            Duration::from_secs(10),
+            "server.shutdown_grace",
+            problems,
+        ),
+        store_cache_bytes: raw.store_cache_bytes.unwrap_or(32 * 1024 * 1024),
+    }
+}
+
+fn validate_keys(value: Option<&Value>, problems: &mut Problems) -> Option<KeySet> {
+    let Some(value) = value else {
+        problems.push("keys", "at least one key is required (the X-KEY Mindstamp sends)");
+        return None;
+    };
+    let keys: Vec<String> = deserialize_at(value, "keys", problems)?;
+    if keys.is_empty() {
+        problems.push("keys", "at least one key is required (the X-KEY Mindstamp sends)");
+        return None;
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if k.is_empty() {
+            problems.push(&format!("keys.{i}"), "a key must not be empty");
+        }
+    }
+    Some(KeySet::new(&keys))
+}
+
+fn validate_retry(
+    base: &RetryPolicy,
+    raw: &raw::RawRetry,
+    path: &str,
+    problems: &mut Problems,
+) -> RetryPolicy {
+    let policy = RetryPolicy {
+        initial_interval: duration_or(
+            raw.initial_interval.as_ref(),
+            base.initial_interval,
+            &format!("{path}.initial_interval"),
+            problems,
+        ),
+        multiplier: raw.multiplier.unwrap_or(base.multiplier),
+        max_interval: duration_or(
+            raw.max_interval.as_ref(),
+            base.max_interval,
+            &format!("{path}.max_interval"),
+            problems,
+        ),
+        max_elapsed: duration_or(
+            raw.max_elapsed.as_ref(),
+            base.max_elapsed,
+            &format!("{path}.max_elapsed"),
+            problems,
+        ),
+        randomization_factor: base.randomization_factor,
+    };
+    if let Err(e) = policy.check() {
+        problems.push(path, e);
+    }
+    policy
+}
+
+fn validate_destinations(
+    value: Option<&Value>,
+    retry: &RetryPolicy,
+    problems: &mut Problems,
+) -> BTreeMap<String, Arc<Destination>> {
+    let mut out = BTreeMap::new();
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return out;
+    };
+    let Some(map) = value.as_mapping() else {
+        problems.push("destinations", "expected a mapping of destination names");
+        return out;
+    };
+    for (key, dvalue) in map {
+        let Some(name) = key.as_str() else {
+            problems.push("destinations", "destination names must be strings");
+            continue;
+        };
+        let path = format!("destinations.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            problems.push(
+                &path,
+                "a destination name may only use letters, digits, '-', '_' and '.'",
+            );
+            continue;
+        }
+        let Some(raw) = deserialize_at::<raw::RawDestination>(dvalue, &path, problems) else {
+            continue;
+        };
+        if let Some(dest) = validate_destination(name, raw, retry, &path, problems) {
+            out.insert(name.to_string(), Arc::new(dest));
+        }
+    }
+    out
+}
+
+fn validate_destination(
+    name: &str,
+    raw: raw::RawDestination,
+    retry: &RetryPolicy,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<Destination> {
+    let url = match reqwest::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+        // Never echo the URL: Slack webhook URLs are secrets.
+        Ok(_) => {
+            problems.push(&format!("{path}.url"), "expected an http:// or https:// URL");
+            None
+        }
+        Err(e) => {
+            problems.push(&format!("{path}.url"), format!("not a valid URL ({e})"));
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &raw.headers {
+        let hpath = format!("{path}.headers.{k}");
+        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
+            problems.push(&hpath, "not a valid header name");
+            continue;
+        };
+        let Ok(mut hvalue) = HeaderValue::from_str(v) else {
+            problems.push(&hpath, "not a valid header value (control characters?)");
+            continue;
+        };
+        hvalue.set_sensitive(true);
+        headers.push((hname, hvalue));
+    }
+    let timeout = duration_or(
+        raw.timeout.as_ref(),
+        Duration::from_secs(10),
+        &format!("{path}.timeout"),
+        problems,
+    );
+    let retry = match &raw.retry {
+        Some(r) => validate_retry(retry, r, &format!("{path}.retry"), problems),
+        None => retry.clone(),
+    };
+    let concurrency = raw.concurrency.unwrap_or(8);
+    if concurrency == 0 || concurrency > 1024 {
+        problems.push(&format!("{path}.concurrency"), "must be between 1 and 1024");
+    }
+    Some(Destination {
+        name: name.to_string(),
+        url: url?,
+        headers,
+        timeout,
+        concurrency,
+        retry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let env = HashMap::from([("KEY".to_string(), "k1".to_string())]);
+        Config::from_yaml(text, Path::new("routes.yaml"), &env)
+    }
+
+    const GOOD: &str = r#"
+keys: ["${KEY}"]
+retry: { initial_interval: 50ms }
+destinations:
+  crm:
+    url: http://127.0.0.1:1/hook
+    headers: { Authorization: "Bearer x" }
+routes:
+  - name: leads
+    event: lead
+    to: [crm]
+"#;
+
+    #[test]
+    fn a_good_config_gets_defaults() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.destinations["crm"].timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.destinations["crm"].retry.initial_interval,
+            Duration::from_millis(50)
+        );
+        assert_eq!(c.destinations["crm"].retry.multiplier, 2.0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_route() {
+        let text = r#"keys: [k]
+server:
+  listen: nowhere
+destinations:
+  crm:
+    url: ftp://x
+routes:
+  - name: a
+    to: [nope]
+  - name: a
+    to: [crm]
+    match:
+      percentage: { gte: high }
+"#;
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains("routes.yaml:3:3: server.listen: expected an address"), "{err}");
+        assert!(err.contains("routes.yaml:6:5: destination \"crm\": url: expected an http"), "{err}");
+        assert!(err.contains("routes.yaml:9:10: route \"a\": to.0: unknown destination \"nope\" (defined: crm)"), "{err}");
+        assert!(err.contains("routes.yaml:10:5: route \"a\": name: duplicate route name"), "{err}");
+        assert_eq!(err.lines().count(), 5, "{err}");
+        assert!(
+            err.contains("routes.yaml:13:21: route \"a\": match.percentage.gte: expected a number, found \"high\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_where_it_is() {
+        let err = load("keys: [k]\nserver:\n  colour: blue\n").unwrap_err().to_string();
+        assert!(err.starts_with("routes.yaml:3:3: server.colour: unknown field `colour`"), "{err}");
+        let err = load("keys: [k]\nroutes:\n  - name: r\n    to: []\n    retries: 3\n").unwrap_err().to_string();
+        assert!(err.starts_with("routes.yaml:5:5: route \"r\": retries: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn an_unset_variable_is_an_error_and_no_secret_is_printed() {
+        let text = "keys: [\"${NOT_SET}\"]\ndestinations:\n  d:\n    url: \"${KEY}\"\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains("keys.0: environment variable NOT_SET is not set"), "{err}");
+        assert!(!err.contains("k1"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_has_a_position() {
+        let err = load("keys: [a\nroutes: {").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+        assert!(err.to_string().starts_with("routes.yaml:"), "{err}");
+    }
+}

@@ -1,0 +1,67 @@
+//! The serde shape of `routes.yaml`, before validation.
+//!
+//! Every struct denies unknown fields, so a typo (`retires:`) is an error with its line
+//! rather than a setting silently ignored. Durations stay strings here; `validate` parses
+//! them so that each bad one is reported with its own path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `server:`: where to listen and where to keep the store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<String>,
+    pub store_cache_bytes: Option<u64>,
+}
+
+/// `retry:` globally or inside a destination; each field overrides the level above.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub initial_interval: Option<String>,
+    pub multiplier: Option<f64>,
+    pub max_interval: Option<String>,
+    pub max_elapsed: Option<String>,
+}
+
+/// One entry of `destinations:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Option<String>,
+    pub concurrency: Option<usize>,
+    pub retry: Option<RawRetry>,
+}
+
+/// `event:` is one kind or a list of kinds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    pub event: Option<OneOrMany>,
+    #[serde(rename = "match", default)]
+    pub conditions: Option<serde_yaml::Mapping>,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub stop: bool,
+}

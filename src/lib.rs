@@ -1,0 +1,230 @@
+//! hookrouter receives Mindstamp webhooks, checks that they are authentic, matches them
+//! against the routes in `routes.yaml` and forwards each to its destinations through a
+//! durable retry queue, so that nothing it acknowledged is ever lost.
+//!
+//! The modules, in the order a webhook passes through them:
+//!
+//! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`].
+//! 2. [`ingress`]: the hyper listener and the tower service that answers each request.
+//! 3. [`verify`]: the `X-KEY` check; only it produces a [`verify::Verified`] request.
+//! 4. [`route`]: pure matching of the payload against the compiled rules.
+//! 5. [`queue`]: the sled store and its group committer; a request is answered 200 only
+//!    after its event and jobs are flushed to disk.
+//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome.
+//! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
+//!    a dead letter.
+//!
+//! [`echo`] is the little receiver operators use to try routes locally.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod deliver;
+pub mod echo;
+pub mod event;
+pub mod ingress;
+pub mod queue;
+pub mod retry;
+pub mod route;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use config::{Config, ConfigError};
+use deliver::{DispatchError, Dispatcher};
+use ingress::{IngressState, ListenerSettings};
+use queue::commit::{Committer, CommitterThread};
+use queue::{Store, StoreError};
+
+/// The config in force, swapped whole by a reload; readers take a snapshot per request.
+pub type SharedConfig = Arc<ArcSwap<Config>>;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened.
+    #[error("opening the store in {path}: {source}")]
+    Store {
+        /// The data directory.
+        path: String,
+        /// What sled said.
+        source: StoreError,
+    },
+    /// The listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The committer thread could not be started.
+    #[error("starting the committer thread: {0}")]
+    Thread(std::io::Error),
+    /// The delivery side could not start.
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    /// The final flush failed.
+    #[error("final flush: {0}")]
+    Flush(StoreError),
+}
+
+/// A running daemon: its address, and the handles to reload and stop it.
+pub struct Running {
+    /// The address the webhook listener is bound to (useful with port 0).
+    pub addr: SocketAddr,
+    config: SharedConfig,
+    dispatcher: Dispatcher,
+    store: Store,
+    shutdown: CancellationToken,
+    ingress: JoinHandle<()>,
+    committer: CommitterThread,
+}
+
+/// Opens the store, starts delivery and binds the listener. Returns once the daemon is
+/// ready to accept webhooks.
+pub async fn start(config: Config) -> Result<Running, RunError> {
+    let server = config.server.clone();
+    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| RunError::Store {
+        path: server.data_dir.display().to_string(),
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
+    let dispatcher = Dispatcher::new(store.clone(), config.clone(), shutdown.child_token())?;
+    dispatcher.reconcile()?;
+    let (committer, committer_thread) = Committer::start(store.clone()).map_err(RunError::Thread)?;
+    let listener = TcpListener::bind(server.listen)
+        .await
+        .map_err(|source| RunError::Bind { addr: server.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind { addr: server.listen, source })?;
+    let state = Arc::new(IngressState {
+        config: config.clone(),
+        committer,
+        dispatcher: dispatcher.clone(),
+    });
+    let settings = ListenerSettings {
+        header_read_timeout: server.header_read_timeout,
+        max_connections: server.max_connections,
+        shutdown_grace: server.shutdown_grace,
+    };
+    let ingress = tokio::spawn(ingress::serve(listener, state, settings, shutdown.child_token()));
+    tracing::info!(%addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
+    Ok(Running {
+        addr,
+        config,
+        dispatcher,
+        store,
+        shutdown,
+        ingress,
+        committer: committer_thread,
+    })
+}
+
+/// What a reload changed, for the one log line an operator reads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Route names added, removed and changed.
+    pub routes: (Vec<String>, Vec<String>, Vec<String>),
+    /// Destination names added, removed and changed.
+    pub destinations: (Vec<String>, Vec<String>, Vec<String>),
+}
+
+impl Running {
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The store (tests and admin tools read it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Re-reads the config file; on success swaps it in atomically (requests in flight keep
+    /// the rules they started with) and lets every worker pick up its destination's new
+    /// definition. On failure the old config stays.
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        let current = self.config.load_full();
+        let next = Config::load(&current.source)?;
+        let summary = summarize(&current, &next);
+        self.config.store(Arc::new(next));
+        if let Err(e) = self.dispatcher.reconcile() {
+            tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
+        }
+        Ok(summary)
+    }
+
+    /// A token that stops the daemon when cancelled (signal handlers hold one).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets requests and deliveries in flight finish within the grace
+    /// period, flushes the store and returns.
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the shutdown token is cancelled, then stops as [`Running::stop`] does.
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.shutdown.cancelled().await;
+        let grace = self.config.load().server.shutdown_grace;
+        if let Err(e) = self.ingress.await {
+            tracing::error!(error = %e, "the ingress task failed");
+        }
+        self.dispatcher.drain(grace).await;
+        let committer = self.committer;
+        // Every ingress sender is gone once ingress has stopped, so the thread ends after
+        // its last batch; if a stuck connection still holds one, do not wait forever.
+        let joined = tokio::task::spawn_blocking(move || committer.join());
+        let _ = tokio::time::timeout(grace, joined).await;
+        self.store.flush().map_err(RunError::Flush)?;
+        tracing::info!(pending = self.store.pending_count(), "hookrouter stopped");
+        Ok(())
+    }
+}
+
+fn diff_names<T>(
+    old: impl Iterator<Item = (String, T)>,
+    new: impl Iterator<Item = (String, T)>,
+    same: impl Fn(&T, &T) -> bool,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let old: std::collections::BTreeMap<String, T> = old.collect();
+    let new: std::collections::BTreeMap<String, T> = new.collect();
+    let added = new.keys().filter(|k| !old.contains_key(*k)).cloned().collect();
+    let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let changed = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| !same(o, v)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    (added, removed, changed)
+}
+
+fn summarize(old: &Config, new: &Config) -> ReloadSummary {
+    let routes = |c: &Config| {
+        c.rules
+            .routes()
+            .iter()
+            .map(|r| (r.name.clone(), format!("{r:?}")))
+            .collect::<Vec<_>>()
+    };
+    let dests = |c: &Config| {
+        c.destinations
+            .iter()
+            .map(|(k, d)| (k.clone(), d.fingerprint()))
+            .collect::<Vec<_>>()
+    };
+    ReloadSummary {
+        routes: diff_names(routes(old).into_iter(), routes(new).into_iter(), |a, b| a == b),
+        destinations: diff_names(dests(old).into_iter(), dests(new).into_iter(), |a, b| a == b),
+    }
+}
+

@@ -1,0 +1,157 @@
+//! The `hookrouter` command: CLI parsing, logging set-up, signals and exit codes.
+//! Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use hookrouter::config::{Config, ConfigError};
+
+/// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "hookrouter", version, about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries.")]
+struct Cli {
+    /// Log format: plain text (journald adds the time) or JSON lines for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Run a receiver that prints every request it gets and answers 200.
+    Echo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Under systemd, journald stamps each line itself.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, under_journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookrouter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Echo { listen } => {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    token.cancel();
+                });
+                hookrouter::echo::run(listen, shutdown)
+                    .await
+                    .with_context(|| format!("echo on {listen}"))
+                    .map_err(Failure::Other)
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("{e}");
+            eprintln!("hookrouter: the config has errors; not starting");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("hookrouter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Config(ConfigError),
+    Other(anyhow::Error),
+}
+
+async fn serve(path: PathBuf) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    let running = hookrouter::start(config)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    let shutdown = running.shutdown_token();
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stopped = running.shutdown_token();
+    let running = std::sync::Arc::new(tokio::sync::Mutex::new(Some(running)));
+    let reloader = running.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => return,
+                _ = hangup.recv() => {}
+            }
+            let guard = reloader.lock().await;
+            let Some(r) = guard.as_ref() else { return };
+            match r.reload() {
+                Ok(s) => tracing::info!(
+                    routes_added = ?s.routes.0, routes_removed = ?s.routes.1, routes_changed = ?s.routes.2,
+                    destinations_added = ?s.destinations.0, destinations_removed = ?s.destinations.1,
+                    destinations_changed = ?s.destinations.2,
+                    "config reloaded"
+                ),
+                Err(e) => tracing::error!(error = %e, "config reload refused; the previous rules stay in force"),
+            }
+        }
+    });
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+    let taken = running.lock().await.take();
+    if let Some(r) = taken {
+        r.wait().await.map_err(|e| Failure::Other(e.into()))?;
+    }
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(kind)
+        .context("installing a signal handler")
+        .map_err(Failure::Other)
+}

@@ -1,0 +1,90 @@
+//! The records kept in the store. Serialized as JSON: small, self-describing, and readable
+//! with any sled dump tool when an operator has to look at a store by hand.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::EventKind;
+
+/// One accepted webhook. Its body lives in the `bodies` tree, in chunks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventRecord {
+    /// Time-ordered id (UUID v7), returned to Mindstamp as `event_id`.
+    pub id: Uuid,
+    /// The kind, from the ingress path.
+    pub kind: EventKind,
+    /// Wall-clock receive time, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// Routes that matched.
+    pub routes: Vec<String>,
+    /// Ids of the jobs created for it (one per destination).
+    pub jobs: Vec<Uuid>,
+    /// Body length in bytes.
+    pub body_len: u64,
+}
+
+/// One delivery of one event to one destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobRecord {
+    /// Delivery id, sent as `X-Hookrouter-Delivery`; stable across retries and replays.
+    pub id: Uuid,
+    /// The event delivered.
+    pub event_id: Uuid,
+    /// The event's kind, sent as `X-Hookrouter-Event`.
+    pub kind: EventKind,
+    /// Destination name; its current definition is looked up at each attempt.
+    pub destination: String,
+    /// Routes that sent the event to this destination.
+    pub routes: Vec<String>,
+    /// When the job was created, Unix ms.
+    pub created_at_ms: u64,
+    /// Attempts made so far (persisted, so backoff survives restarts).
+    pub attempts: u32,
+    /// Wall-clock time of the first attempt, Unix ms; the retry budget counts from here.
+    pub first_attempt_at_ms: Option<u64>,
+    /// Wall-clock time of the latest attempt, Unix ms.
+    pub last_attempt_at_ms: Option<u64>,
+    /// When the job is due; also encoded in its `due` index key.
+    pub next_attempt_at_ms: u64,
+    /// HTTP status of the latest attempt, if one came back.
+    pub last_status: Option<u16>,
+    /// Error of the latest attempt, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// One attempt of one job, for the history an operator reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Start of the attempt, Unix ms.
+    pub at_ms: u64,
+    /// How long the attempt took.
+    pub latency_ms: u64,
+    /// HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// `delivered`, `retry` or `permanent`.
+    pub outcome: String,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// A job that will not be attempted again without an operator's say-so.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    /// The job as it was at its last attempt.
+    pub job: JobRecord,
+    /// Why it was dead-lettered (permanent status, budget spent, destination removed...).
+    pub reason: String,
+    /// The first KiB of the last response body, if any.
+    pub response_snippet: Option<String>,
+    /// When it was dead-lettered, Unix ms.
+    pub dead_at_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
