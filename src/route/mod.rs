@@ -5,6 +5,7 @@
 //! remembering every route that named it.
 
 pub mod condition;
+pub mod explain;
 
 use std::collections::BTreeSet;
 
