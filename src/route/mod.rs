@@ -7,6 +7,9 @@
 pub mod condition;
 pub mod explain;
 
+#[cfg(test)]
+mod condition_tests;
+
 use std::collections::BTreeSet;
 
 use serde_json::Value as Json;
