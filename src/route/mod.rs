@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 pub use condition::Condition;
+use condition::Lookup;
 
 use crate::config::{deserialize_at, Ctx, OneOrMany, RawRoute};
 use crate::event::EventKind;
@@ -38,7 +39,11 @@ pub struct Route {
 impl Route {
     /// Does this route apply to `kind` and hold for `payload`?
     pub fn matches(&self, kind: EventKind, payload: &Json) -> bool {
-        self.events.as_ref().is_none_or(|k| k.contains(&kind)) && self.condition.holds(payload)
+        self.matches_in(kind, &mut Lookup::new(payload, 0))
+    }
+
+    fn matches_in(&self, kind: EventKind, lookup: &mut Lookup<'_>) -> bool {
+        self.events.as_ref().is_none_or(|k| k.contains(&kind)) && self.condition.eval(lookup)
     }
 }
 
@@ -46,6 +51,8 @@ impl Route {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     routes: Vec<Route>,
+    /// Number of distinct field paths, the size of a [`Lookup`]'s cache.
+    slots: usize,
 }
 
 /// One destination an event goes to, with the routes that sent it there.
@@ -75,8 +82,9 @@ impl RuleSet {
     /// Decides where an event of `kind` with `payload` goes.
     pub fn decide(&self, kind: EventKind, payload: &Json) -> Decision {
         let mut decision = Decision::default();
+        let mut lookup = Lookup::new(payload, self.slots);
         for route in &self.routes {
-            if !route.matches(kind, payload) {
+            if !route.matches_in(kind, &mut lookup) {
                 continue;
             }
             decision.routes.push(route.name.clone());
@@ -108,11 +116,11 @@ impl RuleSet {
     ) -> RuleSet {
         let mut routes = Vec::new();
         let Some(value) = value.filter(|v| !v.is_null()) else {
-            return RuleSet { routes };
+            return RuleSet::default();
         };
         let Some(items) = value.as_sequence() else {
             ctx.problems.push("routes", "expected a list of routes");
-            return RuleSet { routes };
+            return RuleSet::default();
         };
         let mut seen = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
@@ -124,7 +132,14 @@ impl RuleSet {
                 routes.push(route);
             }
         }
-        RuleSet { routes }
+        let mut slots = std::collections::HashMap::new();
+        for route in &mut routes {
+            route.condition.assign_slots(&mut slots);
+        }
+        RuleSet {
+            routes,
+            slots: slots.len(),
+        }
     }
 }
 
