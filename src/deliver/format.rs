@@ -61,7 +61,7 @@ pub const BUILTIN_SLACK: [(EventKind, &str); 3] = [
     (
         EventKind::Interaction,
         "*{{ viewer_name | default('Someone') | slack_escape }}* \
-         {% if parent_type == 'question' %}answered \
+         {% if parent_type is defined and parent_type == 'question' %}answered \
          \u{201c}{{ parent_value | default('a question') | slack_escape }}\u{201d} with \
          *{{ value | default('(no answer)') | slack_escape }}*\
          {% else %}clicked *{{ value | default(parent_value) | default('something') | slack_escape }}*{% endif %} \
@@ -173,6 +173,11 @@ pub enum RenderError {
 
 impl RenderError {
     fn template(field: &str, e: &minijinja::Error) -> RenderError {
+        // minijinja knows the exact template (`body.properties.firstname`); prefer it.
+        let field = match e.name() {
+            Some(name) if !name.starts_with("builtin.") => name,
+            _ => field,
+        };
         let mut message = super::template::describe(e);
         // The cause of a typed leaf's failure (e.g. "the value is undefined") is useful.
         if let Some(source) = std::error::Error::source(e) {
@@ -309,5 +314,169 @@ impl fmt::Display for Format {
             Format::Slack { .. } => "slack",
             Format::Json { .. } => "json",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    const VIEW: &str = include_str!("../../tests/fixtures/view.json");
+    const INTERACTION: &str = include_str!("../../tests/fixtures/interaction.json");
+    const LEAD: &str = include_str!("../../tests/fixtures/lead.json");
+
+    fn config(destinations: &str) -> Config {
+        let env = HashMap::from([("CRM_TOKEN".to_string(), "s3cret-token".to_string())]);
+        let text = format!("keys: [k]\ndestinations:\n{destinations}");
+        Config::from_yaml(&text, Path::new("routes.yaml"), &env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ids() -> DeliveryIds {
+        DeliveryIds {
+            event_id: Uuid::from_u128(1),
+            delivery_id: Uuid::from_u128(2),
+            timestamp: 1_700_000_000,
+        }
+    }
+
+    fn render(
+        c: &Config,
+        dest: &str,
+        kind: EventKind,
+        body: &str,
+    ) -> Result<RenderedRequest, RenderError> {
+        let payload: Json = serde_json::from_str(body).unwrap();
+        render_request(
+            &c.destinations[dest],
+            kind,
+            &Bytes::from(body.to_string()),
+            &payload,
+            &ids(),
+        )
+    }
+
+    fn json_body(r: &RenderedRequest) -> Json {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn raw_is_byte_for_byte_and_built_in_slack_messages_fit_each_kind() {
+        let c = config(
+            "  raw:\n    url: http://h/raw\n  slack:\n    url: http://h/s\n    format: slack\n",
+        );
+        let r = render(&c, "raw", EventKind::View, VIEW).unwrap();
+        assert_eq!(r.body, VIEW.as_bytes());
+        let text = |kind, body| json_body(&render(&c, "slack", kind, body).unwrap());
+        assert_eq!(
+            text(EventKind::View, VIEW),
+            json!({"text": "🇺🇸 *John Doe* watched *Interactive Video #9* (95%)"})
+        );
+        assert_eq!(
+            text(EventKind::Interaction, INTERACTION),
+            json!({"text": "*John Doe* answered \u{201c}How can you get a good night's sleep?\u{201d} with *D. All of the Above* in *Interactive Video #9*"})
+        );
+        assert_eq!(
+            text(EventKind::Lead, LEAD),
+            json!({"text": "New lead: *John Doe* (john.doe@example.com) from *Interactive Video #9*"})
+        );
+        // Built-ins never fail on a sparse payload.
+        assert_eq!(
+            text(EventKind::View, "{}"),
+            json!({"text": "*Someone* watched *a video*"})
+        );
+        assert_eq!(
+            text(
+                EventKind::Interaction,
+                r#"{"viewer_name": null, "value": "<b>"}"#
+            ),
+            json!({"text": "*Someone* clicked *&lt;b&gt;* in *a video*"})
+        );
+        assert_eq!(
+            text(EventKind::Lead, "{}"),
+            json!({"text": "New lead: *(no name)* from *a video*"})
+        );
+    }
+
+    #[test]
+    fn a_crm_body_keeps_types_and_headers_are_rendered_and_redacted() {
+        let c = config(
+            r#"  crm:
+    url: https://api.hubapi.com/crm/v3/objects/contacts
+    headers:
+      Authorization: "Bearer ${CRM_TOKEN}"
+      X-Idempotency-Key: "{{ id }}"
+      X-Source: "{{ event }}/{{ event_id }}"
+    format: json
+    body:
+      properties:
+        email: "{{ viewer_email }}"
+        firstname: "{{ viewer_name | split(' ') | first }}"
+        mindstamp_percentage: "{{ percentage }}"
+        tags: ["{{ tag1 }}", "{{ tag2 }}"]
+        source: mindstamp
+"#,
+        );
+        let r = render(&c, "crm", EventKind::View, VIEW).unwrap();
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(
+            json_body(&r),
+            json!({"properties": {"email": "john.doe@example.com", "firstname": "John", "mindstamp_percentage": 95, "tags": ["spring-campaign", null], "source": "mindstamp"}})
+        );
+        assert_eq!(r.headers["authorization"], "Bearer s3cret-token");
+        assert_eq!(
+            r.headers["x-idempotency-key"],
+            "9bce33d1-120c-4bb5-8b5a-499896140f20"
+        );
+        assert_eq!(
+            r.headers["x-source"],
+            format!("view/{}", Uuid::from_u128(1))
+        );
+        assert_eq!(r.headers["content-type"], "application/json");
+        let shown = r.redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("authorization: <secret>"), "{shown}");
+        assert!(shown.contains("x-idempotency-key: 9bce33d1"), "{shown}");
+        assert!(
+            shown.starts_with("POST https://api.hubapi.com/crm/v3/objects/contacts\n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_render_failure_names_the_field_and_signing_adds_standard_headers() {
+        let c = config(
+            r#"  crm:
+    url: "http://h/${CRM_TOKEN}/x?token=abc"
+    method: put
+    sign: { secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD" }
+    format: json
+    body:
+      first: "{{ missing | split(' ') | first }}"
+"#,
+        );
+        let err = render(&c, "crm", EventKind::Lead, LEAD)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("template error in body.first: "), "{err}");
+        let r = render(&c, "crm", EventKind::Lead, r#"{"missing": "Ada Lovelace"}"#).unwrap();
+        assert_eq!(r.method, Method::PUT);
+        assert_eq!(json_body(&r), json!({"first": "Ada"}));
+        let id = Uuid::from_u128(2).to_string();
+        assert_eq!(r.headers["webhook-id"], id.as_str());
+        assert_eq!(r.headers["webhook-timestamp"], "1700000000");
+        let expected =
+            crate::deliver::sign::SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+                .unwrap()
+                .sign(&id, 1_700_000_000, &r.body);
+        assert_eq!(r.headers["webhook-signature"], expected.as_str());
+        let shown = r.redacted();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("abc"),
+            "{shown}"
+        );
     }
 }
