@@ -339,12 +339,8 @@ async fn classify_response(classifier: &Classifier, response: reqwest::Response)
     };
     let location = header(http::header::LOCATION);
     let retry_after = header(http::header::RETRY_AFTER);
-    // A 2xx body is not needed; skip reading it.
-    let body = if status.is_success() {
-        None
-    } else {
-        read_body(response).await
-    };
+    // Read (up to 64 KiB) even after a 2xx, so the connection can be reused.
+    let body = read_body(response).await;
     let summary = ResponseSummary {
         location,
         retry_after,

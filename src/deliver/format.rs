@@ -38,7 +38,7 @@ pub enum Format {
 }
 
 /// One configured header: its value is either fixed or a template.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HeaderSpec {
     /// The header name.
     pub name: HeaderName,
@@ -47,6 +47,20 @@ pub struct HeaderSpec {
     /// Never shown: the value came from `${VAR}` or a file, or was written as a literal
     /// (where tokens usually are).
     pub sensitive: bool,
+}
+
+impl fmt::Debug for HeaderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &dyn fmt::Debug = if self.sensitive {
+            &"<secret>"
+        } else {
+            &self.value
+        };
+        f.debug_struct("HeaderSpec")
+            .field("name", &self.name)
+            .field("value", value)
+            .finish()
+    }
 }
 
 /// The built-in Slack messages, used when a `format: slack` destination has no `template`.
@@ -105,8 +119,9 @@ impl DeliveryIds {
     }
 }
 
-/// A request ready to send (or to print for `route --render`).
-#[derive(Debug, Clone)]
+/// A request ready to send (or to print for `route --render`). Its `Debug` shows no
+/// secret; print it for people with [`RenderedRequest::redacted`].
+#[derive(Clone)]
 pub struct RenderedRequest {
     /// `method:` of the destination.
     pub method: Method,
@@ -118,6 +133,17 @@ pub struct RenderedRequest {
     pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
+}
+
+impl fmt::Debug for RenderedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderedRequest")
+            .field("method", &self.method)
+            .field("url_host", &self.url.host_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl RenderedRequest {
@@ -478,5 +504,54 @@ mod tests {
             !shown.contains("s3cret") && !shown.contains("abc"),
             "{shown}"
         );
+    }
+
+    /// The complete examples in docs/destinations.md load, and the HubSpot one sends what
+    /// the document says it sends.
+    #[test]
+    fn the_documented_examples_are_valid_and_render_as_documented() {
+        let doc = include_str!("../../docs/destinations.md");
+        let env = HashMap::from(
+            [
+                ("MINDSTAMP_WEBHOOK_KEY", "k"),
+                (
+                    "SLACK_WEBHOOK_URL",
+                    "https://hooks.slack.com/services/T0/B0/X",
+                ),
+                (
+                    "SLACK_LEADS_WEBHOOK_URL",
+                    "https://hooks.slack.com/services/T0/B1/Y",
+                ),
+                ("HUBSPOT_TOKEN", "pat-secret"),
+                (
+                    "WAREHOUSE_SIGNING_SECRET",
+                    "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let examples: Vec<&str> = doc
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.starts_with("# Complete example"))
+            .collect();
+        assert_eq!(examples.len(), 2);
+        let mut configs = Vec::new();
+        for text in examples {
+            let c = Config::from_yaml(text, Path::new("docs.yaml"), &env)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            configs.push(c);
+        }
+        let slack = render(&configs[0], "sales-slack", EventKind::View, VIEW).unwrap();
+        assert_eq!(
+            json_body(&slack)["text"],
+            "🇺🇸 *John Doe* watched *Interactive Video #9* (95%)"
+        );
+        let hubspot = render(&configs[1], "hubspot-contacts", EventKind::View, VIEW).unwrap();
+        let shown = String::from_utf8_lossy(&hubspot.body).into_owned();
+        assert!(doc.contains(&format!("\n{shown}\n")), "{shown}");
+        let lead = render(&configs[1], "hubspot-leads", EventKind::Lead, LEAD).unwrap();
+        assert_eq!(json_body(&lead)["properties"]["lastname"], "Doe");
     }
 }

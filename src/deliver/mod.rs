@@ -363,7 +363,10 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> D
             ..
         } => {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
-            let hint = retry_after.map(|d| d.min(dest.retry.max_interval));
+            // `Retry-After: 0` asks for nothing: a zero hint would retry in a hot loop.
+            let hint = retry_after
+                .filter(|d| !d.is_zero())
+                .map(|d| d.min(dest.retry.max_interval));
             match dest.retry.next_delay_hinted(number, elapsed, hint) {
                 Some(delay) => {
                     updated.next_attempt_at_ms =
