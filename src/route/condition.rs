@@ -35,6 +35,8 @@ pub struct FieldTest {
     /// The field as written (`variables.plan`).
     pub path: String,
     segments: Vec<String>,
+    /// An operand came from `${VAR}`: never shown in `check` or `--explain` output.
+    pub secret: bool,
     /// The operators, all of which must hold.
     pub ops: Vec<Op>,
 }
@@ -214,10 +216,15 @@ impl FieldTest {
                 }
             },
         };
+        let secret = ctx
+            .secrets
+            .iter()
+            .any(|s| s == path || s.starts_with(&format!("{path}.")));
         Some(FieldTest {
             path: field.to_string(),
             segments: field.split('.').map(str::to_string).collect(),
             ops,
+            secret,
         })
     }
 

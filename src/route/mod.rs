@@ -5,6 +5,10 @@
 //! remembering every route that named it.
 
 pub mod condition;
+pub mod explain;
+
+#[cfg(test)]
+mod condition_tests;
 
 use std::collections::BTreeSet;
 
