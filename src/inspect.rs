@@ -46,7 +46,7 @@ pub fn check_summary(config: &Config) -> String {
         .max()
         .unwrap_or(0);
     for (name, d) in &config.destinations {
-        let headers: Vec<&str> = d.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let headers: Vec<&str> = d.headers.iter().map(|h| h.name.as_str()).collect();
         let r = &d.retry;
         let _ = writeln!(
             out,
