@@ -63,6 +63,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print each request that would be sent (method, URL, headers, body; secrets
+        /// redacted), rendered with the destination's format and templates.
+        #[arg(long)]
+        render: bool,
         /// The payload file; standard input when omitted or "-".
         payload: Option<PathBuf>,
     },
@@ -112,8 +116,18 @@ fn main() -> ExitCode {
                 event,
                 explain,
                 json,
+                render,
                 payload,
-            } => route(config, event, explain, json, payload),
+            } => route(
+                config,
+                event,
+                RouteOutput {
+                    explain,
+                    json,
+                    render,
+                },
+                payload,
+            ),
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();
@@ -158,11 +172,17 @@ fn check(path: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What `route` prints besides the verdict.
+struct RouteOutput {
+    explain: bool,
+    json: bool,
+    render: bool,
+}
+
 fn route(
     path: PathBuf,
     kind: hookrouter::event::EventKind,
-    explain: bool,
-    json: bool,
+    output: RouteOutput,
     payload: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let config = Config::load(&path).map_err(Failure::Config)?;
@@ -189,8 +209,11 @@ fn route(
             "{name} must hold a JSON object, as Mindstamp sends"
         )));
     }
-    let report = hookrouter::inspect::route_report(&config, kind, &payload, explain);
-    if json {
+    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
+    if output.render {
+        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
+    }
+    if output.json {
         let text = serde_json::to_string_pretty(&report)
             .context("encoding the report")
             .map_err(Failure::Other)?;
