@@ -506,11 +506,11 @@ mod tests {
         );
     }
 
-    /// The complete examples in docs/destinations.md load, and the HubSpot one sends what
+    /// The complete examples in the README's destinations reference load, and the HubSpot one sends what
     /// the document says it sends.
     #[test]
     fn the_documented_examples_are_valid_and_render_as_documented() {
-        let doc = include_str!("../../docs/destinations.md");
+        let doc = include_str!("../../README.md");
         let env = HashMap::from(
             [
                 ("MINDSTAMP_WEBHOOK_KEY", "k"),
