@@ -225,14 +225,16 @@ fn route(
 }
 
 async fn serve(path: PathBuf) -> Result<(), Failure> {
+    // Handlers first: a SIGHUP that arrives as soon as the daemon says it is ready (systemd
+    // may reload at once) must reload, not kill the process with the default action.
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = Config::load(&path).map_err(Failure::Config)?;
     let running = hookrouter::start(config)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     let shutdown = running.shutdown_token();
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let stopped = running.shutdown_token();
     let running = std::sync::Arc::new(tokio::sync::Mutex::new(Some(running)));
     let reloader = running.clone();
