@@ -212,6 +212,11 @@ impl<'a> Lookup<'a> {
         }
     }
 
+    /// The value of `test`'s field (`None` when missing), from the cache when it has a slot.
+    pub fn value(&mut self, test: &FieldTest) -> Option<&'a Json> {
+        self.get(test)
+    }
+
     fn get(&mut self, test: &FieldTest) -> Option<&'a Json> {
         let payload = self.payload;
         match test.slot.and_then(|i| self.cache.get_mut(i)) {

@@ -6,6 +6,7 @@
 
 pub mod condition;
 pub mod explain;
+mod index;
 
 #[cfg(test)]
 mod condition_tests;
@@ -17,6 +18,7 @@ use serde_yaml::Value as Yaml;
 
 pub use condition::Condition;
 use condition::Lookup;
+use index::RouteIndex;
 
 use crate::config::{deserialize_at, Ctx, OneOrMany, RawRoute};
 use crate::event::EventKind;
@@ -39,11 +41,7 @@ pub struct Route {
 impl Route {
     /// Does this route apply to `kind` and hold for `payload`?
     pub fn matches(&self, kind: EventKind, payload: &Json) -> bool {
-        self.matches_in(kind, &mut Lookup::new(payload, 0))
-    }
-
-    fn matches_in(&self, kind: EventKind, lookup: &mut Lookup<'_>) -> bool {
-        self.events.as_ref().is_none_or(|k| k.contains(&kind)) && self.condition.eval(lookup)
+        self.events.as_ref().is_none_or(|k| k.contains(&kind)) && self.condition.holds(payload)
     }
 }
 
@@ -53,6 +51,8 @@ pub struct RuleSet {
     routes: Vec<Route>,
     /// Number of distinct field paths, the size of a [`Lookup`]'s cache.
     slots: usize,
+    /// Skips routes that cannot match (wrong kind, guard value absent).
+    index: RouteIndex,
 }
 
 /// One destination an event goes to, with the routes that sent it there.
@@ -83,8 +83,11 @@ impl RuleSet {
     pub fn decide(&self, kind: EventKind, payload: &Json) -> Decision {
         let mut decision = Decision::default();
         let mut lookup = Lookup::new(payload, self.slots);
-        for route in &self.routes {
-            if !route.matches_in(kind, &mut lookup) {
+        for i in self.index.candidates(kind, &mut lookup).iter() {
+            let Some(route) = self.routes.get(i) else {
+                break;
+            };
+            if !route.condition.eval(&mut lookup) {
                 continue;
             }
             decision.routes.push(route.name.clone());
@@ -137,6 +140,7 @@ impl RuleSet {
             route.condition.assign_slots(&mut slots);
         }
         RuleSet {
+            index: RouteIndex::build(&routes),
             routes,
             slots: slots.len(),
         }
