@@ -133,7 +133,8 @@ impl Condition {
                     for (i, item) in items.iter().enumerate() {
                         let ipath = format!("{kpath}.{i}");
                         match item.as_mapping() {
-                            Some(m) => children.push(Condition::compile_map(m, &ipath, ctx)),
+                            Some(m) => children
+                                .push(Condition::compile_map(m, &ipath, ctx).unwrap_single()),
                             None => ctx.problems.push(&ipath, "expected a condition map"),
                         }
                     }
@@ -148,9 +149,9 @@ impl Condition {
                     });
                 }
                 "not" => match value.as_mapping() {
-                    Some(m) => all.push(Condition::Not(Box::new(Condition::compile_map(
-                        m, &kpath, ctx,
-                    )))),
+                    Some(m) => all.push(Condition::Not(Box::new(
+                        Condition::compile_map(m, &kpath, ctx).unwrap_single(),
+                    ))),
                     None => ctx.problems.push(&kpath, "not expects a condition map"),
                 },
                 field => {
@@ -161,6 +162,15 @@ impl Condition {
             }
         }
         Condition::All(all)
+    }
+
+    /// A map of one condition is that condition: nested `any:`/`all:`/`not:` items are
+    /// usually one-key maps, and unwrapping them saves a level of evaluation per item.
+    fn unwrap_single(self) -> Condition {
+        match self {
+            Condition::All(mut v) if v.len() == 1 => v.pop().unwrap_or(Condition::All(Vec::new())),
+            other => other,
+        }
     }
 
     /// Does the condition hold for `payload`?
