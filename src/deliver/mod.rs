@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::Destination;
+use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::notify::Heartbeats;
 use crate::queue::{now_ms, AttemptRecord, DeadLetter, JobRecord, Store, StoreError};
 use crate::SharedConfig;
 pub use attempt::Outcome;
@@ -42,6 +44,8 @@ struct Inner {
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
+    heartbeats: Heartbeats,
 }
 
 /// Why the dispatcher could not start.
@@ -57,7 +61,12 @@ pub enum DispatchError {
 
 impl Dispatcher {
     /// Creates the dispatcher; call [`Dispatcher::reconcile`] to start workers.
-    pub fn new(store: Store, config: SharedConfig, shutdown: CancellationToken) -> Result<Self, DispatchError> {
+    pub fn new(
+        store: Store,
+        config: SharedConfig,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DispatchError> {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 store,
@@ -66,8 +75,16 @@ impl Dispatcher {
                 workers: Mutex::new(HashMap::new()),
                 shutdown,
                 tracker: TaskTracker::new(),
+                metrics,
+                heartbeats: Heartbeats::default(),
             }),
         })
+    }
+
+    /// The workers' heartbeats, which the systemd watchdog reads to tell a wedged delivery
+    /// loop from an idle one.
+    pub fn heartbeats(&self) -> Heartbeats {
+        self.inner.heartbeats.clone()
     }
 
     /// Starts a worker for every configured destination and every destination that still
@@ -124,6 +141,7 @@ impl Worker {
         let mut in_flight: JoinSet<Result<(), StoreError>> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         loop {
+            self.inner.heartbeats.beat(&self.name);
             let Some(dest) = self.inner.config.load().destinations.get(&self.name).cloned() else {
                 self.retire(&mut in_flight).await;
                 return;
@@ -199,9 +217,11 @@ impl Worker {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a job");
                     return;
                 }
+                self.inner.metrics.delivery(&self.name, DeliveryOutcome::Dead, None);
                 tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %self.name, outcome = "dead", reason = %reason, "delivery dead-lettered");
             }
         }
+        self.inner.heartbeats.forget(&self.name);
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         workers.remove(&self.name);
     }
@@ -210,7 +230,10 @@ impl Worker {
 /// Attempts one job and records the outcome.
 async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> Result<(), StoreError> {
     let store = &inner.store;
+    let metrics = &inner.metrics;
+    let _in_flight = metrics.in_flight(&job.destination);
     let Some(body) = store.load_body(&job.event_id)? else {
+        metrics.delivery(&job.destination, DeliveryOutcome::Dead, None);
         let letter = DeadLetter {
             job: job.clone(),
             reason: "the event's body is missing from the store".into(),
@@ -255,17 +278,22 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
     match outcome {
         Outcome::Delivered { .. } => {
             store.mark_delivered(&job, &record)?;
+            metrics.delivery(&job.destination, DeliveryOutcome::Delivered, Some(latency));
+            metrics.delivered_after(&job.destination, job.created_at_ms);
             tracing::info!(outcome = "delivered", "delivered");
         }
         Outcome::Retry { error, snippet, .. } => {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
-            match dest.retry.next_delay(number, elapsed) {
+            // Attempts before an operator's retry do not count against the fresh budget.
+            match dest.retry.next_delay(number.saturating_sub(job.attempt_base), elapsed) {
                 Some(delay) => {
                     updated.next_attempt_at_ms = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
                     store.reschedule(&job, &updated, &record)?;
+                    metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
                     tracing::info!(outcome = "retry", error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
                 }
                 None => {
+                    metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
                     let reason = format!(
                         "gave up after {number} attempts over {}: {error}",
                         humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
@@ -275,6 +303,7 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
             }
         }
         Outcome::Permanent { error, snippet, .. } => {
+            metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
             dead_letter(store, &job, updated, format!("permanent failure: {error}"), snippet, &record)?;
         }
     }
