@@ -14,7 +14,8 @@
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
-//! [`echo`] is the little receiver operators use to try routes locally.
+//! [`echo`] is the little receiver operators use to try routes locally; [`inspect`] holds
+//! `check` and `route`, the offline views of a config.
 //!
 //! Operating it: [`admin`] (the admin API and the CLI that talks to it), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
@@ -27,6 +28,7 @@ pub mod deliver;
 pub mod echo;
 pub mod event;
 pub mod ingress;
+pub mod inspect;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
@@ -102,29 +104,47 @@ pub struct Running {
 /// ready to accept webhooks.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let server = config.server.clone();
-    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| RunError::Store {
-        path: server.data_dir.display().to_string(),
-        source,
+    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| {
+        RunError::Store {
+            path: server.data_dir.display().to_string(),
+            source,
+        }
     })?;
     store.set_retention(server.retention, server.dead_retention);
     let shutdown = CancellationToken::new();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
-    let dispatcher = Dispatcher::new(store.clone(), config.clone(), shutdown.child_token(), metrics.clone())?;
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        config.clone(),
+        shutdown.child_token(),
+        metrics.clone(),
+    )?;
     dispatcher.reconcile()?;
-    let (committer, committer_thread) = Committer::start(store.clone()).map_err(RunError::Thread)?;
+    let (committer, committer_thread) =
+        Committer::start(store.clone()).map_err(RunError::Thread)?;
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| RunError::Bind { addr: server.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind { addr: server.listen, source })?;
-    let admin_listener = TcpListener::bind(server.admin_listen).await.map_err(|source| RunError::Bind {
-        addr: server.admin_listen,
+        .map_err(|source| RunError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: server.listen,
         source,
     })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| RunError::Bind {
-        addr: server.admin_listen,
-        source,
-    })?;
+    let admin_listener = TcpListener::bind(server.admin_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| RunError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?;
     let state = Arc::new(IngressState {
         config: config.clone(),
         committer,
@@ -144,7 +164,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         metrics,
         reloader: reloader.clone(),
     });
-    let admin = tokio::spawn(admin::serve(admin_listener, admin_state, shutdown.child_token()));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        shutdown.child_token(),
+    ));
     let windows = config.clone();
     tokio::spawn(queue::housekeeping::run(
         store.clone(),
@@ -160,7 +184,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         max_connections: server.max_connections,
         shutdown_grace: server.shutdown_grace,
     };
-    let ingress = tokio::spawn(ingress::serve(listener, state, settings, shutdown.child_token()));
+    let ingress = tokio::spawn(ingress::serve(
+        listener,
+        state,
+        settings,
+        shutdown.child_token(),
+    ));
     tracing::info!(%addr, %admin_addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
     notify::ready();
     Ok(Running {
@@ -264,7 +293,8 @@ impl Reloader {
         let current = self.config.load_full();
         let next = Config::load(&current.source)?;
         let summary = summarize(&current, &next);
-        self.store.set_retention(next.server.retention, next.server.dead_retention);
+        self.store
+            .set_retention(next.server.retention, next.server.dead_retention);
         self.config.store(Arc::new(next));
         if let Err(e) = self.dispatcher.reconcile() {
             tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
@@ -280,8 +310,16 @@ fn diff_names<T>(
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
     let old: std::collections::BTreeMap<String, T> = old.collect();
     let new: std::collections::BTreeMap<String, T> = new.collect();
-    let added = new.keys().filter(|k| !old.contains_key(*k)).cloned().collect();
-    let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     let changed = new
         .iter()
         .filter(|(k, v)| old.get(*k).is_some_and(|o| !same(o, v)))
@@ -305,8 +343,11 @@ fn summarize(old: &Config, new: &Config) -> ReloadSummary {
             .collect::<Vec<_>>()
     };
     ReloadSummary {
-        routes: diff_names(routes(old).into_iter(), routes(new).into_iter(), |a, b| a == b),
-        destinations: diff_names(dests(old).into_iter(), dests(new).into_iter(), |a, b| a == b),
+        routes: diff_names(routes(old).into_iter(), routes(new).into_iter(), |a, b| {
+            a == b
+        }),
+        destinations: diff_names(dests(old).into_iter(), dests(new).into_iter(), |a, b| {
+            a == b
+        }),
     }
 }
-

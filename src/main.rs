@@ -11,9 +11,15 @@ use hookrouter::config::{Config, ConfigError};
 
 /// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
 const EXIT_CONFIG: u8 = 64;
+/// EX_DATAERR: the input given to a command (a payload for `route`) is not usable.
+const EXIT_DATA: u8 = 65;
 
 #[derive(Parser)]
-#[command(name = "hookrouter", version, about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries.")]
+#[command(
+    name = "hookrouter",
+    version,
+    about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries."
+)]
 struct Cli {
     /// Log format: plain text (journald adds the time) or JSON lines for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -35,6 +41,30 @@ enum Command {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+    },
+    /// Validate the config exactly as `serve` would, print a summary, exit 0 (or 64 with
+    /// every problem, each as FILE:LINE:COL: ...).
+    Check {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Dry run: show which routes a payload matches and where it would go. Sends nothing.
+    Route {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The kind of webhook (the ingress path it would arrive on).
+        #[arg(long)]
+        event: hookrouter::event::EventKind,
+        /// Show, for every route, each condition, the value it saw and whether it held.
+        #[arg(long)]
+        explain: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The payload file; standard input when omitted or "-".
+        payload: Option<PathBuf>,
     },
     /// Run a receiver that prints every request it gets and answers 200.
     Echo {
@@ -63,7 +93,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hookrouter: cannot start the async runtime: {e}");
@@ -73,6 +106,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
+            Command::Check { config } => check(config),
+            Command::Route {
+                config,
+                event,
+                explain,
+                json,
+                payload,
+            } => route(config, event, explain, json, payload),
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();
@@ -94,6 +135,10 @@ fn main() -> ExitCode {
             eprintln!("hookrouter: the config has errors; not starting");
             ExitCode::from(EXIT_CONFIG)
         }
+        Err(Failure::Data(e)) => {
+            eprintln!("hookrouter: {e:#}");
+            ExitCode::from(EXIT_DATA)
+        }
         Err(Failure::Other(e)) => {
             eprintln!("hookrouter: {e:#}");
             ExitCode::FAILURE
@@ -103,7 +148,57 @@ fn main() -> ExitCode {
 
 enum Failure {
     Config(ConfigError),
+    Data(anyhow::Error),
     Other(anyhow::Error),
+}
+
+fn check(path: PathBuf) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    print!("{}", hookrouter::inspect::check_summary(&config));
+    Ok(())
+}
+
+fn route(
+    path: PathBuf,
+    kind: hookrouter::event::EventKind,
+    explain: bool,
+    json: bool,
+    payload: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    let (name, bytes) = match payload.filter(|p| p.as_os_str() != "-") {
+        Some(p) => {
+            let bytes = std::fs::read(&p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(Failure::Data)?;
+            (p.display().to_string(), bytes)
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .context("reading the payload from standard input")
+                .map_err(Failure::Data)?;
+            ("standard input".to_string(), bytes)
+        }
+    };
+    let payload: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{name} is not valid JSON"))
+        .map_err(Failure::Data)?;
+    if !payload.is_object() {
+        return Err(Failure::Data(anyhow::anyhow!(
+            "{name} must hold a JSON object, as Mindstamp sends"
+        )));
+    }
+    let report = hookrouter::inspect::route_report(&config, kind, &payload, explain);
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+    } else {
+        print!("{}", hookrouter::inspect::render_report(&report));
+    }
+    Ok(())
 }
 
 async fn serve(path: PathBuf) -> Result<(), Failure> {
@@ -133,7 +228,9 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
                     destinations_changed = ?s.destinations.2,
                     "config reloaded"
                 ),
-                Err(e) => tracing::error!(error = %e, "config reload refused; the previous rules stay in force"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the previous rules stay in force")
+                }
             }
         }
     });

@@ -227,11 +227,9 @@ impl Metrics {
 
     /// Marks a delivery to `destination` in flight until the guard is dropped.
     pub fn in_flight(&self, destination: &str) -> InFlight {
-        let gauge = self
-            .in_flight
-            .get_or_create_owned(&DestinationLabels {
-                destination: destination.to_string(),
-            });
+        let gauge = self.in_flight.get_or_create_owned(&DestinationLabels {
+            destination: destination.to_string(),
+        });
         gauge.inc();
         InFlight { gauge }
     }
@@ -247,14 +245,22 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format, after refreshing the queue gauges
     /// from `store` for `destinations` (the configured ones) and any with jobs left.
-    pub fn render(&self, store: &Store, destinations: impl IntoIterator<Item = String>) -> Result<String, std::fmt::Error> {
+    pub fn render(
+        &self,
+        store: &Store,
+        destinations: impl IntoIterator<Item = String>,
+    ) -> Result<String, std::fmt::Error> {
         let snapshot = store.stats().snapshot();
         let mut names: std::collections::BTreeSet<String> = destinations.into_iter().collect();
         names.extend(snapshot.keys().cloned());
         let now = now_ms();
         for name in names {
             let depth = snapshot.get(&name).copied().unwrap_or_default();
-            for (state, n) in [("pending", depth.pending), ("retrying", depth.retrying), ("dead", depth.dead)] {
+            for (state, n) in [
+                ("pending", depth.pending),
+                ("retrying", depth.retrying),
+                ("dead", depth.dead),
+            ] {
                 self.depth
                     .get_or_create(&DepthLabels {
                         destination: name.clone(),

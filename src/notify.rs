@@ -73,7 +73,10 @@ pub fn ready() {
 /// and harmless under `Type=notify`).
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now], "that hookrouter is reloading"),
+        Ok(now) => send(
+            &[NotifyState::Reloading, now],
+            "that hookrouter is reloading",
+        ),
         Err(_) => send(&[NotifyState::Reloading], "that hookrouter is reloading"),
     }
 }

@@ -22,10 +22,20 @@ pub struct AdminArgs {
     #[arg(long, global = true, env = "HOOKROUTER_ADMIN")]
     pub admin: Option<String>,
     /// The routes file to read `server.admin_listen` and `server.admin_token` from.
-    #[arg(long, global = true, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKROUTER_CONFIG",
+        default_value = "routes.yaml"
+    )]
     pub config: PathBuf,
     /// Bearer token; default: `server.admin_token` from the config file.
-    #[arg(long, global = true, env = "HOOKROUTER_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKROUTER_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Print the API's JSON instead of a table (for scripts).
     #[arg(long, global = true)]
@@ -119,7 +129,12 @@ pub fn connect(args: &AdminArgs) -> Result<AdminClient, CliError> {
             } else {
                 (DEFAULT_ADMIN_LISTEN, None)
             };
-            (base_url_for(addr), args.token.clone().or_else(|| token.map(|t| t.expose().to_string())))
+            (
+                base_url_for(addr),
+                args.token
+                    .clone()
+                    .or_else(|| token.map(|t| t.expose().to_string())),
+            )
         }
     };
     Ok(AdminClient::new(&base, token)?)
@@ -138,9 +153,20 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             show(&client, args, &path, out, dead_table).await
         }
         Operation::Dead(DeadCommand::Show { id }) => {
-            show(&client, args, &format!("/dead/{}", encode_query(id)), out, dead_detail).await
+            show(
+                &client,
+                args,
+                &format!("/dead/{}", encode_query(id)),
+                out,
+                dead_detail,
+            )
+            .await
         }
-        Operation::Dead(DeadCommand::Retry { all: true, destination, .. }) => {
+        Operation::Dead(DeadCommand::Retry {
+            all: true,
+            destination,
+            ..
+        }) => {
             let path = match destination {
                 Some(d) => format!("/dead/retry?destination={}", encode_query(d)),
                 None => "/dead/retry".to_string(),
@@ -155,13 +181,38 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             Ok(())
         }
         Operation::Dead(DeadCommand::Retry { ids, .. }) => {
-            each(&client, args, ids, Method::POST, |id| format!("/dead/{id}/retry"), "queued again", out).await
+            each(
+                &client,
+                args,
+                ids,
+                Method::POST,
+                |id| format!("/dead/{id}/retry"),
+                "queued again",
+                out,
+            )
+            .await
         }
         Operation::Dead(DeadCommand::Drop { ids }) => {
-            each(&client, args, ids, Method::DELETE, |id| format!("/dead/{id}"), "dropped", out).await
+            each(
+                &client,
+                args,
+                ids,
+                Method::DELETE,
+                |id| format!("/dead/{id}"),
+                "dropped",
+                out,
+            )
+            .await
         }
         Operation::Event(EventCommand::Show { id }) => {
-            show(&client, args, &format!("/events/{}", encode_query(id)), out, event_detail).await
+            show(
+                &client,
+                args,
+                &format!("/events/{}", encode_query(id)),
+                out,
+                event_detail,
+            )
+            .await
         }
     }
 }
@@ -267,7 +318,14 @@ fn status_table(q: &QueueView, out: &mut String) {
         age(t.oldest_pending_age_seconds),
     ]);
     out.push_str(&render(
-        &["DESTINATION", "PENDING", "RETRYING", "IN FLIGHT", "DEAD", "OLDEST PENDING"],
+        &[
+            "DESTINATION",
+            "PENDING",
+            "RETRYING",
+            "IN FLIGHT",
+            "DEAD",
+            "OLDEST PENDING",
+        ],
         &rows,
     ));
 }
@@ -289,10 +347,23 @@ fn dead_table(list: &DeadList, out: &mut String) {
         })
         .collect();
     out.push_str(&render(
-        &["ID", "DESTINATION", "KIND", "ATTEMPTS", "STATUS", "DEAD AT", "ERROR"],
+        &[
+            "ID",
+            "DESTINATION",
+            "KIND",
+            "ATTEMPTS",
+            "STATUS",
+            "DEAD AT",
+            "ERROR",
+        ],
         &rows,
     ));
-    let _ = writeln!(out, "{} shown, {} dead letters in all", list.dead.len(), list.total);
+    let _ = writeln!(
+        out,
+        "{} shown, {} dead letters in all",
+        list.dead.len(),
+        list.total
+    );
 }
 
 fn dead_detail(d: &DeadLetterView, out: &mut String) {
@@ -305,11 +376,23 @@ fn dead_detail(d: &DeadLetterView, out: &mut String) {
     let _ = writeln!(out, "first attempt:  {}", opt(&d.first_attempt_at));
     let _ = writeln!(out, "last attempt:   {}", opt(&d.last_attempt_at));
     let _ = writeln!(out, "dead since:     {}", d.dead_at);
-    let _ = writeln!(out, "last status:    {}", d.last_status.map_or("-".into(), |s| s.to_string()));
+    let _ = writeln!(
+        out,
+        "last status:    {}",
+        d.last_status.map_or("-".into(), |s| s.to_string())
+    );
     let _ = writeln!(out, "error:          {}", d.error);
-    let _ = writeln!(out, "response:       {}", opt(&d.response_snippet.as_deref().map(|s| clip(s, 200))));
+    let _ = writeln!(
+        out,
+        "response:       {}",
+        opt(&d.response_snippet.as_deref().map(|s| clip(s, 200)))
+    );
     if let Some(body) = &d.body {
-        let _ = writeln!(out, "body:\n{}", serde_json::to_string_pretty(body).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "body:\n{}",
+            serde_json::to_string_pretty(body).unwrap_or_default()
+        );
     }
 }
 
@@ -320,7 +403,12 @@ fn retry_lines(r: &RetryResult, out: &mut String) {
     for s in &r.skipped {
         let _ = writeln!(out, "{}: skipped: {}", s.id, s.reason);
     }
-    let _ = writeln!(out, "{} retried, {} skipped", r.retried.len(), r.skipped.len());
+    let _ = writeln!(
+        out,
+        "{} retried, {} skipped",
+        r.retried.len(),
+        r.skipped.len()
+    );
 }
 
 fn event_detail(e: &EventView, out: &mut String) {
@@ -328,7 +416,11 @@ fn event_detail(e: &EventView, out: &mut String) {
     let _ = writeln!(out, "received:  {}", e.received_at);
     let _ = writeln!(out, "routes:    {}", e.routes.join(", "));
     for job in &e.jobs {
-        let _ = writeln!(out, "\ndelivery {} to {}: {}", job.id, job.destination, job.status);
+        let _ = writeln!(
+            out,
+            "\ndelivery {} to {}: {}",
+            job.id, job.destination, job.status
+        );
         if let Some(next) = &job.next_attempt_at {
             let _ = writeln!(out, "  next attempt: {next}");
         }

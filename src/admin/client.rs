@@ -80,7 +80,11 @@ impl AdminClient {
     }
 
     /// Calls `method path` and returns the JSON answer, or the API's error.
-    pub async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<serde_json::Value, ClientError> {
         let url = self.base.join(path).map_err(|e| ClientError::Url {
             url: path.to_string(),
             message: e.to_string(),
@@ -96,10 +100,16 @@ impl AdminClient {
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let text = response.text().await.map_err(unreachable)?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {}", super::table::clip(&text, 200))))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Decode(format!("{e}: {}", super::table::clip(&text, 200))))?;
         if !status.is_success() {
-            let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let field = |k: &str| {
+                value
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             return Err(ClientError::Api {
                 status: status.as_u16(),
                 code: field("error"),
@@ -110,7 +120,11 @@ impl AdminClient {
     }
 
     /// Calls `method path` and decodes the answer as `T`.
-    pub async fn call_as<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T, ClientError> {
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let value = self.call(method, path).await?;
         serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
     }

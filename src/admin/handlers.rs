@@ -9,8 +9,8 @@ use hyper::body::Incoming;
 use uuid::Uuid;
 
 use super::views::{
-    body_json, DeadLetterView, DeadList, DestinationQueue, EventView, JobView, QueueView, ReloadView, RetryResult,
-    Skipped,
+    body_json, DeadLetterView, DeadList, DestinationQueue, EventView, JobView, QueueView,
+    ReloadView, RetryResult, Skipped,
 };
 use super::AdminState;
 use crate::config::ConfigError;
@@ -29,7 +29,9 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
     let query = query_pairs(req.uri().query());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (&Method::GET, ["healthz"]) => {
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        }
         (&Method::GET, ["queue"]) => queue(state),
         (&Method::GET, ["metrics"]) => metrics(state),
         (&Method::GET, ["dead"]) => list_dead(state, &query),
@@ -100,7 +102,9 @@ impl AdminError {
             }
             AdminError::UnknownDestination(_) => (StatusCode::CONFLICT, "unknown_destination"),
             AdminError::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
-            AdminError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AdminError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             AdminError::Store(e) => {
                 tracing::error!(error = %e, "admin request failed on the store");
                 (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
@@ -131,7 +135,8 @@ fn parse_id(id: &str, what: &'static str) -> Result<Uuid, AdminError> {
 fn queue(state: &AdminState) -> Answer {
     let snapshot = state.store.stats().snapshot();
     let config = state.config.load();
-    let mut names: std::collections::BTreeSet<String> = config.destinations.keys().cloned().collect();
+    let mut names: std::collections::BTreeSet<String> =
+        config.destinations.keys().cloned().collect();
     names.extend(snapshot.keys().cloned());
     let now = now_ms();
     let mut view = QueueView::default();
@@ -139,8 +144,7 @@ fn queue(state: &AdminState) -> Answer {
         let depth = snapshot.get(&name).copied().unwrap_or_default();
         let age_ms = state
             .store
-            .oldest_queued_age_ms(&name, now, OLDEST_SCAN_LIMIT)
-            ?;
+            .oldest_queued_age_ms(&name, now, OLDEST_SCAN_LIMIT)?;
         let q = DestinationQueue {
             pending: depth.pending,
             retrying: depth.retrying,
@@ -153,10 +157,11 @@ fn queue(state: &AdminState) -> Answer {
         t.retrying += q.retrying;
         t.in_flight += q.in_flight;
         t.dead += q.dead;
-        t.oldest_pending_age_seconds = match (t.oldest_pending_age_seconds, q.oldest_pending_age_seconds) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        t.oldest_pending_age_seconds =
+            match (t.oldest_pending_age_seconds, q.oldest_pending_age_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
         view.destinations.insert(name, q);
     }
     Ok(json(StatusCode::OK, &view))
@@ -177,10 +182,15 @@ fn metrics(state: &AdminState) -> Answer {
 }
 
 fn list_dead(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
-    let destination = query.get("destination").map(String::as_str).filter(|d| !d.is_empty());
+    let destination = query
+        .get("destination")
+        .map(String::as_str)
+        .filter(|d| !d.is_empty());
     let limit = match query.get("limit") {
         None => DEFAULT_LIST_LIMIT,
-        Some(l) => l.parse::<usize>().map_err(|_| AdminError::InvalidLimit(l.clone()))?,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| AdminError::InvalidLimit(l.clone()))?,
     };
     let letters = state.store.dead_letters_of(destination, limit)?;
     let total = match destination {
@@ -188,7 +198,10 @@ fn list_dead(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
         None => state.store.stats().dead(),
     };
     let list = DeadList {
-        dead: letters.iter().map(|l| DeadLetterView::new(l, None)).collect(),
+        dead: letters
+            .iter()
+            .map(|l| DeadLetterView::new(l, None))
+            .collect(),
         total,
     };
     Ok(json(StatusCode::OK, &list))
@@ -198,8 +211,7 @@ fn show_dead(state: &AdminState, id: &str) -> Answer {
     let id = parse_id(id, "delivery")?;
     let letter = state
         .store
-        .dead_letter(&id)
-        ?
+        .dead_letter(&id)?
         .ok_or(AdminError::NoDeadLetter(id))?;
     let body = state.store.load_body(&letter.job.event_id)?;
     let view = DeadLetterView::new(&letter, body.as_deref().map(body_json));
@@ -214,16 +226,14 @@ fn retry_one(state: &AdminState, id: &str) -> Answer {
     let id = parse_id(id, "delivery")?;
     let letter = state
         .store
-        .dead_letter(&id)
-        ?
+        .dead_letter(&id)?
         .ok_or(AdminError::NoDeadLetter(id))?;
     if !destination_known(state, &letter.job.destination) {
         return Err(AdminError::UnknownDestination(letter.job.destination));
     }
     let job = state
         .store
-        .retry_dead(&id)
-        ?
+        .retry_dead(&id)?
         .ok_or(AdminError::NoDeadLetter(id))?;
     state.dispatcher.wake(&job.destination);
     tracing::info!(delivery_id = %id, event_id = %job.event_id, destination = %job.destination, "dead letter retried by an operator");
@@ -264,7 +274,11 @@ async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answ
     if let Err(e) = state.dispatcher.reconcile() {
         tracing::error!(error = %e, "could not wake the delivery workers");
     }
-    tracing::info!(retried = result.retried.len(), skipped = result.skipped.len(), "dead letters retried by an operator");
+    tracing::info!(
+        retried = result.retried.len(),
+        skipped = result.skipped.len(),
+        "dead letters retried by an operator"
+    );
     Ok(json(StatusCode::OK, &result))
 }
 
@@ -274,7 +288,10 @@ fn drop_dead(state: &AdminState, id: &str) -> Answer {
         return Err(AdminError::NoDeadLetter(id));
     }
     tracing::info!(delivery_id = %id, "dead letter dropped by an operator");
-    Ok(json(StatusCode::OK, &serde_json::json!({"dropped": id.to_string()})))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"dropped": id.to_string()}),
+    ))
 }
 
 fn show_event(state: &AdminState, id: &str) -> Answer {
@@ -287,7 +304,10 @@ fn show_event(state: &AdminState, id: &str) -> Answer {
         let attempts = state.store.attempts(job_id)?;
         jobs.push(JobView::new(job_id, status.as_ref(), &attempts));
     }
-    Ok(json(StatusCode::OK, &EventView::new(&event, body.as_deref(), jobs)))
+    Ok(json(
+        StatusCode::OK,
+        &EventView::new(&event, body.as_deref(), jobs),
+    ))
 }
 
 fn reload(state: &AdminState) -> Answer {

@@ -76,8 +76,10 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse 
             "unauthorized",
             "the admin API needs the bearer token from server.admin_token",
         );
-        r.headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
         return r;
     }
     handlers::route(&state, req).await

@@ -50,7 +50,10 @@ mod tests {
     fn columns_align_and_long_text_is_clipped() {
         let t = render(
             &["ID", "DESTINATION"],
-            &[vec!["1".into(), "crm".into()], vec!["22".into(), "sales-slack".into()]],
+            &[
+                vec!["1".into(), "crm".into()],
+                vec!["22".into(), "sales-slack".into()],
+            ],
         );
         assert_eq!(t, "ID  DESTINATION\n1   crm\n22  sales-slack\n");
         assert_eq!(clip("a  b\nc", 10), "a b c");

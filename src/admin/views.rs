@@ -173,7 +173,8 @@ pub fn rfc3339(ms: u64) -> String {
 /// A stored body as JSON (it was checked to be a JSON object at ingress); anything else as
 /// a lossy string, so a view never fails over a body.
 pub fn body_json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 impl DeadLetterView {
@@ -213,7 +214,11 @@ impl From<&AttemptRecord> for AttemptView {
 
 impl JobView {
     /// The view of a job from its current status and recorded attempts.
-    pub fn new(job_id: &uuid::Uuid, status: Option<&JobStatus>, attempts: &[AttemptRecord]) -> Self {
+    pub fn new(
+        job_id: &uuid::Uuid,
+        status: Option<&JobStatus>,
+        attempts: &[AttemptRecord],
+    ) -> Self {
         let attempts = attempts.iter().map(AttemptView::from).collect();
         let base = |job: &JobRecord, status: &str| JobView {
             id: job.id.to_string(),

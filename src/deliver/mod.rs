@@ -90,7 +90,14 @@ impl Dispatcher {
     /// Starts a worker for every configured destination and every destination that still
     /// has jobs in the store (those of removed destinations get dead-lettered).
     pub fn reconcile(&self) -> Result<(), DispatchError> {
-        let mut names: HashSet<String> = self.inner.config.load().destinations.keys().cloned().collect();
+        let mut names: HashSet<String> = self
+            .inner
+            .config
+            .load()
+            .destinations
+            .keys()
+            .cloned()
+            .collect();
         names.extend(self.inner.store.destinations_with_jobs()?);
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         for name in names {
@@ -124,7 +131,10 @@ impl Dispatcher {
     /// still in flight after that stay pending and are sent again after the restart.
     pub async fn drain(&self, grace: Duration) {
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?grace, "deliveries still in flight at the end of the grace period; they stay queued");
         }
     }
@@ -142,7 +152,14 @@ impl Worker {
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         loop {
             self.inner.heartbeats.beat(&self.name);
-            let Some(dest) = self.inner.config.load().destinations.get(&self.name).cloned() else {
+            let Some(dest) = self
+                .inner
+                .config
+                .load()
+                .destinations
+                .get(&self.name)
+                .cloned()
+            else {
                 self.retire(&mut in_flight).await;
                 return;
             };
@@ -151,7 +168,11 @@ impl Worker {
             if free > 0 {
                 let taken: HashSet<Uuid> = ids.values().copied().collect();
                 let now = now_ms();
-                match self.inner.store.due_jobs(&self.name, now, free, |id| taken.contains(id)) {
+                match self
+                    .inner
+                    .store
+                    .due_jobs(&self.name, now, free, |id| taken.contains(id))
+                {
                     Ok(scan) => {
                         for job in scan.jobs {
                             let job_id = job.id;
@@ -217,7 +238,9 @@ impl Worker {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a job");
                     return;
                 }
-                self.inner.metrics.delivery(&self.name, DeliveryOutcome::Dead, None);
+                self.inner
+                    .metrics
+                    .delivery(&self.name, DeliveryOutcome::Dead, None);
                 tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %self.name, outcome = "dead", reason = %reason, "delivery dead-lettered");
             }
         }
@@ -228,7 +251,11 @@ impl Worker {
 }
 
 /// Attempts one job and records the outcome.
-async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> Result<(), StoreError> {
+async fn deliver(
+    inner: Arc<Inner>,
+    dest: Arc<Destination>,
+    job: JobRecord,
+) -> Result<(), StoreError> {
     let store = &inner.store;
     let metrics = &inner.metrics;
     let _in_flight = metrics.in_flight(&job.destination);
@@ -285,9 +312,13 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
         Outcome::Retry { error, snippet, .. } => {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
             // Attempts before an operator's retry do not count against the fresh budget.
-            match dest.retry.next_delay(number.saturating_sub(job.attempt_base), elapsed) {
+            match dest
+                .retry
+                .next_delay(number.saturating_sub(job.attempt_base), elapsed)
+            {
                 Some(delay) => {
-                    updated.next_attempt_at_ms = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
+                    updated.next_attempt_at_ms =
+                        now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
                     store.reschedule(&job, &updated, &record)?;
                     metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
                     tracing::info!(outcome = "retry", error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
@@ -304,7 +335,14 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
         }
         Outcome::Permanent { error, snippet, .. } => {
             metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
-            dead_letter(store, &job, updated, format!("permanent failure: {error}"), snippet, &record)?;
+            dead_letter(
+                store,
+                &job,
+                updated,
+                format!("permanent failure: {error}"),
+                snippet,
+                &record,
+            )?;
         }
     }
     Ok(())

@@ -13,9 +13,10 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> JsonResponse {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -38,6 +39,8 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Json
             message: message.into(),
         },
     );
-    response.extensions_mut().insert(ErrorCode(code.to_string()));
+    response
+        .extensions_mut()
+        .insert(ErrorCode(code.to_string()));
     response
 }

@@ -84,7 +84,11 @@ pub(super) fn check_seen(
 }
 
 /// Undoes [`check_seen`] for an event whose batch could not be persisted.
-pub(super) fn forget_seen(key: &DedupeKey, event_id: &Uuid, seen: &TransactionalTree) -> TxResult<()> {
+pub(super) fn forget_seen(
+    key: &DedupeKey,
+    event_id: &Uuid,
+    seen: &TransactionalTree,
+) -> TxResult<()> {
     if let Some(bytes) = seen.get(key.digest)? {
         let prior: SeenRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
         if prior.event_id == *event_id {
@@ -140,7 +144,11 @@ pub(super) fn settle_event(
         return purge_event(&ev, t);
     }
     expiry.insert(
-        keys::expiry_key(now.saturating_add(retention_ms), Expiring::Event, event_id.as_bytes()),
+        keys::expiry_key(
+            now.saturating_add(retention_ms),
+            Expiring::Event,
+            event_id.as_bytes(),
+        ),
         &[][..],
     )?;
     Ok(())
@@ -150,15 +158,21 @@ pub(super) fn settle_event(
 fn purge_event(ev: &EventRecord, t: &EventTrees<'_>) -> TxResult<()> {
     for job_id in &ev.jobs {
         if let Some(bytes) = t.done.get(job_id.as_bytes())? {
-            let settled: SettledJob = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+            let settled: SettledJob =
+                decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
             remove_attempts(job_id, settled.job.attempts, t.attempts)?;
             t.done.remove(job_id.as_bytes())?;
         }
     }
     t.events.remove(ev.id.as_bytes())?;
-    let chunks = usize::try_from(ev.body_len).unwrap_or(0).div_ceil(keys::BODY_CHUNK);
+    let chunks = usize::try_from(ev.body_len)
+        .unwrap_or(0)
+        .div_ceil(keys::BODY_CHUNK);
     for n in 0..chunks {
-        t.bodies.remove(&keys::body_key(&ev.id, u32::try_from(n).unwrap_or(u32::MAX)))?;
+        t.bodies.remove(&keys::body_key(
+            &ev.id,
+            u32::try_from(n).unwrap_or(u32::MAX),
+        ))?;
     }
     Ok(())
 }
@@ -215,25 +229,28 @@ impl Store {
 
     fn purge_settled_event(&self, event_id: &Uuid) -> Result<bool, StoreError> {
         let i = &self.inner;
-        Ok((&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts)
-            .transaction(|(events, bodies, jobs, dead, done, attempts)| {
-                let t = EventTrees {
-                    events,
-                    bodies,
-                    jobs,
-                    dead,
-                    done,
-                    attempts,
-                };
-                let Some(ev) = load_event(event_id, &t)? else {
-                    return Ok(false);
-                };
-                if !is_settled(&ev, &t)? {
-                    return Ok(false);
-                }
-                purge_event(&ev, &t)?;
-                Ok(true)
-            })?)
+        Ok(
+            (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts).transaction(
+                |(events, bodies, jobs, dead, done, attempts)| {
+                    let t = EventTrees {
+                        events,
+                        bodies,
+                        jobs,
+                        dead,
+                        done,
+                        attempts,
+                    };
+                    let Some(ev) = load_event(event_id, &t)? else {
+                        return Ok(false);
+                    };
+                    if !is_settled(&ev, &t)? {
+                        return Ok(false);
+                    }
+                    purge_event(&ev, &t)?;
+                    Ok(true)
+                },
+            )?,
+        )
     }
 
     /// Removes a dead letter past `dead_retention` with its attempts, and its event if that
@@ -241,33 +258,36 @@ impl Store {
     fn purge_dead(&self, job_id: &Uuid, now: u64) -> Result<bool, StoreError> {
         let i = &self.inner;
         let keep_ms = self.dead_retention_ms();
-        let gone: Option<DeadLetter> = (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts)
-            .transaction(|(events, bodies, jobs, dead, done, attempts)| {
-                let Some(bytes) = dead.get(job_id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let letter: DeadLetter = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                // Dead-lettered again after a retry: a later expiry entry covers it.
-                if letter.dead_at_ms.saturating_add(keep_ms) > now {
-                    return Ok(None);
-                }
-                dead.remove(job_id.as_bytes())?;
-                remove_attempts(job_id, letter.job.attempts, attempts)?;
-                let t = EventTrees {
-                    events,
-                    bodies,
-                    jobs,
-                    dead,
-                    done,
-                    attempts,
-                };
-                if let Some(ev) = load_event(&letter.job.event_id, &t)? {
-                    if is_settled(&ev, &t)? {
-                        purge_event(&ev, &t)?;
+        let gone: Option<DeadLetter> =
+            (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts).transaction(
+                |(events, bodies, jobs, dead, done, attempts)| {
+                    let Some(bytes) = dead.get(job_id.as_bytes())? else {
+                        return Ok(None);
+                    };
+                    let letter: DeadLetter =
+                        decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                    // Dead-lettered again after a retry: a later expiry entry covers it.
+                    if letter.dead_at_ms.saturating_add(keep_ms) > now {
+                        return Ok(None);
                     }
-                }
-                Ok(Some(letter))
-            })?;
+                    dead.remove(job_id.as_bytes())?;
+                    remove_attempts(job_id, letter.job.attempts, attempts)?;
+                    let t = EventTrees {
+                        events,
+                        bodies,
+                        jobs,
+                        dead,
+                        done,
+                        attempts,
+                    };
+                    if let Some(ev) = load_event(&letter.job.event_id, &t)? {
+                        if is_settled(&ev, &t)? {
+                            purge_event(&ev, &t)?;
+                        }
+                    }
+                    Ok(Some(letter))
+                },
+            )?;
         if let Some(letter) = &gone {
             i.stats.remove(&letter.job.destination, Slot::Dead);
         }
@@ -284,7 +304,9 @@ impl Store {
             return Ok(false);
         }
         // Compare-and-swap: a concurrent re-acceptance replaced the record; keep that one.
-        Ok(seen.compare_and_swap(digest, Some(bytes), None::<&[u8]>)?.is_ok())
+        Ok(seen
+            .compare_and_swap(digest, Some(bytes), None::<&[u8]>)?
+            .is_ok())
     }
 }
 
@@ -302,7 +324,11 @@ pub fn interval(windows: &[Duration]) -> Duration {
 
 /// Purges expired records every `every()` until `shutdown`; store errors are logged and
 /// retried at the next tick.
-pub async fn run(store: Store, every: impl Fn() -> Duration + Send + 'static, shutdown: CancellationToken) {
+pub async fn run(
+    store: Store,
+    every: impl Fn() -> Duration + Send + 'static,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -116,7 +116,10 @@ mod tests {
     fn expiry_keys_round_trip_and_sort_by_time() {
         let a = Uuid::now_v7();
         let k = expiry_key(7, Expiring::Dead, a.as_bytes());
-        assert_eq!(parse_expiry_key(&k), Some((7, Expiring::Dead, &a.as_bytes()[..])));
+        assert_eq!(
+            parse_expiry_key(&k),
+            Some((7, Expiring::Dead, &a.as_bytes()[..]))
+        );
         assert!(k < expiry_key(256, Expiring::Event, a.as_bytes()));
     }
 }

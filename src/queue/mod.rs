@@ -60,7 +60,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 use uuid::Uuid;
 
-pub use record::{now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SeenRecord, SettledJob};
+pub use record::{
+    now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SeenRecord, SettledJob,
+};
 pub use stats::{Depth, QueueStats};
 
 use stats::Slot;
@@ -190,7 +192,9 @@ impl Store {
             db,
             db_file,
         };
-        let store = Store { inner: Arc::new(inner) };
+        let store = Store {
+            inner: Arc::new(inner),
+        };
         store.count_queue()?;
         Ok(store)
     }
@@ -217,8 +221,12 @@ impl Store {
     /// applies to what is settled or dead-lettered from then on).
     pub fn set_retention(&self, retention: Duration, dead_retention: Duration) {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.inner.retention_ms.store(ms(retention), Ordering::Relaxed);
-        self.inner.dead_retention_ms.store(ms(dead_retention), Ordering::Relaxed);
+        self.inner
+            .retention_ms
+            .store(ms(retention), Ordering::Relaxed);
+        self.inner
+            .dead_retention_ms
+            .store(ms(dead_retention), Ordering::Relaxed);
     }
 
     fn retention_ms(&self) -> u64 {
@@ -260,7 +268,9 @@ impl Store {
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for ev in batch {
                     if let Some(key) = &ev.dedupe {
-                        if let Some(event_id) = housekeeping::check_seen(key, &ev.event.id, now, seen, expiry)? {
+                        if let Some(event_id) =
+                            housekeeping::check_seen(key, &ev.event.id, now, seen, expiry)?
+                        {
                             outcomes.push(Committed::Duplicate { event_id });
                             continue;
                         }
@@ -337,9 +347,18 @@ impl Store {
     }
 
     /// Every pending job of `destination`, due or not (for dead-lettering a removed one).
-    pub fn all_jobs_of(&self, destination: &str, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    pub fn all_jobs_of(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inner.due.scan_prefix(keys::due_prefix(destination)).take(limit) {
+        for item in self
+            .inner
+            .due
+            .scan_prefix(keys::due_prefix(destination))
+            .take(limit)
+        {
             let (key, _) = item?;
             if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
                 if let Some(bytes) = self.inner.jobs.get(job_id.as_bytes())? {
@@ -400,12 +419,20 @@ impl Store {
 
     /// The pending job `job_id`.
     pub fn job(&self, job_id: &Uuid) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.jobs.get(job_id.as_bytes())?.map(|b| decode(&b)).transpose()
+        self.inner
+            .jobs
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// The dead letter of `job_id`.
     pub fn dead_letter(&self, job_id: &Uuid) -> Result<Option<DeadLetter>, StoreError> {
-        self.inner.dead.get(job_id.as_bytes())?.map(|b| decode(&b)).transpose()
+        self.inner
+            .dead
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// Every dead letter, oldest job first.
@@ -429,7 +456,11 @@ impl Store {
     /// Records a successful delivery: the job moves to `done` with its final attempt, and
     /// once none of the event's jobs is queued or dead the event is settled (kept for
     /// `server.retention`, then purged).
-    pub fn mark_delivered(&self, job: &JobRecord, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    pub fn mark_delivered(
+        &self,
+        job: &JobRecord,
+        attempt: &AttemptRecord,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         let mut settled = job.clone();
         settled.attempts = attempt.attempt;
@@ -443,25 +474,49 @@ impl Store {
             settled_at_ms: now_ms(),
         };
         let retention = self.retention_ms();
-        let was_queued = (&i.events, &i.bodies, &i.jobs, &i.due, &i.attempts, &i.dead, &i.done, &i.expiry)
-            .transaction(|(events, bodies, jobs, due, attempts, dead, done, expiry)| {
-                let was_queued = due
-                    .remove(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id))?
-                    .is_some();
-                jobs.remove(job.id.as_bytes())?;
-                attempts.insert(&keys::attempt_key(&job.id, attempt.attempt), encode(attempt))?;
-                done.insert(job.id.as_bytes(), encode(&record))?;
-                let trees = housekeeping::EventTrees {
-                    events,
-                    bodies,
-                    jobs,
-                    dead,
-                    done,
-                    attempts,
-                };
-                housekeeping::settle_event(&job.event_id, &trees, expiry, record.settled_at_ms, retention)?;
-                Ok(was_queued)
-            })
+        let was_queued = (
+            &i.events,
+            &i.bodies,
+            &i.jobs,
+            &i.due,
+            &i.attempts,
+            &i.dead,
+            &i.done,
+            &i.expiry,
+        )
+            .transaction(
+                |(events, bodies, jobs, due, attempts, dead, done, expiry)| {
+                    let was_queued = due
+                        .remove(keys::due_key(
+                            &job.destination,
+                            job.next_attempt_at_ms,
+                            &job.id,
+                        ))?
+                        .is_some();
+                    jobs.remove(job.id.as_bytes())?;
+                    attempts.insert(
+                        &keys::attempt_key(&job.id, attempt.attempt),
+                        encode(attempt),
+                    )?;
+                    done.insert(job.id.as_bytes(), encode(&record))?;
+                    let trees = housekeeping::EventTrees {
+                        events,
+                        bodies,
+                        jobs,
+                        dead,
+                        done,
+                        attempts,
+                    };
+                    housekeeping::settle_event(
+                        &job.event_id,
+                        &trees,
+                        expiry,
+                        record.settled_at_ms,
+                        retention,
+                    )?;
+                    Ok(was_queued)
+                },
+            )
             .map_err(StoreError::from)?;
         if was_queued {
             i.stats.remove(&job.destination, Slot::Queued(job.state()));
@@ -470,25 +525,42 @@ impl Store {
     }
 
     /// Records a failed attempt and moves the job's due entry to `updated.next_attempt_at_ms`.
-    pub fn reschedule(&self, old: &JobRecord, updated: &JobRecord, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    pub fn reschedule(
+        &self,
+        old: &JobRecord,
+        updated: &JobRecord,
+        attempt: &AttemptRecord,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         let was_queued = (&i.jobs, &i.due, &i.attempts)
             .transaction(|(jobs, due, attempts)| {
                 let was_queued = due
-                    .remove(keys::due_key(&old.destination, old.next_attempt_at_ms, &old.id))?
+                    .remove(keys::due_key(
+                        &old.destination,
+                        old.next_attempt_at_ms,
+                        &old.id,
+                    ))?
                     .is_some();
                 due.insert(
-                    keys::due_key(&updated.destination, updated.next_attempt_at_ms, &updated.id),
+                    keys::due_key(
+                        &updated.destination,
+                        updated.next_attempt_at_ms,
+                        &updated.id,
+                    ),
                     &[][..],
                 )?;
                 jobs.insert(updated.id.as_bytes(), encode(updated))?;
-                attempts.insert(&keys::attempt_key(&updated.id, attempt.attempt), encode(attempt))?;
+                attempts.insert(
+                    &keys::attempt_key(&updated.id, attempt.attempt),
+                    encode(attempt),
+                )?;
                 Ok(was_queued)
             })
             .map_err(StoreError::from)?;
         let to = Slot::Queued(updated.state());
         if was_queued {
-            i.stats.moved(&old.destination, Slot::Queued(old.state()), to);
+            i.stats
+                .moved(&old.destination, Slot::Queued(old.state()), to);
         } else {
             i.stats.add(&updated.destination, to);
         }
@@ -507,14 +579,21 @@ impl Store {
         let (was_queued, was_dead) = (&i.jobs, &i.due, &i.attempts, &i.dead, &i.expiry)
             .transaction(|(jobs, due, attempts, dead, expiry)| {
                 let was_queued = due
-                    .remove(keys::due_key(&old.destination, old.next_attempt_at_ms, &old.id))?
+                    .remove(keys::due_key(
+                        &old.destination,
+                        old.next_attempt_at_ms,
+                        &old.id,
+                    ))?
                     .is_some();
                 jobs.remove(old.id.as_bytes())?;
                 if let Some(a) = attempt {
                     attempts.insert(&keys::attempt_key(&old.id, a.attempt), encode(a))?;
                 }
                 let was_dead = dead.insert(old.id.as_bytes(), encode(letter))?.is_some();
-                expiry.insert(keys::expiry_key(expires, keys::Expiring::Dead, old.id.as_bytes()), &[][..])?;
+                expiry.insert(
+                    keys::expiry_key(expires, keys::Expiring::Dead, old.id.as_bytes()),
+                    &[][..],
+                )?;
                 Ok((was_queued, was_dead))
             })
             .map_err(StoreError::from)?;
@@ -542,7 +621,10 @@ fn write_event(
     }
     for job in &ev.jobs {
         jobs.insert(job.id.as_bytes(), encode(job))?;
-        due.insert(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id), &[][..])?;
+        due.insert(
+            keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
+            &[][..],
+        )?;
     }
     Ok(())
 }
@@ -561,7 +643,11 @@ fn remove_event(
     }
     for job in &ev.jobs {
         jobs.remove(job.id.as_bytes())?;
-        due.remove(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id))?;
+        due.remove(keys::due_key(
+            &job.destination,
+            job.next_attempt_at_ms,
+            &job.id,
+        ))?;
     }
     Ok(())
 }

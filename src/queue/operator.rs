@@ -24,7 +24,11 @@ pub enum JobStatus {
 
 impl Store {
     /// Dead letters, oldest job first, optionally of one destination only, at most `limit`.
-    pub fn dead_letters_of(&self, destination: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    pub fn dead_letters_of(
+        &self,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let mut out = Vec::new();
         for item in self.inner.dead.iter() {
             if out.len() >= limit {
@@ -49,7 +53,8 @@ impl Store {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
                 };
-                let letter: DeadLetter = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                let letter: DeadLetter =
+                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let mut job = letter.job;
                 job.attempt_base = job.attempts;
                 job.first_attempt_at_ms = None;
@@ -60,7 +65,11 @@ impl Store {
             })
             .map_err(StoreError::from)?;
         if let Some(job) = &queued {
-            i.stats.moved(&job.destination, Slot::Dead, Slot::Queued(JobState::Pending));
+            i.stats.moved(
+                &job.destination,
+                Slot::Dead,
+                Slot::Queued(JobState::Pending),
+            );
         }
         Ok(queued)
     }
@@ -71,12 +80,21 @@ impl Store {
         let i = &self.inner;
         let now = now_ms();
         let retention = self.retention_ms();
-        let dropped: Option<DeadLetter> = (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts, &i.expiry)
+        let dropped: Option<DeadLetter> = (
+            &i.events,
+            &i.bodies,
+            &i.jobs,
+            &i.dead,
+            &i.done,
+            &i.attempts,
+            &i.expiry,
+        )
             .transaction(|(events, bodies, jobs, dead, done, attempts, expiry)| {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
                 };
-                let letter: DeadLetter = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                let letter: DeadLetter =
+                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let settled = SettledJob {
                     job: letter.job.clone(),
                     outcome: "dropped".into(),
@@ -120,16 +138,28 @@ impl Store {
 
     /// Age in ms of the oldest queued job of `destination` (job ids are time-ordered UUID
     /// v7, so only `due` keys are read, at most `scan_limit` of them).
-    pub fn oldest_queued_age_ms(&self, destination: &str, now: u64, scan_limit: usize) -> Result<Option<u64>, StoreError> {
+    pub fn oldest_queued_age_ms(
+        &self,
+        destination: &str,
+        now: u64,
+        scan_limit: usize,
+    ) -> Result<Option<u64>, StoreError> {
         let mut oldest: Option<u64> = None;
-        for item in self.inner.due.scan_prefix(keys::due_prefix(destination)).take(scan_limit) {
+        for item in self
+            .inner
+            .due
+            .scan_prefix(keys::due_prefix(destination))
+            .take(scan_limit)
+        {
             let (key, _) = item?;
             let Some((_, _, job_id)) = keys::parse_due_key(&key) else {
                 continue;
             };
             if let Some(ts) = job_id.get_timestamp() {
                 let (secs, nanos) = ts.to_unix();
-                let ms = secs.saturating_mul(1000).saturating_add(u64::from(nanos / 1_000_000));
+                let ms = secs
+                    .saturating_mul(1000)
+                    .saturating_add(u64::from(nanos / 1_000_000));
                 oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
             }
         }

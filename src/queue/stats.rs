@@ -39,7 +39,10 @@ pub enum Slot {
 
 impl QueueStats {
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Depth>) -> R) -> R {
-        let mut map = self.by_destination.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(&mut map)
     }
 
