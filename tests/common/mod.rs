@@ -256,10 +256,11 @@ async fn answer(
 }
 
 /// The `server:` block of a test config: ephemeral ports (webhooks and admin), store in
-/// `data_dir`.
+/// `data_dir`. De-duplication (on by default) is off: most tests post the same fixture
+/// several times and expect each copy to be delivered.
 pub fn server_block(data_dir: &Path) -> String {
     format!(
-        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  data_dir: {:?}\n  shutdown_grace: 2s\n",
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  dedupe_window: 0s\n  data_dir: {:?}\n  shutdown_grace: 2s\n",
         data_dir.display().to_string()
     )
 }
@@ -408,6 +409,9 @@ pub async fn response_json(resp: reqwest::Response) -> (u16, serde_json::Value) 
 
 fn write_config(path: &Path, data_dir: &Path, server_extra: &str, rest: &str) {
     let mut text = server_block(data_dir);
+    if server_extra.contains("dedupe_window:") {
+        text = text.replace("  dedupe_window: 0s\n", "");
+    }
     text.push_str(server_extra);
     if !rest.contains("keys:") {
         text.push_str(&format!("keys: [{KEY:?}]\n"));
