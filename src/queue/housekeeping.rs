@@ -195,7 +195,50 @@ pub struct Purged {
     pub seen: usize,
 }
 
+/// Records per tree, for diagnostics and tests (counting walks each tree: not for hot paths).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RecordCounts {
+    /// Events (queued, dead or kept for retention).
+    pub events: usize,
+    /// Body chunks.
+    pub bodies: usize,
+    /// Queued jobs.
+    pub jobs: usize,
+    /// Attempt records.
+    pub attempts: usize,
+    /// Dead letters.
+    pub dead: usize,
+    /// Settled jobs kept for retention.
+    pub done: usize,
+    /// De-duplication records.
+    pub seen: usize,
+    /// Pending expiry entries.
+    pub expiry: usize,
+}
+
+impl RecordCounts {
+    /// True when every tree is empty: everything was delivered and purged.
+    pub fn is_empty(&self) -> bool {
+        *self == RecordCounts::default()
+    }
+}
+
 impl Store {
+    /// Counts the records in every tree (walks them all).
+    pub fn record_counts(&self) -> RecordCounts {
+        let i = &self.inner;
+        RecordCounts {
+            events: i.events.len(),
+            bodies: i.bodies.len(),
+            jobs: i.jobs.len(),
+            attempts: i.attempts.len(),
+            dead: i.dead.len(),
+            done: i.done.len(),
+            seen: i.seen.len(),
+            expiry: i.expiry.len(),
+        }
+    }
+
     /// Purges up to [`PURGE_BATCH`] records whose expiry is at or before `now`; returns
     /// what went and whether more may be due.
     pub fn purge_expired(&self, now: u64) -> Result<(Purged, bool), StoreError> {
