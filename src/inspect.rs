@@ -46,23 +46,39 @@ pub fn check_summary(config: &Config) -> String {
         .max()
         .unwrap_or(0);
     for (name, d) in &config.destinations {
-        let headers: Vec<&str> = d.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let headers: Vec<&str> = d.headers.iter().map(|h| h.name.as_str()).collect();
         let r = &d.retry;
+        let mut extras = Vec::new();
+        if let Some(rate) = &d.rate_limit {
+            extras.push(format!(
+                "rate {}/{}",
+                rate.count,
+                humantime::format_duration(rate.per)
+            ));
+        }
+        if let Some(age) = d.max_age {
+            extras.push(format!("max_age {}", humantime::format_duration(age)));
+        }
+        if d.sign.is_some() {
+            extras.push("signed".to_string());
+        }
+        if !headers.is_empty() {
+            extras.push(format!("headers: {}", headers.join(", ")));
+        }
         let _ = writeln!(
             out,
-            "  {name:width$}  {}  timeout {}  concurrency {}  retry {}×{} up to {} for {}{}",
+            "  {name:width$}  {} {}  format {}  timeout {}  concurrency {}  retry {}×{} up to {} for {}{}{}",
+            d.method,
             safe_url(d),
+            d.format,
             humantime::format_duration(d.timeout),
             d.concurrency,
             humantime::format_duration(r.initial_interval),
             r.multiplier,
             humantime::format_duration(r.max_interval),
             humantime::format_duration(r.max_elapsed),
-            if headers.is_empty() {
-                String::new()
-            } else {
-                format!("  headers: {}", headers.join(", "))
-            },
+            if extras.is_empty() { "" } else { "  " },
+            extras.join("  "),
         );
     }
     let routes = config.rules.routes();
@@ -97,6 +113,56 @@ pub struct RouteReport {
     /// Per-route reasons (with `--explain`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<Vec<ExplainedRoute>>,
+    /// The requests that would be sent (with `--render`), secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<Vec<RenderedDelivery>>,
+}
+
+/// One destination's request as `--render` shows it.
+#[derive(Debug, Serialize)]
+pub struct RenderedDelivery {
+    /// Destination name.
+    pub destination: String,
+    /// Method, URL, headers and body, with secrets replaced by `<secret>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Why the request could not be rendered (the job would be dead-lettered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Renders the request each destination of `report` would receive, as delivery would.
+pub fn render_deliveries(
+    config: &Config,
+    report: &mut RouteReport,
+    body: &bytes::Bytes,
+    payload: &Json,
+) {
+    let ids = crate::deliver::DeliveryIds::now(uuid::Uuid::nil(), uuid::Uuid::nil());
+    let rendered = report
+        .deliveries
+        .iter()
+        .map(|d| {
+            let result = match config.destinations.get(&d.destination) {
+                Some(dest) => {
+                    crate::deliver::render_request(dest, report.event, body, payload, &ids)
+                        .map(|r| r.redacted())
+                        .map_err(|e| e.to_string())
+                }
+                None => Err("destination not configured".to_string()),
+            };
+            let (request, error) = match result {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e)),
+            };
+            RenderedDelivery {
+                destination: d.destination.clone(),
+                request,
+                error,
+            }
+        })
+        .collect();
+    report.rendered = Some(rendered);
 }
 
 /// One destination in a [`RouteReport`].
@@ -154,6 +220,7 @@ pub fn route_report(
             })
             .collect(),
         explain,
+        rendered: None,
     }
 }
 
@@ -171,6 +238,20 @@ pub fn render_report(report: &RouteReport) -> String {
         let _ = writeln!(out, "would be delivered to:");
         for d in &report.deliveries {
             let _ = writeln!(out, "  {}  (via {})", d.destination, d.routes.join(", "));
+        }
+    }
+    if let Some(rendered) = &report.rendered {
+        for r in rendered {
+            let _ = writeln!(out, "\n--- request to {} ---", r.destination);
+            match (&r.request, &r.error) {
+                (Some(req), _) => {
+                    let _ = writeln!(out, "{req}");
+                }
+                (None, Some(e)) => {
+                    let _ = writeln!(out, "cannot render (the job would be dead-lettered): {e}");
+                }
+                (None, None) => {}
+            }
         }
     }
     if let Some(routes) = &report.explain {

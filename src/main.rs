@@ -64,6 +64,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print each request that would be sent (method, URL, headers, body; secrets
+        /// redacted), rendered with the destination's format and templates.
+        #[arg(long)]
+        render: bool,
         /// The payload file; standard input when omitted or "-".
         payload: Option<PathBuf>,
     },
@@ -132,8 +136,18 @@ fn main() -> ExitCode {
                 event,
                 explain,
                 json,
+                render,
                 payload,
-            } => route(config, event, explain, json, payload),
+            } => route(
+                config,
+                event,
+                RouteOutput {
+                    explain,
+                    json,
+                    render,
+                },
+                payload,
+            ),
             Command::Status { admin } => operate(Operation::Status, admin).await,
             Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
             Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
@@ -181,11 +195,17 @@ fn check(path: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What `route` prints besides the verdict.
+struct RouteOutput {
+    explain: bool,
+    json: bool,
+    render: bool,
+}
+
 fn route(
     path: PathBuf,
     kind: hookrouter::event::EventKind,
-    explain: bool,
-    json: bool,
+    output: RouteOutput,
     payload: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let config = Config::load(&path).map_err(Failure::Config)?;
@@ -212,8 +232,11 @@ fn route(
             "{name} must hold a JSON object, as Mindstamp sends"
         )));
     }
-    let report = hookrouter::inspect::route_report(&config, kind, &payload, explain);
-    if json {
+    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
+    if output.render {
+        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
+    }
+    if output.json {
         let text = serde_json::to_string_pretty(&report)
             .context("encoding the report")
             .map_err(Failure::Other)?;
@@ -237,14 +260,16 @@ async fn operate(op: Operation, args: AdminArgs) -> Result<(), Failure> {
 }
 
 async fn serve(path: PathBuf) -> Result<(), Failure> {
+    // Handlers first: a SIGHUP that arrives as soon as the daemon says it is ready (systemd
+    // may reload at once) must reload, not kill the process with the default action.
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = Config::load(&path).map_err(Failure::Config)?;
     let running = hookrouter::start(config)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     let shutdown = running.shutdown_token();
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let stopped = running.shutdown_token();
     let running = std::sync::Arc::new(tokio::sync::Mutex::new(Some(running)));
     let reloader = running.clone();

@@ -86,7 +86,7 @@ fn check_prints_a_summary_without_secrets() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("sales-slack  https://hooks.slack.com/…"),
+        stdout.contains("sales-slack  POST https://hooks.slack.com/…  format raw"),
         "{stdout}"
     );
     assert!(stdout.contains("headers: authorization"), "{stdout}");
@@ -197,6 +197,34 @@ fn route_dry_run_explains_why_and_reads_stdin() {
     assert_eq!(report["routes"], serde_json::json!(["engaged-viewers"]));
     assert_eq!(report["deliveries"][1]["destination"], "crm");
     assert!(report.get("explain").is_none());
+
+    // --render shows each request as it would be sent, with secrets redacted.
+    let out = hookrouter(
+        &[
+            "route", "--config", &config, "--event", "view", "--render", "--json",
+        ],
+        Some(fixed.as_bytes()),
+        &SECRETS,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let to_crm = report["rendered"][1]["request"].as_str().unwrap();
+    assert!(
+        to_crm.starts_with("POST https://crm.example.com/hooks\n"),
+        "{to_crm}"
+    );
+    assert!(to_crm.contains("authorization: <secret>"), "{to_crm}");
+    assert!(to_crm.contains("x-hookrouter-event: view"), "{to_crm}");
+    assert!(
+        to_crm.ends_with(fixed.as_str()),
+        "raw format sends the body byte for byte: {to_crm}"
+    );
+    let to_slack = report["rendered"][0]["request"].as_str().unwrap();
+    assert!(
+        to_slack.starts_with("POST https://hooks.slack.com/<secret>"),
+        "{to_slack}"
+    );
+    assert_no_secret(&text(&out.stdout));
 
     // A payload that is not a JSON object is a data error (65), not a config error.
     let out = hookrouter(

@@ -218,9 +218,9 @@ async fn send_leads(daemon: &TestDaemon, round: usize, n: usize) {
     }
 }
 
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

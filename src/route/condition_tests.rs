@@ -318,3 +318,85 @@ mod properties {
         }
     }
 }
+
+mod index_properties {
+    use super::*;
+    use crate::event::EventKind;
+    use proptest::prelude::*;
+
+    /// A rule set of routes drawn from shapes the index treats differently: string
+    /// equalities and lists (guards), numeric-looking literals (not guards), other operators.
+    fn rules() -> impl Strategy<Value = Vec<(String, Option<&'static str>, bool)>> {
+        let cond = prop::sample::select(vec![
+            "tag1: webinar",
+            "tag1: demo",
+            "tag1: [demo, webinar]",
+            "tag1: \"95\"",
+            "tag1: [a, \"7\"]",
+            "video_token: tok1",
+            "video_token: tok2",
+            "percentage: { gte: 50 }",
+            "tag1: { ne: demo }",
+            "tag1: webinar, percentage: { lt: 90 }",
+            "any: [ { tag1: demo }, { video_token: tok1 } ]",
+            "tag2: { exists: false }",
+            "answers: A",
+        ]);
+        let kind = prop::sample::select(vec![
+            None,
+            Some("view"),
+            Some("lead"),
+            Some("[view, interaction]"),
+        ]);
+        prop::collection::vec(
+            (
+                cond.prop_map(str::to_string),
+                kind,
+                prop::bool::weighted(0.15),
+            ),
+            0..12,
+        )
+    }
+
+    fn value() -> impl Strategy<Value = Json> {
+        prop_oneof![
+            Just(Json::Null),
+            Just(json!("webinar")),
+            Just(json!("demo")),
+            Just(json!("tok1")),
+            Just(json!("95")),
+            Just(json!(95)),
+            Just(json!(7)),
+            Just(json!(true)),
+            Just(json!(["demo", "x"])),
+            Just(json!(["A"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_never_changes_a_decision(
+            routes in rules(),
+            tag1 in value(), token in value(), answers in value(), pct in 0i64..100,
+            kind in prop::sample::select(vec![EventKind::View, EventKind::Interaction, EventKind::Lead]),
+        ) {
+            let mut text = String::from("keys: [k]\ndestinations:\n  d: { url: \"http://127.0.0.1:1/\" }\nroutes:\n");
+            for (i, (cond, kind, stop)) in routes.iter().enumerate() {
+                let kind = kind.map(|k| format!(", event: {k}")).unwrap_or_default();
+                text.push_str(&format!("  - {{ name: r{i}, match: {{ {cond} }}, to: [d]{kind}, stop: {stop} }}\n"));
+            }
+            let config = Config::from_yaml(&text, Path::new("p.yaml"), &HashMap::<String, String>::new())
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let payload = json!({"tag1": tag1, "video_token": token, "answers": answers, "percentage": pct});
+            let mut naive = Vec::new();
+            for r in config.rules.routes() {
+                if r.matches(kind, &payload) {
+                    naive.push(r.name.clone());
+                    if r.stop { break; }
+                }
+            }
+            prop_assert_eq!(config.rules.decide(kind, &payload).routes, naive);
+        }
+    }
+}

@@ -162,7 +162,7 @@ fn op_name(op: &Op) -> &'static str {
 
 fn scalar(s: &Scalar) -> String {
     match s {
-        Scalar::Str(s) => format!("{s:?}"),
+        Scalar::Str(s, _) => format!("{s:?}"),
         Scalar::Num(n) => n.to_string(),
         Scalar::Bool(b) => b.to_string(),
     }
