@@ -683,6 +683,25 @@ async fn the_cli_lists_shows_retries_and_drops_dead_letters_and_shows_events() {
     assert_eq!(code, 0);
     let q: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(q["total"]["dead"], 0);
+    // A token on the command line: the config's token variable need not be set.
+    let unset = daemon.dir().join("ops-unset.yaml");
+    std::fs::write(
+        &unset,
+        format!(
+            "server:\n  admin_listen: {}\n  admin_token: \"${{HOOKROUTER_TEST_UNSET_TOKEN}}\"\n",
+            daemon.running().admin_addr
+        ),
+    )
+    .unwrap();
+    let unset = unset.to_str().unwrap();
+    let (code, _, err) = cli(&["status", "--config", unset, "--token", "cli-token"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["status", "--config", unset]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("HOOKROUTER_TEST_UNSET_TOKEN is not set"),
+        "{err}"
+    );
     // A daemon that is not there: a clear message and exit 1.
     let (code, _, err) = cli(&["status", "--admin", "http://127.0.0.1:9"]).await;
     assert_eq!(code, 1);

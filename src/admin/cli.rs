@@ -125,7 +125,7 @@ pub fn connect(args: &AdminArgs) -> Result<AdminClient, CliError> {
         Some(url) => (url.clone(), args.token.clone()),
         None => {
             let (addr, token) = if args.config.exists() {
-                admin_endpoint(&args.config)?
+                admin_endpoint(&args.config, args.token.is_none())?
             } else {
                 (DEFAULT_ADMIN_LISTEN, None)
             };

@@ -562,8 +562,13 @@ impl fmt::Debug for SecretString {
 /// expanding `${VAR}` in those two values alone.
 ///
 /// The CLI needs just the admin address and token; a full [`Config::load`] would demand
-/// every destination secret, which the operator's shell usually does not have.
-pub fn admin_endpoint(path: &Path) -> Result<(SocketAddr, Option<SecretString>), ConfigError> {
+/// every destination secret, which the operator's shell usually does not have. With
+/// `with_token` false the token is not read (nor its variable required): the operator gave
+/// one on the command line.
+pub fn admin_endpoint(
+    path: &Path,
+    with_token: bool,
+) -> Result<(SocketAddr, Option<SecretString>), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: file.clone(),
@@ -580,9 +585,14 @@ pub fn admin_endpoint(path: &Path) -> Result<(SocketAddr, Option<SecretString>),
     })?;
     let pick = |key: &str| root.get("server").and_then(|s| s.get(key)).cloned();
     let mut server = serde_yaml::Mapping::new();
-    for key in ["admin_listen", "admin_token"] {
+    let keys: &[&str] = if with_token {
+        &["admin_listen", "admin_token"]
+    } else {
+        &["admin_listen"]
+    };
+    for key in keys {
         if let Some(v) = pick(key) {
-            server.insert(Value::String(key.into()), v);
+            server.insert(Value::String((*key).into()), v);
         }
     }
     let mut subset = Value::Mapping(serde_yaml::Mapping::from_iter([(
