@@ -100,11 +100,17 @@ pub(super) fn forget_seen(
 
 /// The trees that hold an event and its jobs, inside one transaction.
 pub(super) struct EventTrees<'a> {
+    /// `events`: the event records.
     pub events: &'a TransactionalTree,
+    /// `bodies`: their body chunks.
     pub bodies: &'a TransactionalTree,
+    /// `jobs`: queued jobs (an event with one here is not settled).
     pub jobs: &'a TransactionalTree,
+    /// `dead`: dead letters (an event with one here is not settled).
     pub dead: &'a TransactionalTree,
+    /// `done`: settled jobs, purged with their event.
     pub done: &'a TransactionalTree,
+    /// `attempts`: attempt history, purged with its job.
     pub attempts: &'a TransactionalTree,
 }
 
