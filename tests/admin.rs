@@ -708,3 +708,55 @@ async fn the_cli_lists_shows_retries_and_drops_dead_letters_and_shows_events() {
     assert!(err.contains("cannot reach the admin API"), "{err}");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn queue_counts_survive_a_restart() {
+    let gone = Receiver::start().await;
+    gone.set_default(Reply::status(410));
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        r#"
+retry: {{ initial_interval: 10s, max_interval: 10s, max_elapsed: 1h }}
+destinations:
+  gone: {{ url: "{}" }}
+  down: {{ url: "http://{down}/down" }}
+routes:
+  - {{ name: both, to: [gone, down] }}
+"#,
+        gone.url("/gone")
+    );
+    let daemon = TestDaemon::start(&config).await;
+    for _ in 0..2 {
+        assert_eq!(
+            daemon.post("lead", Some(KEY), fixture("lead.json")).await.0,
+            200
+        );
+    }
+    let before = until("two dead and two retrying", || async {
+        let (_, q) = daemon.admin(Method::GET, "/queue").await;
+        let t = &q["total"];
+        (t["dead"] == 2 && t["retrying"] == 2).then_some(q)
+    })
+    .await;
+    let dir = daemon.stop().await;
+
+    let daemon = TestDaemon::start_in(dir, &config).await;
+    let (status, after) = daemon.admin(Method::GET, "/queue").await;
+    assert_eq!(status, 200);
+    for (dest, state) in [("gone", "dead"), ("down", "retrying"), ("down", "pending")] {
+        assert_eq!(
+            after["destinations"][dest][state], before["destinations"][dest][state],
+            "{dest} {state}: {before} then {after}"
+        );
+    }
+    assert!(
+        after["destinations"]["down"]["oldest_pending_age_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    daemon.stop().await;
+}
