@@ -804,6 +804,29 @@ routes:
     }
 
     #[test]
+    fn a_value_can_come_from_a_credential_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slack_url");
+        std::fs::write(&file, "https://hooks.slack.com/services/T/B/X\n").unwrap();
+        let text = format!(
+            "keys: [k]\ndestinations:\n  s:\n    url: {{ file: {:?} }}\n",
+            file.display().to_string()
+        );
+        let c = load(&text).unwrap();
+        // The trailing newline is trimmed.
+        assert_eq!(
+            c.destinations["s"].url.as_str(),
+            "https://hooks.slack.com/services/T/B/X"
+        );
+        let missing = text.replace("slack_url", "nope");
+        let err = load(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("destination \"s\": url: cannot read secret file"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_unset_variable_is_an_error_and_no_secret_is_printed() {
         let text = "keys: [\"${NOT_SET}\"]\ndestinations:\n  d:\n    url: \"${KEY}\"\n";
         let err = load(text).unwrap_err().to_string();
