@@ -16,14 +16,21 @@
 //!
 //! [`echo`] is the little receiver operators use to try routes locally; [`inspect`] holds
 //! `check` and `route`, the offline views of a config.
+//!
+//! Operating it: [`admin`] (the admin API and the CLI that talks to it), [`metrics`]
+//! (Prometheus), [`notify`] (systemd readiness and watchdog), and
+//! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod deliver;
 pub mod echo;
 pub mod event;
 pub mod ingress;
 pub mod inspect;
+pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod retry;
 pub mod route;
@@ -40,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use config::{Config, ConfigError};
 use deliver::{DispatchError, Dispatcher};
 use ingress::{IngressState, ListenerSettings};
+use metrics::Metrics;
 use queue::commit::{Committer, CommitterThread};
 use queue::{Store, StoreError};
 
@@ -80,7 +88,11 @@ pub enum RunError {
 pub struct Running {
     /// The address the webhook listener is bound to (useful with port 0).
     pub addr: SocketAddr,
+    /// The address the admin API is bound to.
+    pub admin_addr: SocketAddr,
     config: SharedConfig,
+    reloader: Reloader,
+    admin: JoinHandle<()>,
     dispatcher: Dispatcher,
     store: Store,
     shutdown: CancellationToken,
@@ -98,9 +110,16 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             source,
         }
     })?;
+    store.set_retention(server.retention, server.dead_retention);
     let shutdown = CancellationToken::new();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
-    let dispatcher = Dispatcher::new(store.clone(), config.clone(), shutdown.child_token())?;
+    let metrics = Arc::new(Metrics::new());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        config.clone(),
+        shutdown.child_token(),
+        metrics.clone(),
+    )?;
     dispatcher.reconcile()?;
     let (committer, committer_thread) =
         Committer::start(store.clone()).map_err(RunError::Thread)?;
@@ -114,11 +133,52 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         addr: server.listen,
         source,
     })?;
+    let admin_listener = TcpListener::bind(server.admin_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| RunError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?;
     let state = Arc::new(IngressState {
         config: config.clone(),
         committer,
         dispatcher: dispatcher.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
     });
+    let reloader = Reloader {
+        config: config.clone(),
+        dispatcher: dispatcher.clone(),
+        store: store.clone(),
+    };
+    let admin_state = Arc::new(admin::AdminState {
+        store: store.clone(),
+        config: config.clone(),
+        dispatcher: dispatcher.clone(),
+        metrics,
+        reloader: reloader.clone(),
+    });
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        shutdown.child_token(),
+    ));
+    let windows = config.clone();
+    tokio::spawn(queue::housekeeping::run(
+        store.clone(),
+        move || {
+            let s = &windows.load().server;
+            queue::housekeeping::interval(&[s.retention, s.dead_retention, s.dedupe_window])
+        },
+        shutdown.child_token(),
+    ));
+    notify::spawn_watchdog(dispatcher.heartbeats(), shutdown.child_token());
     let settings = ListenerSettings {
         header_read_timeout: server.header_read_timeout,
         max_connections: server.max_connections,
@@ -130,10 +190,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         settings,
         shutdown.child_token(),
     ));
-    tracing::info!(%addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
+    tracing::info!(%addr, %admin_addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
+    notify::ready();
     Ok(Running {
         addr,
+        admin_addr,
         config,
+        reloader,
+        admin,
         dispatcher,
         store,
         shutdown,
@@ -162,18 +226,9 @@ impl Running {
         &self.store
     }
 
-    /// Re-reads the config file; on success swaps it in atomically (requests in flight keep
-    /// the rules they started with) and lets every worker pick up its destination's new
-    /// definition. On failure the old config stays.
+    /// Re-reads the config file; see [`Reloader::reload`].
     pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
-        let current = self.config.load_full();
-        let next = Config::load(&current.source)?;
-        let summary = summarize(&current, &next);
-        self.config.store(Arc::new(next));
-        if let Err(e) = self.dispatcher.reconcile() {
-            tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
-        }
-        Ok(summary)
+        self.reloader.reload()
     }
 
     /// A token that stops the daemon when cancelled (signal handlers hold one).
@@ -191,9 +246,13 @@ impl Running {
     /// Waits until the shutdown token is cancelled, then stops as [`Running::stop`] does.
     pub async fn wait(self) -> Result<(), RunError> {
         self.shutdown.cancelled().await;
+        notify::stopping();
         let grace = self.config.load().server.shutdown_grace;
         if let Err(e) = self.ingress.await {
             tracing::error!(error = %e, "the ingress task failed");
+        }
+        if let Err(e) = self.admin.await {
+            tracing::error!(error = %e, "the admin task failed");
         }
         self.dispatcher.drain(grace).await;
         let committer = self.committer;
@@ -204,6 +263,43 @@ impl Running {
         self.store.flush().map_err(RunError::Flush)?;
         tracing::info!(pending = self.store.pending_count(), "hookrouter stopped");
         Ok(())
+    }
+}
+
+/// Reloads the config from its file; shared by SIGHUP (in `main`) and `POST /reload`.
+#[derive(Clone)]
+pub struct Reloader {
+    config: SharedConfig,
+    dispatcher: Dispatcher,
+    store: Store,
+}
+
+impl Reloader {
+    /// Re-reads the config file; on success swaps it in atomically (requests in flight keep
+    /// the rules they started with) and lets every worker pick up its destination's new
+    /// definition. On failure the old config stays. systemd hears RELOADING=1 before and
+    /// READY=1 after, either way.
+    ///
+    /// The listen addresses and the data directory are read at start only; changing them
+    /// needs a restart.
+    pub fn reload(&self) -> Result<ReloadSummary, ConfigError> {
+        notify::reloading();
+        let result = self.swap();
+        notify::ready();
+        result
+    }
+
+    fn swap(&self) -> Result<ReloadSummary, ConfigError> {
+        let current = self.config.load_full();
+        let next = Config::load(&current.source)?;
+        let summary = summarize(&current, &next);
+        self.store
+            .set_retention(next.server.retention, next.server.dead_retention);
+        self.config.store(Arc::new(next));
+        if let Err(e) = self.dispatcher.reconcile() {
+            tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
+        }
+        Ok(summary)
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use hookrouter::admin::cli::{AdminArgs, CliError, DeadCommand, EventCommand, Operation};
 use hookrouter::config::{Config, ConfigError};
 
 /// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
@@ -70,6 +71,25 @@ enum Command {
         /// The payload file; standard input when omitted or "-".
         payload: Option<PathBuf>,
     },
+    /// Show the queue per destination: pending, retrying, in flight, dead, oldest pending.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List, show, retry or drop dead letters (through the admin API).
+    Dead {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+    /// Show an event, its routes and every delivery attempt (through the admin API).
+    Event {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: EventCommand,
+    },
     /// Run a receiver that prints every request it gets and answers 200.
     Echo {
         /// Address to listen on.
@@ -128,6 +148,9 @@ fn main() -> ExitCode {
                 },
                 payload,
             ),
+            Command::Status { admin } => operate(Operation::Status, admin).await,
+            Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
+            Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();
@@ -222,6 +245,18 @@ fn route(
         print!("{}", hookrouter::inspect::render_report(&report));
     }
     Ok(())
+}
+
+/// Runs an operator command against the admin API and prints what it says.
+async fn operate(op: Operation, args: AdminArgs) -> Result<(), Failure> {
+    let mut out = String::new();
+    let result = hookrouter::admin::cli::run(&op, &args, &mut out).await;
+    print!("{out}");
+    match result {
+        Ok(()) => Ok(()),
+        Err(CliError::Config(e)) => Err(Failure::Config(e)),
+        Err(e) => Err(Failure::Other(e.into())),
+    }
 }
 
 async fn serve(path: PathBuf) -> Result<(), Failure> {

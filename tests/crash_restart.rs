@@ -15,6 +15,7 @@ fn write_config(dir: &Path, crm_url: &str) -> std::path::PathBuf {
         r#"
 server:
   listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
   data_dir: {:?}
   shutdown_grace: 2s
 keys: ["{KEY}"]

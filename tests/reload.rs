@@ -107,7 +107,7 @@ async fn an_invalid_reload_is_refused_with_its_line_and_the_old_rules_stay() {
         .expect_err("unknown destination refused")
         .to_string();
     assert!(
-        err.contains("routes.yaml:13:10: route \"to-third\": to.0: unknown destination \"third\""),
+        err.contains("routes.yaml:15:10: route \"to-third\": to.0: unknown destination \"third\""),
         "{err}"
     );
     let (status, body) = daemon.post("lead", Some(KEY), fixture("lead.json")).await;

@@ -68,6 +68,21 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// sled's page cache size; the default 1 GiB would dominate RSS.
     pub store_cache_bytes: u64,
+    /// Address of the admin API; loopback by default because it can drop and replay
+    /// deliveries.
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin API demands when set (never logged).
+    pub admin_token: Option<SecretString>,
+    /// An event with the same kind, `id` and `updated_at` as one accepted within this
+    /// window is answered `duplicate` and not forwarded again; zero disables the check.
+    pub dedupe_window: Duration,
+    /// How long delivered jobs and their events stay readable (`event show`) before they
+    /// are purged; zero purges at delivery.
+    pub retention: Duration,
+    /// How long a dead letter waits for an operator before it is purged.
+    pub dead_retention: Duration,
+    /// Pending jobs beyond which ingress answers 503 instead of accepting more.
+    pub max_queue: u64,
 }
 
 /// A downstream endpoint, validated, with its templates compiled.
@@ -451,7 +466,7 @@ fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSett
                 "server.listen",
                 format!(
                     "expected an address such as 127.0.0.1:8080, found {:?}",
-                    raw.listen.unwrap_or_default()
+                    raw.listen.as_deref().unwrap_or_default()
                 ),
             );
             SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -468,6 +483,7 @@ fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSett
     if max_connections == 0 {
         problems.push("server.max_connections", "must be at least 1");
     }
+    let (admin_listen, admin_token, max_queue) = validate_admin(&raw, problems);
     ServerSettings {
         listen,
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
@@ -492,7 +508,145 @@ fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSett
             problems,
         ),
         store_cache_bytes: raw.store_cache_bytes.unwrap_or(32 * 1024 * 1024),
+        admin_listen,
+        admin_token,
+        dedupe_window: duration_or(
+            raw.dedupe_window.as_ref(),
+            Duration::from_secs(24 * 3600),
+            "server.dedupe_window",
+            problems,
+        ),
+        retention: duration_or(
+            raw.retention.as_ref(),
+            Duration::from_secs(7 * 24 * 3600),
+            "server.retention",
+            problems,
+        ),
+        dead_retention: duration_or(
+            raw.dead_retention.as_ref(),
+            Duration::from_secs(30 * 24 * 3600),
+            "server.dead_retention",
+            problems,
+        ),
+        max_queue,
     }
+}
+
+/// The default admin address: loopback only, never exposed unless the operator says so.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+
+/// A string that must never reach a log or an error message: its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps `value`.
+    pub fn new(value: String) -> Self {
+        SecretString(value)
+    }
+
+    /// The value, for the one place that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// Reads only `server.admin_listen` and `server.admin_token` from the config at `path`,
+/// expanding `${VAR}` in those two values alone.
+///
+/// The CLI needs just the admin address and token; a full [`Config::load`] would demand
+/// every destination secret, which the operator's shell usually does not have. With
+/// `with_token` false the token is not read (nor its variable required): the operator gave
+/// one on the command line.
+pub fn admin_endpoint(
+    path: &Path,
+    with_token: bool,
+) -> Result<(SocketAddr, Option<SecretString>), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: file.clone(),
+        source,
+    })?;
+    let root: Value = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        ConfigError::Syntax {
+            file: file.clone(),
+            line,
+            col,
+            message: e.to_string(),
+        }
+    })?;
+    let pick = |key: &str| root.get("server").and_then(|s| s.get(key)).cloned();
+    let mut server = serde_yaml::Mapping::new();
+    let keys: &[&str] = if with_token {
+        &["admin_listen", "admin_token"]
+    } else {
+        &["admin_listen"]
+    };
+    for key in keys {
+        if let Some(v) = pick(key) {
+            server.insert(Value::String((*key).into()), v);
+        }
+    }
+    let mut subset = Value::Mapping(serde_yaml::Mapping::from_iter([(
+        Value::String("server".into()),
+        Value::Mapping(server),
+    )]));
+    let mut problems = Problems::default();
+    expand::expand_tree(&mut subset, &ProcessEnv, &mut problems);
+    let raw: raw::RawServer = subset
+        .get("server")
+        .and_then(|v| deserialize_at(v, "server", &mut problems))
+        .unwrap_or_default();
+    let (addr, token, _) = validate_admin(&raw, &mut problems);
+    if problems.is_empty() {
+        Ok((addr, token))
+    } else {
+        Err(locate_problems(&text, &file, &root, problems))
+    }
+}
+
+fn validate_admin(
+    raw: &raw::RawServer,
+    problems: &mut Problems,
+) -> (SocketAddr, Option<SecretString>, u64) {
+    let admin_listen = match raw.admin_listen.as_deref().map(str::parse::<SocketAddr>) {
+        None => DEFAULT_ADMIN_LISTEN,
+        Some(Ok(addr)) => addr,
+        Some(Err(_)) => {
+            problems.push(
+                "server.admin_listen",
+                format!(
+                    "expected an address such as 127.0.0.1:9090, found {:?}",
+                    raw.admin_listen.as_deref().unwrap_or_default()
+                ),
+            );
+            DEFAULT_ADMIN_LISTEN
+        }
+    };
+    let admin_token = raw
+        .admin_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(SecretString);
+    if raw.admin_token.as_deref() == Some("") {
+        problems.push(
+            "server.admin_token",
+            "must not be empty (leave it out to disable)",
+        );
+    }
+    let max_queue = raw.max_queue.unwrap_or(1_000_000);
+    if max_queue == 0 {
+        problems.push("server.max_queue", "must be at least 1");
+    }
+    (admin_listen, admin_token, max_queue)
 }
 
 fn validate_keys(value: Option<&Value>, problems: &mut Problems) -> Option<KeySet> {

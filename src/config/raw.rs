@@ -21,6 +21,12 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub store_cache_bytes: Option<u64>,
+    pub admin_listen: Option<String>,
+    pub admin_token: Option<String>,
+    pub dedupe_window: Option<String>,
+    pub retention: Option<String>,
+    pub dead_retention: Option<String>,
+    pub max_queue: Option<u64>,
 }
 
 /// `retry:` globally or inside a destination; each field overrides the level above.

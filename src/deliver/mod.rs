@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::Destination;
+use crate::metrics::{DeliveryOutcome, Metrics};
+use crate::notify::Heartbeats;
 use crate::queue::{now_ms, AttemptRecord, DeadLetter, JobRecord, Store, StoreError};
 use crate::SharedConfig;
 pub use attempt::Outcome;
@@ -57,6 +59,8 @@ struct Inner {
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
+    heartbeats: Heartbeats,
 }
 
 /// Why the dispatcher could not start.
@@ -76,6 +80,7 @@ impl Dispatcher {
         store: Store,
         config: SharedConfig,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, DispatchError> {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
@@ -85,8 +90,16 @@ impl Dispatcher {
                 workers: Mutex::new(HashMap::new()),
                 shutdown,
                 tracker: TaskTracker::new(),
+                metrics,
+                heartbeats: Heartbeats::default(),
             }),
         })
+    }
+
+    /// The workers' heartbeats, which the systemd watchdog reads to tell a wedged delivery
+    /// loop from an idle one.
+    pub fn heartbeats(&self) -> Heartbeats {
+        self.inner.heartbeats.clone()
     }
 
     /// Starts a worker for every configured destination and every destination that still
@@ -154,6 +167,7 @@ impl Worker {
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         let mut pacer = Pacer::default();
         loop {
+            self.inner.heartbeats.beat(&self.name);
             let Some(dest) = self
                 .inner
                 .config
@@ -244,6 +258,9 @@ impl Worker {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a stale job");
                     return STORE_ERROR_PAUSE;
                 }
+                self.inner
+                    .metrics
+                    .delivery(&self.name, DeliveryOutcome::Dead, None);
                 // Look again at once: a fresh job may be next.
                 pause = Duration::ZERO;
                 continue;
@@ -286,9 +303,13 @@ impl Worker {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a job");
                     return;
                 }
+                self.inner
+                    .metrics
+                    .delivery(&self.name, DeliveryOutcome::Dead, None);
                 tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %self.name, outcome = "dead", reason = %reason, "delivery dead-lettered");
             }
         }
+        self.inner.heartbeats.forget(&self.name);
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         workers.remove(&self.name);
     }
@@ -312,7 +333,10 @@ fn stale(dest: &Destination, job: &JobRecord, now_ms: u64) -> Option<String> {
 /// (`Retry-After`, capped by `max_interval`) so the worker can hold the whole destination.
 async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> Done {
     let store = &inner.store;
+    let metrics = &inner.metrics;
+    let _in_flight = metrics.in_flight(&job.destination);
     let Some(body) = store.load_body(&job.event_id)? else {
+        metrics.delivery(&job.destination, DeliveryOutcome::Dead, None);
         let reason = "the event's body is missing from the store".to_string();
         dead_letter(store, &job, job.clone(), reason, None, None)?;
         return Ok(None);
@@ -353,6 +377,8 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> D
     match outcome {
         Outcome::Delivered { .. } => {
             store.mark_delivered(&job, &record)?;
+            metrics.delivery(&job.destination, DeliveryOutcome::Delivered, Some(latency));
+            metrics.delivered_after(&job.destination, job.created_at_ms);
             tracing::info!(outcome = "delivered", "delivered");
             Ok(None)
         }
@@ -363,19 +389,26 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> D
             ..
         } => {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
+            // Attempts before an operator's retry do not count against the fresh budget.
             // `Retry-After: 0` asks for nothing: a zero hint would retry in a hot loop.
             let hint = retry_after
                 .filter(|d| !d.is_zero())
                 .map(|d| d.min(dest.retry.max_interval));
-            match dest.retry.next_delay_hinted(number, elapsed, hint) {
+            match dest.retry.next_delay_hinted(
+                number.saturating_sub(job.attempt_base),
+                elapsed,
+                hint,
+            ) {
                 Some(delay) => {
                     updated.next_attempt_at_ms =
                         now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
                     store.reschedule(&job, &updated, &record)?;
+                    metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
                     tracing::info!(outcome = "retry", error = %error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "delivery failed; will retry");
                     Ok(hint)
                 }
                 None => {
+                    metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
                     let reason = format!(
                         "gave up after {number} attempts over {}: {error}",
                         humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
@@ -386,6 +419,7 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> D
             }
         }
         Outcome::Permanent { error, snippet, .. } => {
+            metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
             let reason = format!("permanent failure: {error}");
             dead_letter(store, &job, updated, reason, snippet, Some(&record))?;
             Ok(None)

@@ -13,12 +13,14 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::response::{error, json, JsonResponse};
+use super::response::{error, json, ErrorCode, JsonResponse};
 use crate::config::ServerSettings;
 use crate::deliver::Dispatcher;
 use crate::event::EventKind;
+use crate::metrics::Metrics;
 use crate::queue::commit::Committer;
-use crate::queue::{now_ms, EventRecord, JobRecord, NewEvent};
+use crate::queue::housekeeping::dedupe_key;
+use crate::queue::{now_ms, Committed, EventRecord, JobRecord, NewEvent, Store};
 use crate::verify::VerifyError;
 use crate::SharedConfig;
 
@@ -30,6 +32,34 @@ pub struct IngressState {
     pub committer: Committer,
     /// Woken for each destination that got new jobs.
     pub dispatcher: Dispatcher,
+    /// Read for the queue depth (back-pressure).
+    pub store: Store,
+    /// Counts every answer by kind and outcome.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
+/// extension for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookStatus(pub &'static str);
+
+fn ok(accepted: &Accepted<'static>) -> JsonResponse {
+    let mut r = json(StatusCode::OK, accepted);
+    r.extensions_mut().insert(WebhookStatus(accepted.status));
+    r
+}
+
+/// Counts one answer to a webhook of `kind` in the metrics.
+fn count(metrics: &Metrics, kind: EventKind, response: &JsonResponse) {
+    if let Some(WebhookStatus(status)) = response.extensions().get::<WebhookStatus>() {
+        metrics.webhook(kind, status, None);
+    } else {
+        let reason = response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or("unknown", |c| c.0.as_str());
+        metrics.webhook(kind, "rejected", Some(reason));
+    }
 }
 
 #[derive(Serialize)]
@@ -61,10 +91,13 @@ pub async fn handle(state: Arc<IngressState>, req: Request<Incoming>) -> JsonRes
             "unknown path; webhooks go to /webhooks/view, /webhooks/interaction or /webhooks/lead",
         );
     };
-    if req.method() != Method::POST {
-        return method_not_allowed("POST");
-    }
-    receive(state, kind, req).await
+    let response = if req.method() != Method::POST {
+        method_not_allowed("POST")
+    } else {
+        receive(state.clone(), kind, req).await
+    };
+    count(&state.metrics, kind, &response);
+    response
 }
 
 fn method_not_allowed(allow: &'static str) -> JsonResponse {
@@ -128,6 +161,22 @@ async fn receive(
             return error(StatusCode::UNAUTHORIZED, code, e.to_string());
         }
     };
+    if state.store.pending_count() as u64 >= config.server.max_queue {
+        tracing::warn!(%kind, max_queue = config.server.max_queue, outcome = "rejected", reason = "queue_full", "webhook refused: the queue is full");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "{} deliveries are queued (server.max_queue); send it again later",
+                config.server.max_queue
+            ),
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("30"),
+        );
+        return r;
+    }
     let body = match read_body(request.get_mut(), &config.server).await {
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
@@ -139,16 +188,14 @@ async fn receive(
     let decision = config.rules.decide(kind, &verified.get().json);
     if decision.deliveries.is_empty() {
         tracing::info!(%kind, outcome = "unrouted", "webhook matched no route");
-        return json(
-            StatusCode::OK,
-            &Accepted {
-                status: "unrouted",
-                event_id: String::new(),
-                routes: Vec::new(),
-                deliveries: 0,
-            },
-        );
+        return ok(&Accepted {
+            status: "unrouted",
+            event_id: String::new(),
+            routes: Vec::new(),
+            deliveries: 0,
+        });
     }
+    let dedupe = dedupe_key(kind, &verified.get().json, config.server.dedupe_window);
     let now = now_ms();
     let event_id = Uuid::now_v7();
     let jobs: Vec<JobRecord> = decision
@@ -167,6 +214,7 @@ async fn receive(
             next_attempt_at_ms: now,
             last_status: None,
             last_error: None,
+            attempt_base: 0,
         })
         .collect();
     let new_event = NewEvent {
@@ -180,19 +228,32 @@ async fn receive(
         },
         body: verified.into_inner().body,
         jobs,
+        dedupe,
     };
-    if let Err(e) = state.committer.commit(new_event).await {
-        tracing::error!(%kind, error = %e, "webhook not persisted; answered 503");
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the event could not be stored durably; send it again later",
-        );
-        r.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
-        );
-        return r;
+    match state.committer.commit(new_event).await {
+        Ok(Committed::New) => {}
+        Ok(Committed::Duplicate { event_id: first }) => {
+            tracing::info!(event_id = %first, %kind, outcome = "duplicate", "webhook already accepted; not forwarded again");
+            return ok(&Accepted {
+                status: "duplicate",
+                event_id: first.to_string(),
+                routes: decision.routes,
+                deliveries: 0,
+            });
+        }
+        Err(e) => {
+            tracing::error!(%kind, error = %e, "webhook not persisted; answered 503");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be stored durably; send it again later",
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+            return r;
+        }
     }
     for d in &decision.deliveries {
         state.dispatcher.wake(&d.destination);
@@ -205,15 +266,12 @@ async fn receive(
         outcome = "accepted",
         "webhook accepted"
     );
-    json(
-        StatusCode::OK,
-        &Accepted {
-            status: "accepted",
-            event_id: event_id.to_string(),
-            routes: decision.routes,
-            deliveries: decision.deliveries.len(),
-        },
-    )
+    ok(&Accepted {
+        status: "accepted",
+        event_id: event_id.to_string(),
+        routes: decision.routes,
+        deliveries: decision.deliveries.len(),
+    })
 }
 
 /// Reads the body within the size limit and the body timeout.

@@ -20,6 +20,11 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> JsonResponse {
     response
 }
 
+/// The `error` code of an error answer, kept as a response extension so metrics can count
+/// rejections by reason without parsing bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorCode(pub String);
+
 /// An error answer: `{"error": "<code>", "message": "<human sentence>"}`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> JsonResponse {
     #[derive(Serialize)]
@@ -27,11 +32,15 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Json
         error: &'a str,
         message: String,
     }
-    json(
+    let mut response = json(
         status,
         &ErrorBody {
             error: code,
             message: message.into(),
         },
-    )
+    );
+    response
+        .extensions_mut()
+        .insert(ErrorCode(code.to_string()));
+    response
 }

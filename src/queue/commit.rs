@@ -10,14 +10,14 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NewEvent, Store, StoreError};
+use super::{Committed, NewEvent, Store, StoreError};
 
 /// Largest number of events in one flush.
 const MAX_BATCH: usize = 1024;
 
 struct Pending {
     event: NewEvent,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
 /// Sends events to the committer thread; cheap to clone.
@@ -50,8 +50,9 @@ impl Committer {
         Ok((Committer { tx }, CommitterThread { handle }))
     }
 
-    /// Writes `event` durably; returns once it is flushed and synced to disk.
-    pub async fn commit(&self, event: NewEvent) -> Result<(), StoreError> {
+    /// Writes `event` durably; returns once it is flushed and synced to disk (or once it is
+    /// known to be a duplicate, which writes nothing).
+    pub async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending { event, done })
@@ -77,11 +78,11 @@ fn run(store: Store, mut rx: mpsc::Receiver<Pending>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, events = events.len(), "could not persist a batch of events; answering 503");
         }
-        for done in waiters.drain(..) {
-            let reply = result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| StoreError::NotPersisted(e.to_string()));
+        for (n, done) in waiters.drain(..).enumerate() {
+            let reply = match &result {
+                Ok(outcomes) => Ok(outcomes.get(n).cloned().unwrap_or(Committed::New)),
+                Err(e) => Err(StoreError::NotPersisted(e.to_string())),
+            };
             // The requester may have gone away (client disconnected); nothing to do then.
             let _ = done.send(reply);
         }

@@ -49,6 +49,55 @@ pub fn parse_due_key(key: &[u8]) -> Option<(&str, u64, Uuid)> {
     Some((dest, due, job))
 }
 
+/// What an `expiry` entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    /// A settled event (and its settled jobs and attempts), after `server.retention`.
+    Event,
+    /// A dead letter, after `server.dead_retention`.
+    Dead,
+    /// A de-duplication record, after `server.dedupe_window`.
+    Seen,
+}
+
+impl Expiring {
+    fn tag(self) -> u8 {
+        match self {
+            Expiring::Event => b'e',
+            Expiring::Dead => b'd',
+            Expiring::Seen => b's',
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            b'e' => Some(Expiring::Event),
+            b'd' => Some(Expiring::Dead),
+            b's' => Some(Expiring::Seen),
+            _ => None,
+        }
+    }
+}
+
+/// `expiry` key: expiry time (Unix ms, BE), a tag, then the key of the record in its tree,
+/// so a range scan up to "now" yields exactly what is due for purging, oldest first.
+pub fn expiry_key(at_ms: u64, what: Expiring, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.push(what.tag());
+    k.extend_from_slice(id);
+    k
+}
+
+/// Splits an `expiry` key into time, tag and record key.
+pub fn parse_expiry_key(key: &[u8]) -> Option<(u64, Expiring, &[u8])> {
+    if key.len() < 9 {
+        return None;
+    }
+    let at = u64::from_be_bytes(key[..8].try_into().ok()?);
+    Some((at, Expiring::from_tag(key[8])?, &key[9..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +110,16 @@ mod tests {
         assert!(early < late);
         assert_eq!(parse_due_key(&late), Some(("crm", 256, a)));
         assert!(due_key("crm", u64::MAX, &a) < due_prefix("crm2"));
+    }
+
+    #[test]
+    fn expiry_keys_round_trip_and_sort_by_time() {
+        let a = Uuid::now_v7();
+        let k = expiry_key(7, Expiring::Dead, a.as_bytes());
+        assert_eq!(
+            parse_expiry_key(&k),
+            Some((7, Expiring::Dead, &a.as_bytes()[..]))
+        );
+        assert!(k < expiry_key(256, Expiring::Event, a.as_bytes()));
     }
 }

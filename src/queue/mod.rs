@@ -9,9 +9,26 @@
 //! | `due`      | destination, NUL, due ms (u64 BE), job id    | empty                      |
 //! | `attempts` | job id + attempt number (u32 BE)             | [`AttemptRecord`] JSON     |
 //! | `dead`     | job id                                       | [`DeadLetter`] JSON        |
+//! | `done`     | job id                                       | [`SettledJob`] JSON        |
+//! | `expiry`   | expiry ms (u64 BE), tag, record key          | empty                      |
+//! | `seen`     | SHA-256 of kind, `id`, `updated_at`          | [`SeenRecord`] JSON        |
 //!
 //! A job is pending exactly while its `due` entry exists; the key order makes a range scan of
 //! one destination's prefix return its jobs in due order, so a worker reads only what is due.
+//!
+//! # Life of a job, and retention
+//! `jobs`+`due` (queued) -> `done` (delivered) or `dead`; a dead letter goes back to
+//! `jobs`+`due` when an operator retries it (same id, attempt numbers keep counting, so the
+//! earlier attempts stay in `attempts`), or to `done` as `dropped`. Once no job of an event
+//! is queued or dead, the event is *settled*: an `expiry` entry schedules the event, its
+//! body, its settled jobs and their attempts for purging after `server.retention` (zero
+//! purges at once). Dead letters get an `expiry` entry for `server.dead_retention`, and
+//! de-duplication records one for `server.dedupe_window`. [`housekeeping`] walks `expiry`
+//! up to now; each purge re-checks its record first, since a dead letter may have been
+//! retried meanwhile. So under steady traffic the store holds at most `retention` worth of
+//! events plus the queue: it does not grow without bound.
+//!
+//! Queue depth is counted in memory ([`stats`]), since sled cannot count a tree cheaply.
 //!
 //! # Durability
 //! Ingress writes an event, its body and its jobs in one sled transaction, then the
@@ -26,19 +43,29 @@
 //!   backoff restarts one step earlier). Nothing pending can be lost.
 
 pub mod commit;
+pub mod housekeeping;
 pub mod keys;
+pub mod operator;
 pub mod record;
+pub mod stats;
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use uuid::Uuid;
 
-pub use record::{now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord};
+pub use record::{
+    now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SeenRecord, SettledJob,
+};
+pub use stats::{Depth, QueueStats};
+
+use stats::Slot;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +116,20 @@ pub struct NewEvent {
     pub body: Bytes,
     /// One job per destination.
     pub jobs: Vec<JobRecord>,
+    /// Its identity for de-duplication, when de-duplication is on and the body has an `id`.
+    pub dedupe: Option<housekeeping::DedupeKey>,
+}
+
+/// What became of one event handed to [`Store::commit_events`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// Stored with its jobs.
+    New,
+    /// Not stored: the same event was accepted within the de-duplication window.
+    Duplicate {
+        /// The id the first copy was accepted under.
+        event_id: Uuid,
+    },
 }
 
 /// Jobs of one destination that are due now, and when the next one after them is due.
@@ -114,6 +155,14 @@ struct Inner {
     due: sled::Tree,
     attempts: sled::Tree,
     dead: sled::Tree,
+    done: sled::Tree,
+    expiry: sled::Tree,
+    seen: sled::Tree,
+    stats: QueueStats,
+    /// `server.retention` and `server.dead_retention` in ms; atomics so a reload can change
+    /// them under running workers.
+    retention_ms: AtomicU64,
+    dead_retention_ms: AtomicU64,
     /// Our own handle on sled's log file, to `fdatasync` after each flush.
     db_file: Option<File>,
 }
@@ -134,12 +183,68 @@ impl Store {
             due: db.open_tree("due")?,
             attempts: db.open_tree("attempts")?,
             dead: db.open_tree("dead")?,
+            done: db.open_tree("done")?,
+            expiry: db.open_tree("expiry")?,
+            seen: db.open_tree("seen")?,
+            stats: QueueStats::default(),
+            retention_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
+            dead_retention_ms: AtomicU64::new(30 * 24 * 3600 * 1000),
             db,
             db_file,
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        store.count_queue()?;
+        Ok(store)
+    }
+
+    /// Counts queued jobs and dead letters once, at open (one pass over `due` and `dead`).
+    fn count_queue(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        for item in i.due.iter() {
+            let (key, _) = item?;
+            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
+                if let Some(job) = self.job(&job_id)? {
+                    i.stats.add(&job.destination, Slot::Queued(job.state()));
+                }
+            }
+        }
+        for item in i.dead.iter() {
+            let letter: DeadLetter = decode(&item?.1)?;
+            i.stats.add(&letter.job.destination, Slot::Dead);
+        }
+        Ok(())
+    }
+
+    /// Sets how long settled events and dead letters are kept (from `server:`; a reload
+    /// applies to what is settled or dead-lettered from then on).
+    pub fn set_retention(&self, retention: Duration, dead_retention: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .retention_ms
+            .store(ms(retention), Ordering::Relaxed);
+        self.inner
+            .dead_retention_ms
+            .store(ms(dead_retention), Ordering::Relaxed);
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.inner.retention_ms.load(Ordering::Relaxed)
+    }
+
+    fn dead_retention_ms(&self) -> u64 {
+        self.inner.dead_retention_ms.load(Ordering::Relaxed)
+    }
+
+    /// Queue depth per destination and state.
+    pub fn stats(&self) -> &QueueStats {
+        &self.inner.stats
+    }
+
+    /// Bytes the store takes on disk (sled's own estimate, cheap).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
     }
 
     /// Makes everything written so far durable: sled flush, then `fdatasync`.
@@ -151,28 +256,55 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of events atomically and makes it durable. On failure the batch is
-    /// removed again (best effort), so an event that was refused is not delivered later.
-    pub fn commit_events(&self, batch: &[NewEvent]) -> Result<(), StoreError> {
+    /// Writes a batch of events atomically and makes it durable; an event already accepted
+    /// within its de-duplication window is not written and comes back as
+    /// [`Committed::Duplicate`]. On failure the batch is removed again (best effort), so an
+    /// event that was refused is not delivered later.
+    pub fn commit_events(&self, batch: &[NewEvent]) -> Result<Vec<Committed>, StoreError> {
         let i = &self.inner;
-        let written = (&i.events, &i.bodies, &i.jobs, &i.due)
-            .transaction(|(events, bodies, jobs, due)| {
+        let now = now_ms();
+        let written = (&i.events, &i.bodies, &i.jobs, &i.due, &i.seen, &i.expiry)
+            .transaction(|(events, bodies, jobs, due, seen, expiry)| {
+                let mut outcomes = Vec::with_capacity(batch.len());
                 for ev in batch {
+                    if let Some(key) = &ev.dedupe {
+                        if let Some(event_id) =
+                            housekeeping::check_seen(key, &ev.event.id, now, seen, expiry)?
+                        {
+                            outcomes.push(Committed::Duplicate { event_id });
+                            continue;
+                        }
+                    }
                     write_event(ev, events, bodies, jobs, due)?;
+                    outcomes.push(Committed::New);
                 }
-                Ok(())
+                Ok(outcomes)
             })
             .map_err(StoreError::from)
-            .and_then(|()| self.flush());
-        if written.is_err() {
-            let _ = (&i.events, &i.bodies, &i.jobs, &i.due).transaction(
-                |(events, bodies, jobs, due)| -> TxResult<()> {
-                    for ev in batch {
-                        remove_event(ev, events, bodies, jobs, due)?;
+            .and_then(|outcomes| self.flush().map(|()| outcomes));
+        match &written {
+            Ok(outcomes) => {
+                for (ev, outcome) in batch.iter().zip(outcomes) {
+                    if *outcome == Committed::New {
+                        for job in &ev.jobs {
+                            i.stats.add(&job.destination, Slot::Queued(job.state()));
+                        }
                     }
-                    Ok(())
-                },
-            );
+                }
+            }
+            Err(_) => {
+                let _ = (&i.events, &i.bodies, &i.jobs, &i.due, &i.seen).transaction(
+                    |(events, bodies, jobs, due, seen)| -> TxResult<()> {
+                        for ev in batch {
+                            remove_event(ev, events, bodies, jobs, due)?;
+                            if let Some(key) = &ev.dedupe {
+                                housekeeping::forget_seen(key, &ev.event.id, seen)?;
+                            }
+                        }
+                        Ok(())
+                    },
+                );
+            }
         }
         written
     }
@@ -253,14 +385,14 @@ impl Store {
         Ok(names)
     }
 
-    /// Number of pending jobs (all destinations).
+    /// Number of queued jobs (all destinations), from the in-memory counters.
     pub fn pending_count(&self) -> usize {
-        self.inner.due.len()
+        usize::try_from(self.inner.stats.queued()).unwrap_or(usize::MAX)
     }
 
-    /// Number of dead letters.
+    /// Number of dead letters, from the in-memory counters.
     pub fn dead_count(&self) -> usize {
-        self.inner.dead.len()
+        usize::try_from(self.inner.stats.dead()).unwrap_or(usize::MAX)
     }
 
     /// The stored body of `event_id`.
@@ -321,29 +453,75 @@ impl Store {
             .collect()
     }
 
-    /// Records a successful delivery: the job is done, and the event too once none of its
-    /// jobs is pending or dead.
+    /// Records a successful delivery: the job moves to `done` with its final attempt, and
+    /// once none of the event's jobs is queued or dead the event is settled (kept for
+    /// `server.retention`, then purged).
     pub fn mark_delivered(
         &self,
         job: &JobRecord,
         attempt: &AttemptRecord,
     ) -> Result<(), StoreError> {
         let i = &self.inner;
-        (&i.events, &i.bodies, &i.jobs, &i.due, &i.attempts, &i.dead)
-            .transaction(|(events, bodies, jobs, due, attempts, dead)| {
-                due.remove(keys::due_key(
-                    &job.destination,
-                    job.next_attempt_at_ms,
-                    &job.id,
-                ))?;
-                jobs.remove(job.id.as_bytes())?;
-                for n in 1..attempt.attempt {
-                    attempts.remove(&keys::attempt_key(&job.id, n))?;
-                }
-                forget_event_if_done(&job.event_id, events, bodies, jobs, dead)?;
-                Ok(())
-            })
-            .map_err(StoreError::from)
+        let mut settled = job.clone();
+        settled.attempts = attempt.attempt;
+        settled.first_attempt_at_ms = job.first_attempt_at_ms.or(Some(attempt.at_ms));
+        settled.last_attempt_at_ms = Some(attempt.at_ms);
+        settled.last_status = attempt.status;
+        settled.last_error = None;
+        let record = SettledJob {
+            job: settled,
+            outcome: "delivered".into(),
+            settled_at_ms: now_ms(),
+        };
+        let retention = self.retention_ms();
+        let was_queued = (
+            &i.events,
+            &i.bodies,
+            &i.jobs,
+            &i.due,
+            &i.attempts,
+            &i.dead,
+            &i.done,
+            &i.expiry,
+        )
+            .transaction(
+                |(events, bodies, jobs, due, attempts, dead, done, expiry)| {
+                    let was_queued = due
+                        .remove(keys::due_key(
+                            &job.destination,
+                            job.next_attempt_at_ms,
+                            &job.id,
+                        ))?
+                        .is_some();
+                    jobs.remove(job.id.as_bytes())?;
+                    attempts.insert(
+                        &keys::attempt_key(&job.id, attempt.attempt),
+                        encode(attempt),
+                    )?;
+                    done.insert(job.id.as_bytes(), encode(&record))?;
+                    let trees = housekeeping::EventTrees {
+                        events,
+                        bodies,
+                        jobs,
+                        dead,
+                        done,
+                        attempts,
+                    };
+                    housekeeping::settle_event(
+                        &job.event_id,
+                        &trees,
+                        expiry,
+                        record.settled_at_ms,
+                        retention,
+                    )?;
+                    Ok(was_queued)
+                },
+            )
+            .map_err(StoreError::from)?;
+        if was_queued {
+            i.stats.remove(&job.destination, Slot::Queued(job.state()));
+        }
+        Ok(())
     }
 
     /// Records a failed attempt and moves the job's due entry to `updated.next_attempt_at_ms`.
@@ -354,13 +532,15 @@ impl Store {
         attempt: &AttemptRecord,
     ) -> Result<(), StoreError> {
         let i = &self.inner;
-        (&i.jobs, &i.due, &i.attempts)
+        let was_queued = (&i.jobs, &i.due, &i.attempts)
             .transaction(|(jobs, due, attempts)| {
-                due.remove(keys::due_key(
-                    &old.destination,
-                    old.next_attempt_at_ms,
-                    &old.id,
-                ))?;
+                let was_queued = due
+                    .remove(keys::due_key(
+                        &old.destination,
+                        old.next_attempt_at_ms,
+                        &old.id,
+                    ))?
+                    .is_some();
                 due.insert(
                     keys::due_key(
                         &updated.destination,
@@ -374,9 +554,17 @@ impl Store {
                     &keys::attempt_key(&updated.id, attempt.attempt),
                     encode(attempt),
                 )?;
-                Ok(())
+                Ok(was_queued)
             })
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?;
+        let to = Slot::Queued(updated.state());
+        if was_queued {
+            i.stats
+                .moved(&old.destination, Slot::Queued(old.state()), to);
+        } else {
+            i.stats.add(&updated.destination, to);
+        }
+        Ok(())
     }
 
     /// Moves a job to the dead-letter tree (`old` is the job as its due entry knows it).
@@ -387,21 +575,35 @@ impl Store {
         attempt: Option<&AttemptRecord>,
     ) -> Result<(), StoreError> {
         let i = &self.inner;
-        (&i.jobs, &i.due, &i.attempts, &i.dead)
-            .transaction(|(jobs, due, attempts, dead)| {
-                due.remove(keys::due_key(
-                    &old.destination,
-                    old.next_attempt_at_ms,
-                    &old.id,
-                ))?;
+        let expires = letter.dead_at_ms.saturating_add(self.dead_retention_ms());
+        let (was_queued, was_dead) = (&i.jobs, &i.due, &i.attempts, &i.dead, &i.expiry)
+            .transaction(|(jobs, due, attempts, dead, expiry)| {
+                let was_queued = due
+                    .remove(keys::due_key(
+                        &old.destination,
+                        old.next_attempt_at_ms,
+                        &old.id,
+                    ))?
+                    .is_some();
                 jobs.remove(old.id.as_bytes())?;
                 if let Some(a) = attempt {
                     attempts.insert(&keys::attempt_key(&old.id, a.attempt), encode(a))?;
                 }
-                dead.insert(old.id.as_bytes(), encode(letter))?;
-                Ok(())
+                let was_dead = dead.insert(old.id.as_bytes(), encode(letter))?.is_some();
+                expiry.insert(
+                    keys::expiry_key(expires, keys::Expiring::Dead, old.id.as_bytes()),
+                    &[][..],
+                )?;
+                Ok((was_queued, was_dead))
             })
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?;
+        if was_queued {
+            i.stats.remove(&old.destination, Slot::Queued(old.state()));
+        }
+        if !was_dead {
+            i.stats.add(&old.destination, Slot::Dead);
+        }
+        Ok(())
     }
 }
 
@@ -445,36 +647,6 @@ fn remove_event(
             &job.destination,
             job.next_attempt_at_ms,
             &job.id,
-        ))?;
-    }
-    Ok(())
-}
-
-/// Removes the event and its body once none of its jobs is pending or dead.
-fn forget_event_if_done(
-    event_id: &Uuid,
-    events: &TransactionalTree,
-    bodies: &TransactionalTree,
-    jobs: &TransactionalTree,
-    dead: &TransactionalTree,
-) -> TxResult<()> {
-    let Some(bytes) = events.get(event_id.as_bytes())? else {
-        return Ok(());
-    };
-    let ev: EventRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-    for job in &ev.jobs {
-        if jobs.get(job.as_bytes())?.is_some() || dead.get(job.as_bytes())?.is_some() {
-            return Ok(());
-        }
-    }
-    events.remove(event_id.as_bytes())?;
-    let chunks = usize::try_from(ev.body_len)
-        .unwrap_or(0)
-        .div_ceil(keys::BODY_CHUNK);
-    for n in 0..chunks {
-        bodies.remove(&keys::body_key(
-            event_id,
-            u32::try_from(n).unwrap_or(u32::MAX),
         ))?;
     }
     Ok(())

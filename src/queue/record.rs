@@ -50,6 +50,55 @@ pub struct JobRecord {
     pub last_status: Option<u16>,
     /// Error of the latest attempt, if it failed.
     pub last_error: Option<String>,
+    /// Attempts made before an operator last retried the job from the dead letters. Backoff
+    /// counts from here, so a retried job gets a fresh budget while its attempt numbers (and
+    /// the history stored under them) keep counting up.
+    #[serde(default)]
+    pub attempt_base: u32,
+}
+
+impl JobRecord {
+    /// Whether the job is waiting for its first attempt (since creation or since an
+    /// operator retry) or for a retry after a failure.
+    pub fn state(&self) -> JobState {
+        if self.attempts > self.attempt_base {
+            JobState::Retrying
+        } else {
+            JobState::Pending
+        }
+    }
+}
+
+/// Where a queued job stands, for `GET /queue` and the queue-depth gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Not attempted yet.
+    Pending,
+    /// Attempted, failed, waiting for its next attempt.
+    Retrying,
+}
+
+/// A job that needs nothing more: delivered, or dropped from the dead letters by an
+/// operator. Kept for `server.retention` so `event show` can tell its story.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SettledJob {
+    /// The job as it was at the end.
+    pub job: JobRecord,
+    /// `delivered` or `dropped`.
+    pub outcome: String,
+    /// When it was settled, Unix ms.
+    pub settled_at_ms: u64,
+}
+
+/// The first acceptance of an event identity (kind, `id`, `updated_at`), for de-duplication.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeenRecord {
+    /// The event accepted then; a duplicate is answered with this id.
+    pub event_id: Uuid,
+    /// When it was accepted, Unix ms.
+    pub at_ms: u64,
+    /// When this record may be purged, Unix ms.
+    pub expires_at_ms: u64,
 }
 
 /// One attempt of one job, for the history an operator reads.

@@ -255,10 +255,12 @@ async fn answer(
     Ok(response)
 }
 
-/// The `server:` block of a test config: ephemeral port, store in `data_dir`.
+/// The `server:` block of a test config: ephemeral ports (webhooks and admin), store in
+/// `data_dir`. De-duplication (on by default) is off: most tests post the same fixture
+/// several times and expect each copy to be delivered.
 pub fn server_block(data_dir: &Path) -> String {
     format!(
-        "server:\n  listen: 127.0.0.1:0\n  data_dir: {:?}\n  shutdown_grace: 2s\n",
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  dedupe_window: 0s\n  data_dir: {:?}\n  shutdown_grace: 2s\n",
         data_dir.display().to_string()
     )
 }
@@ -270,6 +272,8 @@ pub struct TestDaemon {
     pub config_path: PathBuf,
     running: Option<hookrouter::Running>,
     client: reqwest::Client,
+    /// Extra `server:` lines (indented two spaces) kept across `rewrite_config`.
+    server_extra: String,
 }
 
 impl TestDaemon {
@@ -283,8 +287,18 @@ impl TestDaemon {
     /// Like [`TestDaemon::start`] with an existing directory (the store in `dir/data`
     /// survives between daemons, as across a restart).
     pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestDaemon {
+        Self::start_with_server(dir, "", rest).await
+    }
+
+    /// Like [`TestDaemon::start_in`] with extra `server:` settings, each line indented two
+    /// spaces (`"  max_queue: 3\n"`).
+    pub async fn start_with_server(
+        dir: tempfile::TempDir,
+        server_extra: &str,
+        rest: &str,
+    ) -> TestDaemon {
         let config_path = dir.path().join("routes.yaml");
-        write_config(&config_path, &dir.path().join("data"), rest);
+        write_config(&config_path, &dir.path().join("data"), server_extra, rest);
         let config = hookrouter::config::Config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let running = hookrouter::start(config).await.expect("daemon starts");
@@ -297,7 +311,24 @@ impl TestDaemon {
                 .no_proxy()
                 .build()
                 .expect("client"),
+            server_extra: server_extra.to_string(),
         }
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.running().admin_addr)
+    }
+
+    /// A request to the admin API: status and JSON body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}{path}", self.admin_url()))
+            .send()
+            .await
+            .expect("request reaches the admin API");
+        response_json(resp).await
     }
 
     /// The running daemon (store, reload).
@@ -312,7 +343,12 @@ impl TestDaemon {
 
     /// Rewrites the config file (same server block) for a reload.
     pub fn rewrite_config(&self, rest: &str) {
-        write_config(&self.config_path, &self.dir().join("data"), rest);
+        write_config(
+            &self.config_path,
+            &self.dir().join("data"),
+            &self.server_extra,
+            rest,
+        );
     }
 
     /// POSTs `body` to `/webhooks/{kind}` with `key` (None: no X-KEY header).
@@ -371,8 +407,12 @@ pub async fn response_json(resp: reqwest::Response) -> (u16, serde_json::Value) 
     (status, json)
 }
 
-fn write_config(path: &Path, data_dir: &Path, rest: &str) {
+fn write_config(path: &Path, data_dir: &Path, server_extra: &str, rest: &str) {
     let mut text = server_block(data_dir);
+    if server_extra.contains("dedupe_window:") {
+        text = text.replace("  dedupe_window: 0s\n", "");
+    }
+    text.push_str(server_extra);
     if !rest.contains("keys:") {
         text.push_str(&format!("keys: [{KEY:?}]\n"));
     }
@@ -395,6 +435,8 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -
 /// The real `hookrouter` binary running as a child process.
 pub struct DaemonProcess {
     pub addr: SocketAddr,
+    /// The admin API's address, from the same log line.
+    pub admin_addr: Option<SocketAddr>,
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -402,7 +444,18 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Spawns `hookrouter serve --config CONFIG` and waits until it logs that it is ready.
     pub fn spawn(config: &Path) -> DaemonProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+        Self::spawn_with(config, &[], &[])
+    }
+
+    /// Like [`DaemonProcess::spawn`] with extra arguments before `serve` (such as
+    /// `--log-format json`) and extra environment variables (such as `NOTIFY_SOCKET`).
+    pub fn spawn_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookrouter"));
+        command.args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -421,11 +474,17 @@ impl DaemonProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("hookrouter is ready") {
                     if let Some(tx) = tx.take() {
-                        let addr = line
-                            .split_whitespace()
-                            .find_map(|w| w.strip_prefix("addr="))
-                            .and_then(|a| a.parse::<SocketAddr>().ok());
-                        let _ = tx.send(addr);
+                        // Text (`addr=...`) or JSON (`"addr":"..."`) logs.
+                        let find = |name: &str| {
+                            line.split(|c: char| c.is_whitespace() || c == ',')
+                                .find_map(|w| {
+                                    w.strip_prefix(&format!("{name}="))
+                                        .or_else(|| w.strip_prefix(&format!("\"{name}\":")))
+                                })
+                                .map(|a| a.trim_matches(|c| c == '"' || c == '}'))
+                                .and_then(|a| a.parse::<SocketAddr>().ok())
+                        };
+                        let _ = tx.send(find("addr").map(|a| (a, find("admin_addr"))));
                     }
                 }
                 let mut l = sink.lock().unwrap();
@@ -433,8 +492,8 @@ impl DaemonProcess {
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(addr)) => addr,
+        let (addr, admin_addr) = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(addrs)) => addrs,
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -444,7 +503,12 @@ impl DaemonProcess {
                 );
             }
         };
-        DaemonProcess { addr, child, log }
+        DaemonProcess {
+            addr,
+            admin_addr,
+            child,
+            log,
+        }
     }
 
     /// The process id.

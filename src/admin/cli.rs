@@ -1,0 +1,448 @@
+//! The operator's commands over the admin API: `status`, `dead list|show|retry|drop` and
+//! `event show`. Human tables by default, the API's JSON with `--json`.
+//!
+//! They live in the library (not `main.rs`) so tests can drive them and `main` only
+//! dispatches.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+
+use super::client::{base_url_for, encode_query, AdminClient, ClientError};
+use super::table::{clip, render};
+use super::views::{DeadLetterView, DeadList, EventView, QueueView, RetryResult};
+use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
+
+/// How to reach the admin API; shared by every operator command.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin API base URL; default: `server.admin_listen` from the config file.
+    #[arg(long, global = true, env = "HOOKROUTER_ADMIN")]
+    pub admin: Option<String>,
+    /// The routes file to read `server.admin_listen` and `server.admin_token` from.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKROUTER_CONFIG",
+        default_value = "routes.yaml"
+    )]
+    pub config: PathBuf,
+    /// Bearer token; default: `server.admin_token` from the config file.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKROUTER_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `hookrouter dead ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Only those of this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter with the original body.
+    Show {
+        /// The delivery id.
+        id: String,
+    },
+    /// Put dead letters back in the queue with a fresh attempt budget.
+    Retry {
+        /// Delivery ids to retry.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Retry every dead letter (of `--destination`, if given).
+        #[arg(long)]
+        all: bool,
+        /// With `--all`: only this destination's dead letters.
+        #[arg(long, requires = "all")]
+        destination: Option<String>,
+    },
+    /// Drop dead letters for good (their history stays readable for `server.retention`).
+    Drop {
+        /// Delivery ids to drop.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// `hookrouter event ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventCommand {
+    /// Show an event, its routes and every attempt of every delivery.
+    Show {
+        /// The event id (the `event_id` hookrouter answered Mindstamp with).
+        id: String,
+    },
+}
+
+/// One operator command.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// `status`.
+    Status,
+    /// `dead ...`.
+    Dead(DeadCommand),
+    /// `event ...`.
+    Event(EventCommand),
+}
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config could not be read for the admin address.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The API call failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// Some of several ids failed (each was reported already).
+    #[error("{failed} of {total} failed")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// How many were asked for.
+        total: usize,
+    },
+}
+
+/// Connects to the admin API named by `args` (or the config file, or the default).
+pub fn connect(args: &AdminArgs) -> Result<AdminClient, CliError> {
+    let (base, token) = match &args.admin {
+        Some(url) => (url.clone(), args.token.clone()),
+        None => {
+            let (addr, token) = if args.config.exists() {
+                admin_endpoint(&args.config, args.token.is_none())?
+            } else {
+                (DEFAULT_ADMIN_LISTEN, None)
+            };
+            (
+                base_url_for(addr),
+                args.token
+                    .clone()
+                    .or_else(|| token.map(|t| t.expose().to_string())),
+            )
+        }
+    };
+    Ok(AdminClient::new(&base, token)?)
+}
+
+/// Runs `op`, writing what the operator reads to `out`.
+pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(), CliError> {
+    let client = connect(args)?;
+    match op {
+        Operation::Status => show(&client, args, "/queue", out, status_table).await,
+        Operation::Dead(DeadCommand::List { destination, limit }) => {
+            let mut path = format!("/dead?limit={limit}");
+            if let Some(d) = destination {
+                let _ = write!(path, "&destination={}", encode_query(d));
+            }
+            show(&client, args, &path, out, dead_table).await
+        }
+        Operation::Dead(DeadCommand::Show { id }) => {
+            show(
+                &client,
+                args,
+                &format!("/dead/{}", encode_query(id)),
+                out,
+                dead_detail,
+            )
+            .await
+        }
+        Operation::Dead(DeadCommand::Retry {
+            all: true,
+            destination,
+            ..
+        }) => {
+            let path = match destination {
+                Some(d) => format!("/dead/retry?destination={}", encode_query(d)),
+                None => "/dead/retry".to_string(),
+            };
+            let value = client.call(Method::POST, &path).await?;
+            if args.json {
+                push_json(out, &value);
+            } else {
+                let r: RetryResult = decode(value)?;
+                retry_lines(&r, out);
+            }
+            Ok(())
+        }
+        Operation::Dead(DeadCommand::Retry { ids, .. }) => {
+            each(
+                &client,
+                args,
+                ids,
+                Method::POST,
+                |id| format!("/dead/{id}/retry"),
+                "queued again",
+                out,
+            )
+            .await
+        }
+        Operation::Dead(DeadCommand::Drop { ids }) => {
+            each(
+                &client,
+                args,
+                ids,
+                Method::DELETE,
+                |id| format!("/dead/{id}"),
+                "dropped",
+                out,
+            )
+            .await
+        }
+        Operation::Event(EventCommand::Show { id }) => {
+            show(
+                &client,
+                args,
+                &format!("/events/{}", encode_query(id)),
+                out,
+                event_detail,
+            )
+            .await
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
+}
+
+fn push_json(out: &mut String, value: &serde_json::Value) {
+    out.push_str(&serde_json::to_string_pretty(value).unwrap_or_default());
+    out.push('\n');
+}
+
+async fn show<T: serde::de::DeserializeOwned>(
+    client: &AdminClient,
+    args: &AdminArgs,
+    path: &str,
+    out: &mut String,
+    human: fn(&T, &mut String),
+) -> Result<(), CliError> {
+    let value = client.call(Method::GET, path).await?;
+    if args.json {
+        push_json(out, &value);
+    } else {
+        human(&decode(value)?, out);
+    }
+    Ok(())
+}
+
+/// Calls one endpoint per id; reports each, and fails if any failed.
+async fn each(
+    client: &AdminClient,
+    args: &AdminArgs,
+    ids: &[String],
+    method: Method,
+    path: impl Fn(&str) -> String,
+    done: &str,
+    out: &mut String,
+) -> Result<(), CliError> {
+    let mut failed = 0;
+    let mut answers = Vec::new();
+    for id in ids {
+        match client.call(method.clone(), &path(&encode_query(id))).await {
+            Ok(v) => {
+                if args.json {
+                    answers.push(v);
+                } else {
+                    let _ = writeln!(out, "{id}: {done}");
+                }
+            }
+            Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    answers.push(serde_json::json!({"id": id, "error": e.to_string()}));
+                } else {
+                    let _ = writeln!(out, "{id}: {e}");
+                }
+            }
+        }
+    }
+    if args.json {
+        push_json(out, &serde_json::Value::Array(answers));
+    }
+    if failed > 0 {
+        return Err(CliError::Partial {
+            failed,
+            total: ids.len(),
+        });
+    }
+    Ok(())
+}
+
+fn age(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
+    }
+}
+
+fn status_table(q: &QueueView, out: &mut String) {
+    let mut rows: Vec<Vec<String>> = q
+        .destinations
+        .iter()
+        .map(|(name, d)| {
+            vec![
+                name.clone(),
+                d.pending.to_string(),
+                d.retrying.to_string(),
+                d.in_flight.to_string(),
+                d.dead.to_string(),
+                age(d.oldest_pending_age_seconds),
+            ]
+        })
+        .collect();
+    let t = &q.total;
+    rows.push(vec![
+        "TOTAL".into(),
+        t.pending.to_string(),
+        t.retrying.to_string(),
+        t.in_flight.to_string(),
+        t.dead.to_string(),
+        age(t.oldest_pending_age_seconds),
+    ]);
+    out.push_str(&render(
+        &[
+            "DESTINATION",
+            "PENDING",
+            "RETRYING",
+            "IN FLIGHT",
+            "DEAD",
+            "OLDEST PENDING",
+        ],
+        &rows,
+    ));
+}
+
+fn dead_table(list: &DeadList, out: &mut String) {
+    let rows: Vec<Vec<String>> = list
+        .dead
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                d.destination.clone(),
+                d.kind.clone(),
+                d.attempts.to_string(),
+                d.last_status.map_or("-".into(), |s| s.to_string()),
+                d.dead_at.clone(),
+                clip(&d.error, 60),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            "ID",
+            "DESTINATION",
+            "KIND",
+            "ATTEMPTS",
+            "STATUS",
+            "DEAD AT",
+            "ERROR",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(
+        out,
+        "{} shown, {} dead letters in all",
+        list.dead.len(),
+        list.total
+    );
+}
+
+fn dead_detail(d: &DeadLetterView, out: &mut String) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "delivery id:    {}", d.id);
+    let _ = writeln!(out, "event id:       {} ({})", d.event_id, d.kind);
+    let _ = writeln!(out, "destination:    {}", d.destination);
+    let _ = writeln!(out, "routes:         {}", d.routes.join(", "));
+    let _ = writeln!(out, "attempts:       {}", d.attempts);
+    let _ = writeln!(out, "first attempt:  {}", opt(&d.first_attempt_at));
+    let _ = writeln!(out, "last attempt:   {}", opt(&d.last_attempt_at));
+    let _ = writeln!(out, "dead since:     {}", d.dead_at);
+    let _ = writeln!(
+        out,
+        "last status:    {}",
+        d.last_status.map_or("-".into(), |s| s.to_string())
+    );
+    let _ = writeln!(out, "error:          {}", d.error);
+    let _ = writeln!(
+        out,
+        "response:       {}",
+        opt(&d.response_snippet.as_deref().map(|s| clip(s, 200)))
+    );
+    if let Some(body) = &d.body {
+        let _ = writeln!(
+            out,
+            "body:\n{}",
+            serde_json::to_string_pretty(body).unwrap_or_default()
+        );
+    }
+}
+
+fn retry_lines(r: &RetryResult, out: &mut String) {
+    for id in &r.retried {
+        let _ = writeln!(out, "{id}: queued again");
+    }
+    for s in &r.skipped {
+        let _ = writeln!(out, "{}: skipped: {}", s.id, s.reason);
+    }
+    let _ = writeln!(
+        out,
+        "{} retried, {} skipped",
+        r.retried.len(),
+        r.skipped.len()
+    );
+}
+
+fn event_detail(e: &EventView, out: &mut String) {
+    let _ = writeln!(out, "event id:  {} ({})", e.id, e.kind);
+    let _ = writeln!(out, "received:  {}", e.received_at);
+    let _ = writeln!(out, "routes:    {}", e.routes.join(", "));
+    for job in &e.jobs {
+        let _ = writeln!(
+            out,
+            "\ndelivery {} to {}: {}",
+            job.id, job.destination, job.status
+        );
+        if let Some(next) = &job.next_attempt_at {
+            let _ = writeln!(out, "  next attempt: {next}");
+        }
+        if let Some(reason) = &job.dead_reason {
+            let _ = writeln!(out, "  dead: {reason}");
+        }
+        let rows: Vec<Vec<String>> = job
+            .attempts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.attempt.to_string(),
+                    a.at.clone(),
+                    a.status.map_or("-".into(), |s| s.to_string()),
+                    format!("{} ms", a.latency_ms),
+                    a.outcome.clone(),
+                    clip(a.error.as_deref().unwrap_or(""), 60),
+                ]
+            })
+            .collect();
+        for line in render(&["#", "AT", "STATUS", "LATENCY", "OUTCOME", "ERROR"], &rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The admin endpoints, one function each; [`route`] maps method and path to them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use uuid::Uuid;
+
+use super::views::{
+    body_json, DeadLetterView, DeadList, DestinationQueue, EventView, JobView, QueueView,
+    ReloadView, RetryResult, Skipped,
+};
+use super::AdminState;
+use crate::config::ConfigError;
+use crate::ingress::response::{error, json, JsonResponse};
+use crate::queue::{now_ms, StoreError};
+
+/// Dead letters listed when `limit` is not given.
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// Due keys read per destination to find its oldest queued job.
+const OLDEST_SCAN_LIMIT: usize = 100_000;
+
+/// Answers one authorized admin request.
+pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = query_pairs(req.uri().query());
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => {
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        }
+        (&Method::GET, ["queue"]) => queue(state),
+        (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::GET, ["dead"]) => list_dead(state, &query),
+        (&Method::POST, ["dead", "retry"]) => retry_all(state, &query).await,
+        (&Method::GET, ["dead", id]) => show_dead(state, id),
+        (&Method::DELETE, ["dead", id]) => drop_dead(state, id),
+        (&Method::POST, ["dead", id, "retry"]) => retry_one(state, id),
+        (&Method::GET, ["events", id]) => show_event(state, id),
+        (&Method::POST, ["reload"]) => reload(state),
+        (_, ["healthz" | "queue" | "metrics" | "dead" | "reload"])
+        | (_, ["dead", _] | ["events", _])
+        | (_, ["dead", _, "retry"]) => Err(AdminError::MethodNotAllowed { method, path }),
+        _ => Err(AdminError::NotFound(path)),
+    };
+    result.unwrap_or_else(AdminError::into_response)
+}
+
+type Answer = Result<JsonResponse, AdminError>;
+
+/// Why an admin request was refused or failed; each maps to a status and an error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The path segment is not a UUID.
+    #[error("{0:?} is not a {1} id (a UUID)")]
+    InvalidId(String, &'static str),
+    /// `limit=` is not a number.
+    #[error("limit must be a whole number, found {0:?}")]
+    InvalidLimit(String),
+    /// No such dead letter.
+    #[error("no dead letter {0} (retried, dropped or purged?)")]
+    NoDeadLetter(Uuid),
+    /// No such event.
+    #[error("no event {0} (never accepted, or purged after server.retention)")]
+    NoEvent(Uuid),
+    /// Retrying to a destination the config no longer has would only dead-letter again.
+    #[error("destination {0:?} is not in the config; add it back (and reload) before retrying")]
+    UnknownDestination(String),
+    /// `POST /reload` found errors in the file.
+    #[error("the config was not reloaded; the previous rules stay in force:\n{0}")]
+    InvalidConfig(ConfigError),
+    /// Known path, wrong method.
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: Method,
+        /// The path.
+        path: String,
+    },
+    /// Unknown path.
+    #[error("no admin endpoint at {0}; see docs/operations.md")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something else failed (a task panicked, metrics could not render).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AdminError {
+    /// The JSON error answer.
+    pub fn into_response(self) -> JsonResponse {
+        let (status, code) = match &self {
+            AdminError::InvalidId(..) => (StatusCode::BAD_REQUEST, "invalid_id"),
+            AdminError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            AdminError::NoDeadLetter(_) | AdminError::NoEvent(_) | AdminError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            AdminError::UnknownDestination(_) => (StatusCode::CONFLICT, "unknown_destination"),
+            AdminError::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
+            AdminError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            AdminError::Store(e) => {
+                tracing::error!(error = %e, "admin request failed on the store");
+                (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+            }
+            AdminError::Internal(e) => {
+                tracing::error!(error = %e, "admin request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+        };
+        error(status, code, self.to_string())
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
+    let Some(q) = query else {
+        return BTreeMap::new();
+    };
+    // reqwest's Url (the `url` crate) decodes percent-escapes and `+` properly.
+    reqwest::Url::parse(&format!("http://admin/?{q}"))
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn parse_id(id: &str, what: &'static str) -> Result<Uuid, AdminError> {
+    Uuid::parse_str(id).map_err(|_| AdminError::InvalidId(id.to_string(), what))
+}
+
+fn queue(state: &AdminState) -> Answer {
+    let snapshot = state.store.stats().snapshot();
+    let config = state.config.load();
+    let mut names: std::collections::BTreeSet<String> =
+        config.destinations.keys().cloned().collect();
+    names.extend(snapshot.keys().cloned());
+    let now = now_ms();
+    let mut view = QueueView::default();
+    for name in names {
+        let depth = snapshot.get(&name).copied().unwrap_or_default();
+        let age_ms = state
+            .store
+            .oldest_queued_age_ms(&name, now, OLDEST_SCAN_LIMIT)?;
+        let q = DestinationQueue {
+            pending: depth.pending,
+            retrying: depth.retrying,
+            in_flight: u64::try_from(state.metrics.in_flight_of(&name)).unwrap_or(0),
+            dead: depth.dead,
+            oldest_pending_age_seconds: age_ms.map(|ms| ms as f64 / 1000.0),
+        };
+        let t = &mut view.total;
+        t.pending += q.pending;
+        t.retrying += q.retrying;
+        t.in_flight += q.in_flight;
+        t.dead += q.dead;
+        t.oldest_pending_age_seconds =
+            match (t.oldest_pending_age_seconds, q.oldest_pending_age_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        view.destinations.insert(name, q);
+    }
+    Ok(json(StatusCode::OK, &view))
+}
+
+fn metrics(state: &AdminState) -> Answer {
+    let names: Vec<String> = state.config.load().destinations.keys().cloned().collect();
+    let text = state
+        .metrics
+        .render(&state.store, names)
+        .map_err(|e| AdminError::Internal(format!("rendering metrics: {e}")))?;
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+fn list_dead(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
+    let destination = query
+        .get("destination")
+        .map(String::as_str)
+        .filter(|d| !d.is_empty());
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| AdminError::InvalidLimit(l.clone()))?,
+    };
+    let letters = state.store.dead_letters_of(destination, limit)?;
+    let total = match destination {
+        Some(d) => state.store.stats().snapshot().get(d).map_or(0, |x| x.dead),
+        None => state.store.stats().dead(),
+    };
+    let list = DeadList {
+        dead: letters
+            .iter()
+            .map(|l| DeadLetterView::new(l, None))
+            .collect(),
+        total,
+    };
+    Ok(json(StatusCode::OK, &list))
+}
+
+fn show_dead(state: &AdminState, id: &str) -> Answer {
+    let id = parse_id(id, "delivery")?;
+    let letter = state
+        .store
+        .dead_letter(&id)?
+        .ok_or(AdminError::NoDeadLetter(id))?;
+    let body = state.store.load_body(&letter.job.event_id)?;
+    let view = DeadLetterView::new(&letter, body.as_deref().map(body_json));
+    Ok(json(StatusCode::OK, &view))
+}
+
+fn destination_known(state: &AdminState, destination: &str) -> bool {
+    state.config.load().destinations.contains_key(destination)
+}
+
+fn retry_one(state: &AdminState, id: &str) -> Answer {
+    let id = parse_id(id, "delivery")?;
+    let letter = state
+        .store
+        .dead_letter(&id)?
+        .ok_or(AdminError::NoDeadLetter(id))?;
+    if !destination_known(state, &letter.job.destination) {
+        return Err(AdminError::UnknownDestination(letter.job.destination));
+    }
+    let job = state
+        .store
+        .retry_dead(&id)?
+        .ok_or(AdminError::NoDeadLetter(id))?;
+    state.dispatcher.wake(&job.destination);
+    tracing::info!(delivery_id = %id, event_id = %job.event_id, destination = %job.destination, "dead letter retried by an operator");
+    Ok(json(
+        StatusCode::OK,
+        &RetryResult {
+            retried: vec![id.to_string()],
+            skipped: Vec::new(),
+        },
+    ))
+}
+
+async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
+    let destination = query.get("destination").cloned().filter(|d| !d.is_empty());
+    let store = state.store.clone();
+    let config = state.config.load_full();
+    let result = tokio::task::spawn_blocking(move || -> Result<RetryResult, StoreError> {
+        let mut result = RetryResult::default();
+        let letters = store.dead_letters_of(destination.as_deref(), usize::MAX)?;
+        for letter in letters {
+            let job = &letter.job;
+            if !config.destinations.contains_key(&job.destination) {
+                result.skipped.push(Skipped {
+                    id: job.id.to_string(),
+                    reason: format!("destination {:?} is not in the config", job.destination),
+                });
+                continue;
+            }
+            if store.retry_dead(&job.id)?.is_some() {
+                result.retried.push(job.id.to_string());
+            }
+        }
+        Ok(result)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.to_string()))??;
+    // Wake every worker: the retried jobs are due now.
+    if let Err(e) = state.dispatcher.reconcile() {
+        tracing::error!(error = %e, "could not wake the delivery workers");
+    }
+    tracing::info!(
+        retried = result.retried.len(),
+        skipped = result.skipped.len(),
+        "dead letters retried by an operator"
+    );
+    Ok(json(StatusCode::OK, &result))
+}
+
+fn drop_dead(state: &AdminState, id: &str) -> Answer {
+    let id = parse_id(id, "delivery")?;
+    if !state.store.drop_dead(&id)? {
+        return Err(AdminError::NoDeadLetter(id));
+    }
+    tracing::info!(delivery_id = %id, "dead letter dropped by an operator");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"dropped": id.to_string()}),
+    ))
+}
+
+fn show_event(state: &AdminState, id: &str) -> Answer {
+    let id = parse_id(id, "event")?;
+    let event = state.store.event(&id)?.ok_or(AdminError::NoEvent(id))?;
+    let body = state.store.load_body(&id)?;
+    let mut jobs = Vec::with_capacity(event.jobs.len());
+    for job_id in &event.jobs {
+        let status = state.store.job_status(job_id)?;
+        let attempts = state.store.attempts(job_id)?;
+        jobs.push(JobView::new(job_id, status.as_ref(), &attempts));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &EventView::new(&event, body.as_deref(), jobs),
+    ))
+}
+
+fn reload(state: &AdminState) -> Answer {
+    match state.reloader.reload() {
+        Ok(s) => Ok(json(
+            StatusCode::OK,
+            &ReloadView {
+                status: "reloaded".into(),
+                routes_added: s.routes.0,
+                routes_removed: s.routes.1,
+                routes_changed: s.routes.2,
+                destinations_added: s.destinations.0,
+                destinations_removed: s.destinations.1,
+                destinations_changed: s.destinations.2,
+            },
+        )),
+        Err(e) => Err(AdminError::InvalidConfig(e)),
+    }
+}

@@ -1,0 +1,131 @@
+//! The admin API: a second listener (`server.admin_listen`, loopback by default) where an
+//! operator sees the queue and the dead letters, replays or drops them, reads an event's
+//! history, reloads the config and scrapes metrics. The CLI ([`client`]) speaks to it.
+//!
+//! It is separate from the webhook listener so that it is never reachable where webhooks
+//! are (a reverse proxy forwards only the webhook port), and it can be guarded by a bearer
+//! token (`server.admin_token`). Every answer is JSON, errors as
+//! `{"error": code, "message": sentence}` like ingress, except `/metrics` (Prometheus text).
+
+pub mod cli;
+pub mod client;
+pub mod handlers;
+pub mod table;
+pub mod views;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::Dispatcher;
+use crate::ingress::response::{error, JsonResponse};
+use crate::metrics::Metrics;
+use crate::queue::Store;
+use crate::{Reloader, SharedConfig};
+
+/// Admin connections open at once; more wait in the accept queue (operators and one
+/// Prometheus do not need more).
+const MAX_CONNECTIONS: usize = 32;
+/// Time allowed to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin handlers need.
+pub struct AdminState {
+    /// The store they read and change.
+    pub store: Store,
+    /// The config in force (token, destinations).
+    pub config: SharedConfig,
+    /// Woken when a dead letter is retried.
+    pub dispatcher: Dispatcher,
+    /// Rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Runs `POST /reload`.
+    pub reloader: Reloader,
+}
+
+/// Does the request carry the configured bearer token (or is none configured)?
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let config = state.config.load();
+    let Some(token) = &config.server.admin_token else {
+        return true;
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    presented.as_bytes().ct_eq(token.expose().as_bytes()).into()
+}
+
+async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {
+    // Health stays open so a load balancer or systemd probe needs no token.
+    if req.uri().path() != "/healthz" && !authorized(&state, &req) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin API needs the bearer token from server.admin_token",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    handlers::route(&state, req).await
+}
+
+/// Serves the admin API on `listener` until `shutdown`, then gives open connections a
+/// moment to finish.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(state, req).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
