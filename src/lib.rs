@@ -38,11 +38,12 @@ pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use config::{Config, ConfigError};
 use deliver::{DispatchError, Dispatcher};
@@ -92,11 +93,12 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     config: SharedConfig,
     reloader: Reloader,
-    admin: JoinHandle<()>,
     dispatcher: Dispatcher,
     store: Store,
     shutdown: CancellationToken,
-    ingress: JoinHandle<()>,
+    /// Every task that holds the store (listeners, their connections, the purge), so
+    /// `wait` can return only once sled's lock on the data directory is released.
+    tasks: TaskTracker,
     committer: CommitterThread,
 }
 
@@ -164,13 +166,15 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         metrics,
         reloader: reloader.clone(),
     });
-    let admin = tokio::spawn(admin::serve(
+    let tasks = TaskTracker::new();
+    tasks.spawn(admin::serve(
         admin_listener,
         admin_state,
         shutdown.child_token(),
+        tasks.clone(),
     ));
     let windows = config.clone();
-    tokio::spawn(queue::housekeeping::run(
+    tasks.spawn(queue::housekeeping::run(
         store.clone(),
         move || {
             let s = &windows.load().server;
@@ -184,11 +188,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         max_connections: server.max_connections,
         shutdown_grace: server.shutdown_grace,
     };
-    let ingress = tokio::spawn(ingress::serve(
+    tasks.spawn(ingress::serve(
         listener,
         state,
         settings,
         shutdown.child_token(),
+        tasks.clone(),
     ));
     tracing::info!(%addr, %admin_addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
     notify::ready();
@@ -197,11 +202,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         admin_addr,
         config,
         reloader,
-        admin,
         dispatcher,
         store,
         shutdown,
-        ingress,
+        tasks,
         committer: committer_thread,
     })
 }
@@ -248,11 +252,11 @@ impl Running {
         self.shutdown.cancelled().await;
         notify::stopping();
         let grace = self.config.load().server.shutdown_grace;
-        if let Err(e) = self.ingress.await {
-            tracing::error!(error = %e, "the ingress task failed");
-        }
-        if let Err(e) = self.admin.await {
-            tracing::error!(error = %e, "the admin task failed");
+        // The listeners stop accepting at once and give open connections the grace period.
+        self.tasks.close();
+        let listeners = tokio::time::timeout(grace + Duration::from_secs(1), self.tasks.wait());
+        if listeners.await.is_err() {
+            tracing::warn!("connections still open after the grace period were abandoned");
         }
         self.dispatcher.drain(grace).await;
         let committer = self.committer;

@@ -81,7 +81,7 @@ pub enum AdminError {
         path: String,
     },
     /// Unknown path.
-    #[error("no admin endpoint at {0}; see docs/operations.md")]
+    #[error("no admin endpoint at {0}; see the README (Operating it)")]
     NotFound(String),
     /// The store failed.
     #[error(transparent)]

@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::deliver::Dispatcher;
 use crate::ingress::response::{error, JsonResponse};
@@ -87,7 +88,12 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse 
 
 /// Serves the admin API on `listener` until `shutdown`, then gives open connections a
 /// moment to finish.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -119,7 +125,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }

@@ -21,6 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -56,6 +57,7 @@ pub async fn serve(
     state: Arc<IngressState>,
     settings: ListenerSettings,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -95,7 +97,7 @@ pub async fn serve(
                 TowerToHyperService::new(service.clone()),
             );
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
