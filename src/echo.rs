@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 pub fn format_request(method: &str, path: &str, headers: &http::HeaderMap, body: &[u8]) -> String {
     let mut out = format!("{method} {path}\n");
     for (name, value) in headers {
-        out.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        out.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     out.push('\n');
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -33,8 +36,17 @@ pub fn format_request(method: &str, path: &str, headers: &http::HeaderMap, body:
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let text = format_request(parts.method.as_str(), parts.uri.path(), &parts.headers, &body);
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = format_request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        &parts.headers,
+        &body,
+    );
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
@@ -44,7 +56,10 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 /// Serves on `listen` until `shutdown` is cancelled.
 pub async fn run(listen: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
-    eprintln!("hookrouter echo: listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "hookrouter echo: listening on http://{}",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

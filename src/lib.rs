@@ -90,19 +90,28 @@ pub struct Running {
 /// ready to accept webhooks.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let server = config.server.clone();
-    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| RunError::Store {
-        path: server.data_dir.display().to_string(),
-        source,
+    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| {
+        RunError::Store {
+            path: server.data_dir.display().to_string(),
+            source,
+        }
     })?;
     let shutdown = CancellationToken::new();
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let dispatcher = Dispatcher::new(store.clone(), config.clone(), shutdown.child_token())?;
     dispatcher.reconcile()?;
-    let (committer, committer_thread) = Committer::start(store.clone()).map_err(RunError::Thread)?;
+    let (committer, committer_thread) =
+        Committer::start(store.clone()).map_err(RunError::Thread)?;
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| RunError::Bind { addr: server.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind { addr: server.listen, source })?;
+        .map_err(|source| RunError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: server.listen,
+        source,
+    })?;
     let state = Arc::new(IngressState {
         config: config.clone(),
         committer,
@@ -113,7 +122,12 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         max_connections: server.max_connections,
         shutdown_grace: server.shutdown_grace,
     };
-    let ingress = tokio::spawn(ingress::serve(listener, state, settings, shutdown.child_token()));
+    let ingress = tokio::spawn(ingress::serve(
+        listener,
+        state,
+        settings,
+        shutdown.child_token(),
+    ));
     tracing::info!(%addr, data_dir = %server.data_dir.display(), pending = store.pending_count(), "hookrouter is ready");
     Ok(Running {
         addr,
@@ -198,8 +212,16 @@ fn diff_names<T>(
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
     let old: std::collections::BTreeMap<String, T> = old.collect();
     let new: std::collections::BTreeMap<String, T> = new.collect();
-    let added = new.keys().filter(|k| !old.contains_key(*k)).cloned().collect();
-    let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     let changed = new
         .iter()
         .filter(|(k, v)| old.get(*k).is_some_and(|o| !same(o, v)))
@@ -223,8 +245,11 @@ fn summarize(old: &Config, new: &Config) -> ReloadSummary {
             .collect::<Vec<_>>()
     };
     ReloadSummary {
-        routes: diff_names(routes(old).into_iter(), routes(new).into_iter(), |a, b| a == b),
-        destinations: diff_names(dests(old).into_iter(), dests(new).into_iter(), |a, b| a == b),
+        routes: diff_names(routes(old).into_iter(), routes(new).into_iter(), |a, b| {
+            a == b
+        }),
+        destinations: diff_names(dests(old).into_iter(), dests(new).into_iter(), |a, b| {
+            a == b
+        }),
     }
 }
-

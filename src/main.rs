@@ -13,7 +13,11 @@ use hookrouter::config::{Config, ConfigError};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "hookrouter", version, about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries.")]
+#[command(
+    name = "hookrouter",
+    version,
+    about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries."
+)]
 struct Cli {
     /// Log format: plain text (journald adds the time) or JSON lines for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -63,7 +67,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hookrouter: cannot start the async runtime: {e}");
@@ -133,7 +140,9 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
                     destinations_changed = ?s.destinations.2,
                     "config reloaded"
                 ),
-                Err(e) => tracing::error!(error = %e, "config reload refused; the previous rules stay in force"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the previous rules stay in force")
+                }
             }
         }
     });

@@ -44,7 +44,10 @@ impl RetryPolicy {
             return Err("initial_interval must be greater than zero".into());
         }
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(format!("multiplier must be at least 1.0, found {}", self.multiplier));
+            return Err(format!(
+                "multiplier must be at least 1.0, found {}",
+                self.multiplier
+            ));
         }
         if self.max_interval < self.initial_interval {
             return Err("max_interval must not be shorter than initial_interval".into());
@@ -116,8 +119,14 @@ mod tests {
         for attempts in 1..8 {
             let base = p.base_interval(attempts).as_secs_f64();
             for _ in 0..50 {
-                let d = p.next_delay(attempts, Duration::ZERO).unwrap().as_secs_f64();
-                assert!(d >= base * 0.5 - 1e-6 && d <= base * 1.5 + 1e-6, "{d} vs {base}");
+                let d = p
+                    .next_delay(attempts, Duration::ZERO)
+                    .unwrap()
+                    .as_secs_f64();
+                assert!(
+                    d >= base * 0.5 - 1e-6 && d <= base * 1.5 + 1e-6,
+                    "{d} vs {base}"
+                );
             }
         }
     }

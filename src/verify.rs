@@ -83,7 +83,11 @@ impl KeySet {
     }
 
     /// Checks the presented header value and wraps `payload` as verified.
-    pub fn verify<T>(&self, presented: Option<&[u8]>, payload: T) -> Result<Verified<T>, VerifyError> {
+    pub fn verify<T>(
+        &self,
+        presented: Option<&[u8]>,
+        payload: T,
+    ) -> Result<Verified<T>, VerifyError> {
         let presented = presented.ok_or(VerifyError::Missing)?;
         let d = digest(presented);
         let matched = self
@@ -107,7 +111,10 @@ mod tests {
         let keys = KeySet::new(&["old", "new"]);
         assert!(keys.verify(Some(b"old"), ()).is_ok());
         assert!(keys.verify(Some(b"new"), ()).is_ok());
-        assert_eq!(keys.verify(Some(b"ne"), ()).unwrap_err(), VerifyError::Wrong);
+        assert_eq!(
+            keys.verify(Some(b"ne"), ()).unwrap_err(),
+            VerifyError::Wrong
+        );
         assert_eq!(keys.verify(Some(b""), ()).unwrap_err(), VerifyError::Wrong);
         assert_eq!(keys.verify(None, ()).unwrap_err(), VerifyError::Missing);
     }

@@ -86,7 +86,10 @@ fn walk(
             for (k, v) in map.iter_mut() {
                 let key = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
                 walk(v, &child(path, &key), env, problems, secrets);
             }
@@ -133,19 +136,15 @@ pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| "unterminated \"${\" (write \"$$\" for a literal \"$\")".to_string())?;
+            let end = body.find('}').ok_or_else(|| {
+                "unterminated \"${\" (write \"$$\" for a literal \"$\")".to_string()
+            })?;
             let spec = &body[..end];
             let (name, default) = match spec.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (spec, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name {name:?} in \"${{...}}\""));
             }
             match (env.var(name).filter(|v| !v.is_empty()), default) {
@@ -163,7 +162,11 @@ pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
         }
     }
     out.push_str(rest);
-    Ok(if substituted || out != s { Some(out) } else { None })
+    Ok(if substituted || out != s {
+        Some(out)
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]
@@ -187,11 +190,16 @@ mod tests {
             expand_str("${MISSING:-fallback}", &e).unwrap().as_deref(),
             Some("fallback")
         );
-        assert_eq!(expand_str("cost $$5", &e).unwrap().as_deref(), Some("cost $5"));
+        assert_eq!(
+            expand_str("cost $$5", &e).unwrap().as_deref(),
+            Some("cost $5")
+        );
         assert!(expand_str("${MISSING}", &e)
             .unwrap_err()
             .contains("MISSING is not set"));
-        assert!(expand_str("${TOKEN", &e).unwrap_err().contains("unterminated"));
+        assert!(expand_str("${TOKEN", &e)
+            .unwrap_err()
+            .contains("unterminated"));
     }
 
     #[test]

@@ -71,7 +71,10 @@ enum Frame {
         key: Option<String>,
         pending_item: bool,
     },
-    Sequence { path: String, index: usize },
+    Sequence {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -163,7 +166,10 @@ mod tests {
     fn finds_keys_and_items_with_one_based_positions() {
         let text = "server:\n  listen: 127.0.0.1:8080\nroutes:\n  - name: a\n    match:\n      percentage: { gte: 90 }\n";
         let idx = PositionIndex::build(text);
-        assert_eq!(idx.find("server.listen"), Some(Position { line: 2, col: 3 }));
+        assert_eq!(
+            idx.find("server.listen"),
+            Some(Position { line: 2, col: 3 })
+        );
         assert_eq!(idx.find("routes.0"), Some(Position { line: 4, col: 5 }));
         assert_eq!(
             idx.find("routes.0.match.percentage"),
@@ -174,6 +180,9 @@ mod tests {
             Some(Position { line: 6, col: 21 })
         );
         // An unknown child falls back to its parent.
-        assert_eq!(idx.find("routes.0.nope"), Some(Position { line: 4, col: 5 }));
+        assert_eq!(
+            idx.find("routes.0.nope"),
+            Some(Position { line: 4, col: 5 })
+        );
     }
 }

@@ -243,7 +243,9 @@ impl Config {
                 file,
                 line: 1,
                 col: 1,
-                message: "the config must be a mapping with server, keys, retry, destinations and routes".into(),
+                message:
+                    "the config must be a mapping with server, keys, retry, destinations and routes"
+                        .into(),
             });
         }
         let mut problems = Problems::default();
@@ -365,7 +367,10 @@ fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
             if !TOP_LEVEL_KEYS.contains(&name) {
                 ctx.problems.push(
                     name,
-                    format!("unknown key {name:?}; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+                    format!(
+                        "unknown key {name:?}; expected one of {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
                 );
             }
         }
@@ -383,7 +388,11 @@ fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
     let names: std::collections::BTreeSet<String> = root
         .get("destinations")
         .and_then(Value::as_mapping)
-        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let rules = RuleSet::compile(root.get("routes"), &names, ctx);
     Some(Config {
@@ -453,12 +462,18 @@ fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSett
 
 fn validate_keys(value: Option<&Value>, problems: &mut Problems) -> Option<KeySet> {
     let Some(value) = value else {
-        problems.push("keys", "at least one key is required (the X-KEY Mindstamp sends)");
+        problems.push(
+            "keys",
+            "at least one key is required (the X-KEY Mindstamp sends)",
+        );
         return None;
     };
     let keys: Vec<String> = deserialize_at(value, "keys", problems)?;
     if keys.is_empty() {
-        problems.push("keys", "at least one key is required (the X-KEY Mindstamp sends)");
+        problems.push(
+            "keys",
+            "at least one key is required (the X-KEY Mindstamp sends)",
+        );
         return None;
     }
     for (i, k) in keys.iter().enumerate() {
@@ -554,7 +569,10 @@ fn validate_destination(
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
         // Never echo the URL: Slack webhook URLs are secrets.
         Ok(_) => {
-            problems.push(&format!("{path}.url"), "expected an http:// or https:// URL");
+            problems.push(
+                &format!("{path}.url"),
+                "expected an http:// or https:// URL",
+            );
             None
         }
         Err(e) => {
@@ -653,10 +671,24 @@ routes:
       percentage: { gte: high }
 "#;
         let err = load(text).unwrap_err().to_string();
-        assert!(err.contains("routes.yaml:3:3: server.listen: expected an address"), "{err}");
-        assert!(err.contains("routes.yaml:6:5: destination \"crm\": url: expected an http"), "{err}");
-        assert!(err.contains("routes.yaml:9:10: route \"a\": to.0: unknown destination \"nope\" (defined: crm)"), "{err}");
-        assert!(err.contains("routes.yaml:10:5: route \"a\": name: duplicate route name"), "{err}");
+        assert!(
+            err.contains("routes.yaml:3:3: server.listen: expected an address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes.yaml:6:5: destination \"crm\": url: expected an http"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "routes.yaml:9:10: route \"a\": to.0: unknown destination \"nope\" (defined: crm)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes.yaml:10:5: route \"a\": name: duplicate route name"),
+            "{err}"
+        );
         assert_eq!(err.lines().count(), 5, "{err}");
         assert!(
             err.contains("routes.yaml:13:21: route \"a\": match.percentage.gte: expected a number, found \"high\""),
@@ -666,17 +698,30 @@ routes:
 
     #[test]
     fn an_unknown_field_is_reported_where_it_is() {
-        let err = load("keys: [k]\nserver:\n  colour: blue\n").unwrap_err().to_string();
-        assert!(err.starts_with("routes.yaml:3:3: server.colour: unknown field `colour`"), "{err}");
-        let err = load("keys: [k]\nroutes:\n  - name: r\n    to: []\n    retries: 3\n").unwrap_err().to_string();
-        assert!(err.starts_with("routes.yaml:5:5: route \"r\": retries: unknown field"), "{err}");
+        let err = load("keys: [k]\nserver:\n  colour: blue\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("routes.yaml:3:3: server.colour: unknown field `colour`"),
+            "{err}"
+        );
+        let err = load("keys: [k]\nroutes:\n  - name: r\n    to: []\n    retries: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("routes.yaml:5:5: route \"r\": retries: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unset_variable_is_an_error_and_no_secret_is_printed() {
         let text = "keys: [\"${NOT_SET}\"]\ndestinations:\n  d:\n    url: \"${KEY}\"\n";
         let err = load(text).unwrap_err().to_string();
-        assert!(err.contains("keys.0: environment variable NOT_SET is not set"), "{err}");
+        assert!(
+            err.contains("keys.0: environment variable NOT_SET is not set"),
+            "{err}"
+        );
         assert!(!err.contains("k1"), "{err}");
     }
 

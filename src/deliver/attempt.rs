@@ -92,7 +92,10 @@ pub async fn attempt(
         request = request.header(name, value);
     }
     request = request
-        .header("X-Hookrouter-Event", HeaderValue::from_static(job.kind.as_str()))
+        .header(
+            "X-Hookrouter-Event",
+            HeaderValue::from_static(job.kind.as_str()),
+        )
         .header("X-Hookrouter-Delivery", job.id.to_string())
         .body(body);
     let outcome = match request.send().await {
@@ -198,6 +201,8 @@ mod tests {
             assert_eq!(c(s), "permanent", "{s}");
         }
         let redirect = classify(StatusCode::FOUND, Some("https://x/y".into()), None);
-        assert!(matches!(redirect, Outcome::Permanent { ref error, .. } if error.contains("https://x/y")));
+        assert!(
+            matches!(redirect, Outcome::Permanent { ref error, .. } if error.contains("https://x/y"))
+        );
     }
 }

@@ -57,7 +57,11 @@ pub enum DispatchError {
 
 impl Dispatcher {
     /// Creates the dispatcher; call [`Dispatcher::reconcile`] to start workers.
-    pub fn new(store: Store, config: SharedConfig, shutdown: CancellationToken) -> Result<Self, DispatchError> {
+    pub fn new(
+        store: Store,
+        config: SharedConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DispatchError> {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 store,
@@ -73,7 +77,14 @@ impl Dispatcher {
     /// Starts a worker for every configured destination and every destination that still
     /// has jobs in the store (those of removed destinations get dead-lettered).
     pub fn reconcile(&self) -> Result<(), DispatchError> {
-        let mut names: HashSet<String> = self.inner.config.load().destinations.keys().cloned().collect();
+        let mut names: HashSet<String> = self
+            .inner
+            .config
+            .load()
+            .destinations
+            .keys()
+            .cloned()
+            .collect();
         names.extend(self.inner.store.destinations_with_jobs()?);
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         for name in names {
@@ -107,7 +118,10 @@ impl Dispatcher {
     /// still in flight after that stay pending and are sent again after the restart.
     pub async fn drain(&self, grace: Duration) {
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?grace, "deliveries still in flight at the end of the grace period; they stay queued");
         }
     }
@@ -124,7 +138,14 @@ impl Worker {
         let mut in_flight: JoinSet<Result<(), StoreError>> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
         loop {
-            let Some(dest) = self.inner.config.load().destinations.get(&self.name).cloned() else {
+            let Some(dest) = self
+                .inner
+                .config
+                .load()
+                .destinations
+                .get(&self.name)
+                .cloned()
+            else {
                 self.retire(&mut in_flight).await;
                 return;
             };
@@ -133,7 +154,11 @@ impl Worker {
             if free > 0 {
                 let taken: HashSet<Uuid> = ids.values().copied().collect();
                 let now = now_ms();
-                match self.inner.store.due_jobs(&self.name, now, free, |id| taken.contains(id)) {
+                match self
+                    .inner
+                    .store
+                    .due_jobs(&self.name, now, free, |id| taken.contains(id))
+                {
                     Ok(scan) => {
                         for job in scan.jobs {
                             let job_id = job.id;
@@ -208,7 +233,11 @@ impl Worker {
 }
 
 /// Attempts one job and records the outcome.
-async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> Result<(), StoreError> {
+async fn deliver(
+    inner: Arc<Inner>,
+    dest: Arc<Destination>,
+    job: JobRecord,
+) -> Result<(), StoreError> {
     let store = &inner.store;
     let Some(body) = store.load_body(&job.event_id)? else {
         let letter = DeadLetter {
@@ -261,7 +290,8 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
             let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
             match dest.retry.next_delay(number, elapsed) {
                 Some(delay) => {
-                    updated.next_attempt_at_ms = now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
+                    updated.next_attempt_at_ms =
+                        now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
                     store.reschedule(&job, &updated, &record)?;
                     tracing::info!(outcome = "retry", error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
                 }
@@ -275,7 +305,14 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> R
             }
         }
         Outcome::Permanent { error, snippet, .. } => {
-            dead_letter(store, &job, updated, format!("permanent failure: {error}"), snippet, &record)?;
+            dead_letter(
+                store,
+                &job,
+                updated,
+                format!("permanent failure: {error}"),
+                snippet,
+                &record,
+            )?;
         }
     }
     Ok(())

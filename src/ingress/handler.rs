@@ -14,11 +14,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::response::{error, json, JsonResponse};
+use crate::config::ServerSettings;
 use crate::deliver::Dispatcher;
 use crate::event::EventKind;
 use crate::queue::commit::Committer;
 use crate::queue::{now_ms, EventRecord, JobRecord, NewEvent};
-use crate::config::ServerSettings;
 use crate::verify::VerifyError;
 use crate::SharedConfig;
 
@@ -45,11 +45,16 @@ pub async fn handle(state: Arc<IngressState>, req: Request<Incoming>) -> JsonRes
     let path = req.uri().path();
     if path == "/healthz" {
         return match *req.method() {
-            Method::GET | Method::HEAD => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Method::GET | Method::HEAD => {
+                json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
             _ => method_not_allowed("GET"),
         };
     }
-    let Some(kind) = path.strip_prefix("/webhooks/").and_then(|k| k.parse::<EventKind>().ok()) else {
+    let Some(kind) = path
+        .strip_prefix("/webhooks/")
+        .and_then(|k| k.parse::<EventKind>().ok())
+    else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -68,8 +73,32 @@ fn method_not_allowed(allow: &'static str) -> JsonResponse {
         "method_not_allowed",
         format!("this endpoint only accepts {allow}"),
     );
-    r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
     r
+}
+
+/// Why a webhook was refused: the HTTP status, a stable machine-readable code and a
+/// sentence for the human reading the sender's logs.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> JsonResponse {
+        error(self.status, self.code, self.message)
+    }
 }
 
 /// A verified webhook's body, byte for byte, and its parsed JSON object.
@@ -80,7 +109,11 @@ pub struct Payload {
     pub json: serde_json::Value,
 }
 
-async fn receive(state: Arc<IngressState>, kind: EventKind, req: Request<Incoming>) -> JsonResponse {
+async fn receive(
+    state: Arc<IngressState>,
+    kind: EventKind,
+    req: Request<Incoming>,
+) -> JsonResponse {
     // The rules in force when the request arrived apply to it, even if a reload lands meanwhile.
     let config = state.config.load_full();
     let presented = req.headers().get("x-key").map(|v| v.as_bytes().to_vec());
@@ -97,11 +130,11 @@ async fn receive(state: Arc<IngressState>, kind: EventKind, req: Request<Incomin
     };
     let body = match read_body(request.get_mut(), &config.server).await {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let verified = match request.try_map(|_| parse_payload(body)) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let decision = config.rules.decide(kind, &verified.get().json);
     if decision.deliveries.is_empty() {
@@ -155,7 +188,10 @@ async fn receive(state: Arc<IngressState>, kind: EventKind, req: Request<Incomin
             "store_unavailable",
             "the event could not be stored durably; send it again later",
         );
-        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
         return r;
     }
     for d in &decision.deliveries {
@@ -181,10 +217,10 @@ async fn receive(state: Arc<IngressState>, kind: EventKind, req: Request<Incomin
 }
 
 /// Reads the body within the size limit and the body timeout.
-async fn read_body(req: &mut Request<Incoming>, server: &ServerSettings) -> Result<Bytes, JsonResponse> {
+async fn read_body(req: &mut Request<Incoming>, server: &ServerSettings) -> Result<Bytes, Refusal> {
     let limit = server.max_body_bytes;
     let too_large = || {
-        error(
+        Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the body exceeds the limit of {limit} bytes"),
@@ -201,13 +237,13 @@ async fn read_body(req: &mut Request<Incoming>, server: &ServerSettings) -> Resu
     }
     let read = Limited::new(req.body_mut(), limit).collect();
     match tokio::time::timeout(server.body_read_timeout, read).await {
-        Err(_) => Err(error(
+        Err(_) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             "the body did not arrive in time",
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(error(
+        Ok(Err(e)) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_body",
             format!("could not read the body: {e}"),
@@ -217,15 +253,15 @@ async fn read_body(req: &mut Request<Incoming>, server: &ServerSettings) -> Resu
 }
 
 /// Parses the body as a JSON object (anything else is a 400).
-fn parse_payload(body: Bytes) -> Result<Payload, JsonResponse> {
+fn parse_payload(body: Bytes) -> Result<Payload, Refusal> {
     match serde_json::from_slice(&body) {
         Ok(json @ serde_json::Value::Object(_)) => Ok(Payload { body, json }),
-        Ok(_) => Err(error(
+        Ok(_) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "not_an_object",
             "the body must be a JSON object",
         )),
-        Err(e) => Err(error(
+        Err(e) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body is not valid JSON: {e}"),

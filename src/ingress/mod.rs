@@ -90,7 +90,10 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -137,7 +137,9 @@ impl Store {
             db,
             db_file,
         };
-        Ok(Store { inner: Arc::new(inner) })
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Makes everything written so far durable: sled flush, then `fdatasync`.
@@ -213,9 +215,18 @@ impl Store {
     }
 
     /// Every pending job of `destination`, due or not (for dead-lettering a removed one).
-    pub fn all_jobs_of(&self, destination: &str, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    pub fn all_jobs_of(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inner.due.scan_prefix(keys::due_prefix(destination)).take(limit) {
+        for item in self
+            .inner
+            .due
+            .scan_prefix(keys::due_prefix(destination))
+            .take(limit)
+        {
             let (key, _) = item?;
             if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
                 if let Some(bytes) = self.inner.jobs.get(job_id.as_bytes())? {
@@ -276,12 +287,20 @@ impl Store {
 
     /// The pending job `job_id`.
     pub fn job(&self, job_id: &Uuid) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.jobs.get(job_id.as_bytes())?.map(|b| decode(&b)).transpose()
+        self.inner
+            .jobs
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// The dead letter of `job_id`.
     pub fn dead_letter(&self, job_id: &Uuid) -> Result<Option<DeadLetter>, StoreError> {
-        self.inner.dead.get(job_id.as_bytes())?.map(|b| decode(&b)).transpose()
+        self.inner
+            .dead
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// Every dead letter, oldest job first.
@@ -304,11 +323,19 @@ impl Store {
 
     /// Records a successful delivery: the job is done, and the event too once none of its
     /// jobs is pending or dead.
-    pub fn mark_delivered(&self, job: &JobRecord, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    pub fn mark_delivered(
+        &self,
+        job: &JobRecord,
+        attempt: &AttemptRecord,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         (&i.events, &i.bodies, &i.jobs, &i.due, &i.attempts, &i.dead)
             .transaction(|(events, bodies, jobs, due, attempts, dead)| {
-                due.remove(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id))?;
+                due.remove(keys::due_key(
+                    &job.destination,
+                    job.next_attempt_at_ms,
+                    &job.id,
+                ))?;
                 jobs.remove(job.id.as_bytes())?;
                 for n in 1..attempt.attempt {
                     attempts.remove(&keys::attempt_key(&job.id, n))?;
@@ -320,17 +347,33 @@ impl Store {
     }
 
     /// Records a failed attempt and moves the job's due entry to `updated.next_attempt_at_ms`.
-    pub fn reschedule(&self, old: &JobRecord, updated: &JobRecord, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    pub fn reschedule(
+        &self,
+        old: &JobRecord,
+        updated: &JobRecord,
+        attempt: &AttemptRecord,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         (&i.jobs, &i.due, &i.attempts)
             .transaction(|(jobs, due, attempts)| {
-                due.remove(keys::due_key(&old.destination, old.next_attempt_at_ms, &old.id))?;
+                due.remove(keys::due_key(
+                    &old.destination,
+                    old.next_attempt_at_ms,
+                    &old.id,
+                ))?;
                 due.insert(
-                    keys::due_key(&updated.destination, updated.next_attempt_at_ms, &updated.id),
+                    keys::due_key(
+                        &updated.destination,
+                        updated.next_attempt_at_ms,
+                        &updated.id,
+                    ),
                     &[][..],
                 )?;
                 jobs.insert(updated.id.as_bytes(), encode(updated))?;
-                attempts.insert(&keys::attempt_key(&updated.id, attempt.attempt), encode(attempt))?;
+                attempts.insert(
+                    &keys::attempt_key(&updated.id, attempt.attempt),
+                    encode(attempt),
+                )?;
                 Ok(())
             })
             .map_err(StoreError::from)
@@ -346,7 +389,11 @@ impl Store {
         let i = &self.inner;
         (&i.jobs, &i.due, &i.attempts, &i.dead)
             .transaction(|(jobs, due, attempts, dead)| {
-                due.remove(keys::due_key(&old.destination, old.next_attempt_at_ms, &old.id))?;
+                due.remove(keys::due_key(
+                    &old.destination,
+                    old.next_attempt_at_ms,
+                    &old.id,
+                ))?;
                 jobs.remove(old.id.as_bytes())?;
                 if let Some(a) = attempt {
                     attempts.insert(&keys::attempt_key(&old.id, a.attempt), encode(a))?;
@@ -372,7 +419,10 @@ fn write_event(
     }
     for job in &ev.jobs {
         jobs.insert(job.id.as_bytes(), encode(job))?;
-        due.insert(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id), &[][..])?;
+        due.insert(
+            keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
+            &[][..],
+        )?;
     }
     Ok(())
 }
@@ -391,7 +441,11 @@ fn remove_event(
     }
     for job in &ev.jobs {
         jobs.remove(job.id.as_bytes())?;
-        due.remove(keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id))?;
+        due.remove(keys::due_key(
+            &job.destination,
+            job.next_attempt_at_ms,
+            &job.id,
+        ))?;
     }
     Ok(())
 }
@@ -414,9 +468,14 @@ fn forget_event_if_done(
         }
     }
     events.remove(event_id.as_bytes())?;
-    let chunks = usize::try_from(ev.body_len).unwrap_or(0).div_ceil(keys::BODY_CHUNK);
+    let chunks = usize::try_from(ev.body_len)
+        .unwrap_or(0)
+        .div_ceil(keys::BODY_CHUNK);
     for n in 0..chunks {
-        bodies.remove(&keys::body_key(event_id, u32::try_from(n).unwrap_or(u32::MAX)))?;
+        bodies.remove(&keys::body_key(
+            event_id,
+            u32::try_from(n).unwrap_or(u32::MAX),
+        ))?;
     }
     Ok(())
 }

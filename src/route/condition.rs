@@ -91,8 +91,20 @@ pub enum Op {
 }
 
 const OPERATORS: &[&str] = &[
-    "eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "regex", "starts_with", "ends_with",
-    "contains", "exists", "ignore_case",
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "regex",
+    "starts_with",
+    "ends_with",
+    "contains",
+    "exists",
+    "ignore_case",
 ];
 
 impl Condition {
@@ -108,7 +120,8 @@ impl Condition {
             match key {
                 "any" | "all" => {
                     let Some(items) = value.as_sequence() else {
-                        ctx.problems.push(&kpath, format!("{key} expects a list of condition maps"));
+                        ctx.problems
+                            .push(&kpath, format!("{key} expects a list of condition maps"));
                         continue;
                     };
                     let mut children = Vec::with_capacity(items.len());
@@ -120,7 +133,8 @@ impl Condition {
                         }
                     }
                     if children.is_empty() && ctx.problems.is_empty() {
-                        ctx.problems.push(&kpath, format!("{key} needs at least one condition map"));
+                        ctx.problems
+                            .push(&kpath, format!("{key} needs at least one condition map"));
                     }
                     all.push(if key == "any" {
                         Condition::Any(children)
@@ -129,7 +143,9 @@ impl Condition {
                     });
                 }
                 "not" => match value.as_mapping() {
-                    Some(m) => all.push(Condition::Not(Box::new(Condition::compile_map(m, &kpath, ctx)))),
+                    Some(m) => all.push(Condition::Not(Box::new(Condition::compile_map(
+                        m, &kpath, ctx,
+                    )))),
                     None => ctx.problems.push(&kpath, "not expects a condition map"),
                 },
                 field => {
@@ -173,7 +189,10 @@ fn number_of(value: &Yaml) -> Option<f64> {
 impl FieldTest {
     fn compile(field: &str, value: &Yaml, path: &str, ctx: &mut Ctx<'_>) -> Option<FieldTest> {
         if field.is_empty() || field.split('.').any(str::is_empty) {
-            ctx.problems.push(path, "a field name must not be empty or have empty dotted parts");
+            ctx.problems.push(
+                path,
+                "a field name must not be empty or have empty dotted parts",
+            );
             return None;
         }
         let ops = match value {
@@ -189,7 +208,8 @@ impl FieldTest {
             other => match scalar_of(other) {
                 Some(s) => vec![Op::Eq(s)],
                 None => {
-                    ctx.problems.push(path, "expected a value, a list or a map of operators");
+                    ctx.problems
+                        .push(path, "expected a value, a list or a map of operators");
                     return None;
                 }
             },
@@ -227,7 +247,10 @@ fn scalars(items: &[Yaml], path: &str, ctx: &mut Ctx<'_>) -> Option<Vec<Scalar>>
         match scalar_of(item) {
             Some(s) => out.push(s),
             None => {
-                ctx.problems.push(&format!("{path}.{i}"), "expected a string, number or boolean");
+                ctx.problems.push(
+                    &format!("{path}.{i}"),
+                    "expected a string, number or boolean",
+                );
                 return None;
             }
         }
@@ -244,7 +267,8 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
         None => false,
         Some(Yaml::Bool(b)) => *b,
         Some(_) => {
-            ctx.problems.push(&format!("{path}.ignore_case"), "expected true or false");
+            ctx.problems
+                .push(&format!("{path}.ignore_case"), "expected true or false");
             false
         }
     };
@@ -256,19 +280,28 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
         let shown = ctx.show(&opath, value);
         let text = |ctx: &mut Ctx<'_>| match value {
             Yaml::String(s) => Some(Text {
-                value: if ignore_case { s.to_lowercase() } else { s.clone() },
+                value: if ignore_case {
+                    s.to_lowercase()
+                } else {
+                    s.clone()
+                },
                 ignore_case,
             }),
-            Yaml::Number(n) => Some(Text { value: n.to_string(), ignore_case }),
+            Yaml::Number(n) => Some(Text {
+                value: n.to_string(),
+                ignore_case,
+            }),
             _ => {
-                ctx.problems.push(&opath, format!("expected a string, found {shown}"));
+                ctx.problems
+                    .push(&opath, format!("expected a string, found {shown}"));
                 None
             }
         };
         let number = |ctx: &mut Ctx<'_>| {
             let n = number_of(value);
             if n.is_none() {
-                ctx.problems.push(&opath, format!("expected a number, found {shown}"));
+                ctx.problems
+                    .push(&opath, format!("expected a number, found {shown}"));
             }
             n
         };
@@ -278,14 +311,24 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
                 Some(s) if name == "eq" => Some(Op::Eq(s)),
                 Some(s) => Some(Op::Ne(s)),
                 None => {
-                    ctx.problems.push(&opath, format!("expected a string, number or boolean, found {shown}"));
+                    ctx.problems.push(
+                        &opath,
+                        format!("expected a string, number or boolean, found {shown}"),
+                    );
                     None
                 }
             },
             "in" | "not_in" => match value.as_sequence() {
-                Some(items) => scalars(items, &opath, ctx).map(|s| if name == "in" { Op::In(s) } else { Op::NotIn(s) }),
+                Some(items) => scalars(items, &opath, ctx).map(|s| {
+                    if name == "in" {
+                        Op::In(s)
+                    } else {
+                        Op::NotIn(s)
+                    }
+                }),
                 None => {
-                    ctx.problems.push(&opath, format!("expected a list, found {shown}"));
+                    ctx.problems
+                        .push(&opath, format!("expected a list, found {shown}"));
                     None
                 }
             },
@@ -302,12 +345,14 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
                     Ok(re) => Some(Op::Regex(re)),
                     Err(e) => {
                         let detail = e.to_string().replace('\n', " ");
-                        ctx.problems.push(&opath, format!("invalid regex: {detail}"));
+                        ctx.problems
+                            .push(&opath, format!("invalid regex: {detail}"));
                         None
                     }
                 },
                 None => {
-                    ctx.problems.push(&opath, format!("expected a regex string, found {shown}"));
+                    ctx.problems
+                        .push(&opath, format!("expected a regex string, found {shown}"));
                     None
                 }
             },
@@ -317,14 +362,18 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
             "exists" => match value {
                 Yaml::Bool(b) => Some(Op::Exists(*b)),
                 _ => {
-                    ctx.problems.push(&opath, format!("expected true or false, found {shown}"));
+                    ctx.problems
+                        .push(&opath, format!("expected true or false, found {shown}"));
                     None
                 }
             },
             other => {
                 ctx.problems.push(
                     &opath,
-                    format!("unknown operator {other:?}; expected one of {}", OPERATORS.join(", ")),
+                    format!(
+                        "unknown operator {other:?}; expected one of {}",
+                        OPERATORS.join(", ")
+                    ),
                 );
                 None
             }
@@ -335,7 +384,8 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
         }
     }
     if ops.is_empty() && ok {
-        ctx.problems.push(path, "an operator map needs at least one operator");
+        ctx.problems
+            .push(path, "an operator map needs at least one operator");
         return None;
     }
     ok.then_some(ops)

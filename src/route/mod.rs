@@ -77,7 +77,11 @@ impl RuleSet {
             }
             decision.routes.push(route.name.clone());
             for dest in &route.to {
-                match decision.deliveries.iter_mut().find(|d| &d.destination == dest) {
+                match decision
+                    .deliveries
+                    .iter_mut()
+                    .find(|d| &d.destination == dest)
+                {
                     Some(d) => d.routes.push(route.name.clone()),
                     None => decision.deliveries.push(Delivery {
                         destination: dest.clone(),
@@ -93,7 +97,11 @@ impl RuleSet {
     }
 
     /// Compiles `routes:`; `destinations` are the names `to:` may use.
-    pub fn compile(value: Option<&Yaml>, destinations: &BTreeSet<String>, ctx: &mut Ctx<'_>) -> RuleSet {
+    pub fn compile(
+        value: Option<&Yaml>,
+        destinations: &BTreeSet<String>,
+        ctx: &mut Ctx<'_>,
+    ) -> RuleSet {
         let mut routes = Vec::new();
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return RuleSet { routes };
@@ -125,10 +133,14 @@ fn compile_route(
 ) -> Option<Route> {
     let mut ok = true;
     if raw.name.trim().is_empty() {
-        ctx.problems.push(&format!("{path}.name"), "a route needs a name");
+        ctx.problems
+            .push(&format!("{path}.name"), "a route needs a name");
         ok = false;
     } else if !seen.insert(raw.name.clone()) {
-        ctx.problems.push(&format!("{path}.name"), format!("duplicate route name {:?}", raw.name));
+        ctx.problems.push(
+            &format!("{path}.name"),
+            format!("duplicate route name {:?}", raw.name),
+        );
         ok = false;
     }
     let events = match raw.event {
@@ -143,7 +155,11 @@ fn compile_route(
                 match n.parse::<EventKind>() {
                     Ok(k) => kinds.push(k),
                     Err(e) => {
-                        let p = if names.len() == 1 { format!("{path}.event") } else { format!("{path}.event.{i}") };
+                        let p = if names.len() == 1 {
+                            format!("{path}.event")
+                        } else {
+                            format!("{path}.event.{i}")
+                        };
                         ctx.problems.push(&p, e.to_string());
                         ok = false;
                     }
@@ -153,7 +169,10 @@ fn compile_route(
         }
     };
     if raw.to.is_empty() {
-        ctx.problems.push(&format!("{path}.to"), "a route needs at least one destination");
+        ctx.problems.push(
+            &format!("{path}.to"),
+            "a route needs at least one destination",
+        );
         ok = false;
     }
     for (i, dest) in raw.to.iter().enumerate() {
@@ -161,7 +180,10 @@ fn compile_route(
             let known: Vec<&str> = destinations.iter().map(String::as_str).collect();
             ctx.problems.push(
                 &format!("{path}.to.{i}"),
-                format!("unknown destination {dest:?} (defined: {})", known.join(", ")),
+                format!(
+                    "unknown destination {dest:?} (defined: {})",
+                    known.join(", ")
+                ),
             );
             ok = false;
         }
