@@ -24,6 +24,10 @@
 //! - delivery outcomes are written without a flush: a crash can forget that a job was
 //!   delivered (it is sent again, with the same delivery id) or forget an attempt (the
 //!   backoff restarts one step earlier). Nothing pending can be lost.
+//! - an I/O error while writing (a full disk) is sticky in sled 0.34: every later write
+//!   fails too, even after space returns. The store trips [`Store::failed`], the daemon
+//!   answers 503 meanwhile and then exits non-zero, and its supervisor's restart reopens a
+//!   working store; everything acknowledged before the error is on disk.
 
 pub mod commit;
 pub mod keys;
@@ -36,6 +40,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use record::{now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord};
@@ -58,6 +63,20 @@ pub enum StoreError {
     /// The committer is gone (shutting down).
     #[error("store: shutting down")]
     Closed,
+}
+
+impl StoreError {
+    /// True for errors after which this process cannot trust its store again. sled 0.34
+    /// makes any I/O error in its write path sticky: it records a "global error" and fails
+    /// every later operation with it, even once the cause (a full disk) is gone, until the
+    /// database is reopened. A failed `fdatasync` leaves the page cache in an unknown state.
+    /// Recovery is a restart: what was acknowledged is on disk, and sled replays its log.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Sync(_)
+        )
+    }
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -116,6 +135,8 @@ struct Inner {
     dead: sled::Tree,
     /// Our own handle on sled's log file, to `fdatasync` after each flush.
     db_file: Option<File>,
+    /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
+    failed: CancellationToken,
 }
 
 impl Store {
@@ -136,10 +157,28 @@ impl Store {
             dead: db.open_tree("dead")?,
             db,
             db_file,
+            failed: CancellationToken::new(),
         };
         Ok(Store {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Cancelled once a write hit a fatal error ([`StoreError::is_fatal`]). The daemon stops
+    /// then, so that its supervisor restarts it on a store that works: otherwise every
+    /// later webhook would get 503 and every delivery would be sent again and again, its
+    /// outcome unrecordable, until someone restarted it by hand.
+    pub fn failed(&self) -> CancellationToken {
+        self.inner.failed.clone()
+    }
+
+    /// Passes `e` through, tripping [`Store::failed`] if it is fatal.
+    fn observe(&self, e: StoreError) -> StoreError {
+        if e.is_fatal() && !self.inner.failed.is_cancelled() {
+            tracing::error!(error = %e, "the store cannot write any more; sled needs a restart to recover");
+            self.inner.failed.cancel();
+        }
+        e
     }
 
     /// Makes everything written so far durable: sled flush, then `fdatasync`.
@@ -163,7 +202,8 @@ impl Store {
                 Ok(())
             })
             .map_err(StoreError::from)
-            .and_then(|()| self.flush());
+            .and_then(|()| self.flush())
+            .map_err(|e| self.observe(e));
         if written.is_err() {
             let _ = (&i.events, &i.bodies, &i.jobs, &i.due).transaction(
                 |(events, bodies, jobs, due)| -> TxResult<()> {
@@ -344,6 +384,7 @@ impl Store {
                 Ok(())
             })
             .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))
     }
 
     /// Records a failed attempt and moves the job's due entry to `updated.next_attempt_at_ms`.
@@ -377,6 +418,7 @@ impl Store {
                 Ok(())
             })
             .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))
     }
 
     /// Moves a job to the dead-letter tree (`old` is the job as its due entry knows it).
@@ -402,6 +444,7 @@ impl Store {
                 Ok(())
             })
             .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))
     }
 }
 
