@@ -26,7 +26,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Answers 200; counts POSTs (after reading their body, as a real receiver would).
-async fn answer(seen: Arc<AtomicU64>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    seen: Arc<AtomicU64>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() == Method::GET && req.uri().path() == "/__count" {
         let n = seen.load(Ordering::Relaxed);
         return Ok(Response::new(Full::new(Bytes::from(n.to_string()))));
@@ -47,8 +50,12 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9100".into())
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}"))
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         println!("listening {}", listener.local_addr()?);

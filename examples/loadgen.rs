@@ -61,7 +61,13 @@ async fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<u16
 }
 
 /// One connection's share of the run; returns latencies in microseconds.
-async fn connection(plan: Plan, index: u64, issued: Arc<AtomicU64>, ok: Arc<AtomicU64>, errors: Arc<AtomicU64>) -> Vec<u32> {
+async fn connection(
+    plan: Plan,
+    index: u64,
+    issued: Arc<AtomicU64>,
+    ok: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) -> Vec<u32> {
     let mut latencies = Vec::new();
     let start = Instant::now();
     let mut stream: Option<BufReader<TcpStream>> = None;
@@ -72,7 +78,8 @@ async fn connection(plan: Plan, index: u64, issued: Arc<AtomicU64>, ok: Arc<Atom
         }
         // Open loop: this connection's k-th request is due at (k * conns + index) / rate.
         let intended = if plan.rate > 0 {
-            let at = start + Duration::from_secs_f64((k * plan.conns + index) as f64 / plan.rate as f64);
+            let at =
+                start + Duration::from_secs_f64((k * plan.conns + index) as f64 / plan.rate as f64);
             tokio::time::sleep_until(at.into()).await;
             at
         } else {
@@ -92,7 +99,9 @@ async fn connection(plan: Plan, index: u64, issued: Arc<AtomicU64>, ok: Arc<Atom
                 }
             }
         }
-        let Some(conn) = stream.as_mut() else { continue };
+        let Some(conn) = stream.as_mut() else {
+            continue;
+        };
         let result = async {
             conn.get_mut().write_all(&plan.request).await?;
             read_response(conn).await
@@ -137,7 +146,10 @@ fn main() -> std::io::Result<()> {
     }
     let addr: SocketAddr = args[0].parse().map_err(|_| usage())?;
     let body = std::fs::read(&args[3])?;
-    let number = |i: usize| -> std::io::Result<u64> { args.get(i).map_or(Ok(0), |s| s.parse().map_err(|_| usage())) };
+    let number = |i: usize| -> std::io::Result<u64> {
+        args.get(i)
+            .map_or(Ok(0), |s| s.parse().map_err(|_| usage()))
+    };
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nX-KEY: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         args[1],
@@ -155,14 +167,24 @@ fn main() -> std::io::Result<()> {
         duration: Duration::from_secs(number(6)?),
         count: number(7)?,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (sent, ok, errors, mut latencies, elapsed) = runtime.block_on(async {
         let issued = Arc::new(AtomicU64::new(0));
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let tasks: Vec<_> = (0..plan.conns)
-            .map(|i| tokio::spawn(connection(plan.clone(), i, issued.clone(), ok.clone(), errors.clone())))
+            .map(|i| {
+                tokio::spawn(connection(
+                    plan.clone(),
+                    i,
+                    issued.clone(),
+                    ok.clone(),
+                    errors.clone(),
+                ))
+            })
             .collect();
         let mut all = Vec::new();
         for t in tasks {
