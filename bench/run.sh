@@ -128,7 +128,8 @@ stop_daemon() {
     wait "$HR_PID" 2>/dev/null || true
 }
 
-# run_wrk URL: prints "rps p50_ms p99_ms non2xx requests"; samples RSS of $1 into MAX_RSS.
+# run_wrk URL [PID]: writes "rps p50_ms p99_ms non2xx requests" to $WORK/wrk.res and
+# samples the RSS of PID into MAX_RSS.
 run_wrk() {
     local url=$1 watch=${2:-} out=$WORK/wrk.out
     wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$WORK/post.lua" "$url" >"$out" 2>&1 &
@@ -151,12 +152,29 @@ run_wrk() {
         /Non-2xx/ { non = $5 }
         /requests in/ { total = $1 }
         END { printf "%.0f %.2f %.2f %d %d\n", rps, p50, p99, non + 0, total }
-    ' "$out"
+    ' "$out" >"$WORK/wrk.res"
 }
 
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 |"); log "$1: $2"; }
 
+# What one durable acknowledgement costs on this disk, at least.
+FSYNC_LAT=$(python3 - "$WORK" <<'PY'
+import os, sys, time
+fd = os.open(os.path.join(sys.argv[1], "fsync-probe"), os.O_WRONLY | os.O_CREAT, 0o644)
+ts = []
+for _ in range(100):
+    os.write(fd, b"x" * 65536)
+    t = time.perf_counter(); os.fdatasync(fd); ts.append((time.perf_counter() - t) * 1000)
+ts.sort()
+print("p50 %.1f ms, p99 %.1f ms" % (ts[50], ts[98]))
+PY
+)
+log "fdatasync: $FSYNC_LAT"
+
+# BENCH_ONLY=backlog skips straight to the memory/restart part; BENCH_ONLY=throughput stops
+# before it (for a quick look at either).
+if [[ ${BENCH_ONLY:-} != backlog ]]; then
 # ---------------------------------------------------------------- receiver and reference
 start_bare receiver
 RECV_ADDR=$BARE_ADDR
@@ -165,20 +183,24 @@ start_bare reference
 REF_ADDR=$BARE_ADDR
 log "receiver on $RECV_ADDR, reference bare server on $REF_ADDR"
 
-read -r bare_rps bare_p50 bare_p99 _ _ <<<"$(run_wrk "http://$REF_ADDR/webhooks/view")"
+run_wrk "http://$REF_ADDR/webhooks/view"
+read -r bare_rps bare_p50 bare_p99 _ _ <"$WORK/wrk.res"
 row "bare hyper server, $CONNS conns" "$bare_rps req/s" "p50 $bare_p50 ms, p99 $bare_p99 ms"
 kill -9 "$BARE_PID"
 
 # ---------------------------------------------------------------- durable ingest
-for routes in 1 100; do
-    cfg=$(write_config "ingest$routes" "$routes" "http://$RECV_ADDR/a")
-    start_daemon "$cfg" "ingest$routes"
+# The third run shows group commit at work: more concurrent requests share each fdatasync.
+for spec in "1 $CONNS" "100 $CONNS" "1 256"; do
+    read -r routes conns <<<"$spec"
+    cfg=$(write_config "ingest$routes-$conns" "$routes" "http://$RECV_ADDR/a")
+    start_daemon "$cfg" "ingest$routes-$conns"
     sleep 1
     IDLE_RSS=$(rss_kib "$HR_PID")
-    read -r rps p50 p99 non total <<<"$(run_wrk "http://$HR_ADDR/webhooks/view" "$HR_PID")"
+    CONNS=$conns run_wrk "http://$HR_ADDR/webhooks/view" "$HR_PID"
+    read -r rps p50 p99 non total <"$WORK/wrk.res"
     LOAD_RSS=$MAX_RSS
-    row "durable ingest, $routes route(s), $CONNS conns" "$rps req/s ($(awk -v a="$rps" -v b="$bare_rps" 'BEGIN {printf "%.0f", 100 * a / b}')% of bare)" "p50 $p50 ms, p99 $p99 ms, non-2xx $non of $total"
-    [[ $routes == 1 ]] && { INGEST_RPS=$rps; RSS_IDLE=$IDLE_RSS; RSS_LOAD=$LOAD_RSS; }
+    row "durable ingest, $routes route(s), $conns conns" "$rps req/s ($(awk -v a="$rps" -v b="$bare_rps" 'BEGIN {printf "%.0f", 100 * a / b}')% of bare)" "p50 $p50 ms, p99 $p99 ms, non-2xx $non of $total"
+    if [[ $spec == "1 $CONNS" ]]; then INGEST_RPS=$rps; RSS_IDLE=$IDLE_RSS; RSS_LOAD=$LOAD_RSS; fi
     stop_daemon
 done
 
@@ -200,7 +222,8 @@ start_daemon "$cfg" e2e
 sleep 1
 before=$(received)
 t0=$(date +%s.%N)
-read -r rps _ p99 non total <<<"$(run_wrk "http://$HR_ADDR/webhooks/view" "$HR_PID")"
+run_wrk "http://$HR_ADDR/webhooks/view" "$HR_PID"
+read -r rps _ p99 non total <"$WORK/wrk.res"
 accepted=$((total - non))
 want=$((before + 2 * accepted))
 for _ in $(seq 1 6000); do
@@ -245,11 +268,17 @@ nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" -g 'daemon off;' 2>>"$WORK/nginx/er
 PIDS+=($!)
 for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.05; done
 before=$(received)
-read -r ngx_rps _ ngx_p99 _ _ <<<"$(run_wrk "http://127.0.0.1:$NGINX_PORT/webhooks/view")"
+run_wrk "http://127.0.0.1:$NGINX_PORT/webhooks/view"
+read -r ngx_rps _ ngx_p99 _ _ <"$WORK/wrk.res"
 ngx_fwd=$(($(received) - before))
 NGX=$(awk -v n="$ngx_fwd" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%.0f", n / s}')
 row "nginx proxy_pass to the same receiver" "$NGX forwarded/s" "p99 $ngx_p99 ms; hookrouter end to end is $(awk -v a="$E2E" -v b="$NGX" 'BEGIN {printf "%.0f", 100 * a / b}')% of it"
 kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+
+fi  # BENCH_ONLY
+RSS_IDLE=${RSS_IDLE:-0}
+RSS_LOAD=${RSS_LOAD:-0}
+if [[ ${BENCH_ONLY:-} != throughput ]]; then
 
 # ---------------------------------------------------------------- memory and restart with a backlog
 # The receiver is down (port 1 refuses connections); one attempt per job, then a long wait.
@@ -267,13 +296,26 @@ stop_daemon
 DISK=$(du -sb "$WORK/pending-data" | awk '{print $1}')
 row "queue $SEED_OK jobs (down receiver)" "$(awk -v n="$SEED_OK" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}') req/s" "$(awk -v d="$DISK" -v n="$SEED_OK" 'BEGIN {printf "%.0f", d / n}') disk bytes per pending job ($((DISK / 1048576)) MiB)"
 
-# Restart after a clean stop, then after kill -9 (crash recovery).
+# Restart after a clean stop, then after kill -9 (crash recovery). Two times: until /healthz
+# answers (the listener is up and serving) and until the "ready" log line, which is written
+# after counting the pending jobs (a full scan of the due tree).
+HEALTH_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -i "s/listen: 127.0.0.1:0/listen: 127.0.0.1:$HEALTH_PORT/" "$cfg"
 for how in clean crash; do
     t0=$(date +%s.%N)
-    start_daemon "$cfg" "restart-$how"
+    : >"$WORK/restart-$how.log"
+    RUST_LOG=${BENCH_RUST_LOG:-warn,hookrouter=info} "$BIN" serve --config "$cfg" 2>>"$WORK/restart-$how.log" >/dev/null &
+    HR_PID=$!
+    PIDS+=("$HR_PID")
+    for _ in $(seq 1 6000); do
+        curl -sf -o /dev/null "http://127.0.0.1:$HEALTH_PORT/healthz" && break
+        sleep 0.01
+    done
     t1=$(date +%s.%N)
+    wait_for "$WORK/restart-$how.log" 'hookrouter is ready' >/dev/null
+    t2=$(date +%s.%N)
     pending_seen=$(grep -aoE 'pending=[0-9]+' "$WORK/restart-$how.log" | head -1 | cut -d= -f2)
-    row "restart ($how stop before it), $pending_seen pending" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s to ready" "RSS after start $(mib "$(rss_kib "$HR_PID")") MiB"
+    row "restart after a $how stop, ~$SEED_OK pending" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s to serving" "$(awk -v a="$t0" -v b="$t2" 'BEGIN {printf "%.2f", b - a}') s to the ready log line (pending=$pending_seen, counted while workers run); RSS $(mib "$(rss_kib "$HR_PID")") MiB"
     if [[ $how == clean ]]; then
         sleep 5
         RSS_PENDING_RESTARTED=$(rss_kib "$HR_PID")
@@ -286,6 +328,8 @@ done
 
 row "RSS idle / under load (1 route) / $SEED_OK pending" "$(mib "$RSS_IDLE") / $(mib "$RSS_LOAD") / $(mib "$RSS_PENDING") MiB" "after a restart with the backlog: $(mib "$RSS_PENDING_RESTARTED") MiB; store_cache_bytes 16 MiB"
 
+fi  # BENCH_ONLY
+
 # ---------------------------------------------------------------- report
 {
     echo "# hookrouter benchmark results"
@@ -293,6 +337,8 @@ row "RSS idle / under load (1 route) / $SEED_OK pending" "$(mib "$RSS_IDLE") / $
     echo "Produced by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') (commit $(cd "$ROOT" && git rev-parse --short HEAD))."
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(df -T "$WORK" | awk 'NR == 2 {print $2}') file system."
+    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; absolute figures are noisy, ratios within one run less so)."
+    echo "fdatasync latency of this disk (64 KiB writes): $FSYNC_LAT."
     echo "Load: wrk -t$THREADS -c$CONNS -d${SECONDS_PER_RUN}s, the sample view payload ($(wc -c <"$BODY") bytes); every 200 from hookrouter is flushed and fdatasync'd."
     echo
     echo "| measurement | result | detail |"
