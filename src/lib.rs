@@ -14,7 +14,8 @@
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
-//! [`echo`] is the little receiver operators use to try routes locally.
+//! [`echo`] is the little receiver operators use to try routes locally; [`inspect`] holds
+//! `check` and `route`, the offline views of a config.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod deliver;
 pub mod echo;
 pub mod event;
 pub mod ingress;
+pub mod inspect;
 pub mod queue;
 pub mod retry;
 pub mod route;

@@ -11,6 +11,8 @@ use hookrouter::config::{Config, ConfigError};
 
 /// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
 const EXIT_CONFIG: u8 = 64;
+/// EX_DATAERR: the input given to a command (a payload for `route`) is not usable.
+const EXIT_DATA: u8 = 65;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +41,34 @@ enum Command {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+    },
+    /// Validate the config exactly as `serve` would, print a summary, exit 0 (or 64 with
+    /// every problem, each as FILE:LINE:COL: ...).
+    Check {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Dry run: show which routes a payload matches and where it would go. Sends nothing.
+    Route {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The kind of webhook (the ingress path it would arrive on).
+        #[arg(long)]
+        event: hookrouter::event::EventKind,
+        /// Show, for every route, each condition, the value it saw and whether it held.
+        #[arg(long)]
+        explain: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also print each request that would be sent (method, URL, headers, body; secrets
+        /// redacted), rendered with the destination's format and templates.
+        #[arg(long)]
+        render: bool,
+        /// The payload file; standard input when omitted or "-".
+        payload: Option<PathBuf>,
     },
     /// Run a receiver that prints every request it gets and answers 200.
     Echo {
@@ -80,6 +110,24 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
+            Command::Check { config } => check(config),
+            Command::Route {
+                config,
+                event,
+                explain,
+                json,
+                render,
+                payload,
+            } => route(
+                config,
+                event,
+                RouteOutput {
+                    explain,
+                    json,
+                    render,
+                },
+                payload,
+            ),
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();
@@ -101,6 +149,10 @@ fn main() -> ExitCode {
             eprintln!("hookrouter: the config has errors; not starting");
             ExitCode::from(EXIT_CONFIG)
         }
+        Err(Failure::Data(e)) => {
+            eprintln!("hookrouter: {e:#}");
+            ExitCode::from(EXIT_DATA)
+        }
         Err(Failure::Other(e)) => {
             eprintln!("hookrouter: {e:#}");
             ExitCode::FAILURE
@@ -110,18 +162,79 @@ fn main() -> ExitCode {
 
 enum Failure {
     Config(ConfigError),
+    Data(anyhow::Error),
     Other(anyhow::Error),
 }
 
+fn check(path: PathBuf) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    print!("{}", hookrouter::inspect::check_summary(&config));
+    Ok(())
+}
+
+/// What `route` prints besides the verdict.
+struct RouteOutput {
+    explain: bool,
+    json: bool,
+    render: bool,
+}
+
+fn route(
+    path: PathBuf,
+    kind: hookrouter::event::EventKind,
+    output: RouteOutput,
+    payload: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    let (name, bytes) = match payload.filter(|p| p.as_os_str() != "-") {
+        Some(p) => {
+            let bytes = std::fs::read(&p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(Failure::Data)?;
+            (p.display().to_string(), bytes)
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .context("reading the payload from standard input")
+                .map_err(Failure::Data)?;
+            ("standard input".to_string(), bytes)
+        }
+    };
+    let payload: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{name} is not valid JSON"))
+        .map_err(Failure::Data)?;
+    if !payload.is_object() {
+        return Err(Failure::Data(anyhow::anyhow!(
+            "{name} must hold a JSON object, as Mindstamp sends"
+        )));
+    }
+    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
+    if output.render {
+        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
+    }
+    if output.json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+    } else {
+        print!("{}", hookrouter::inspect::render_report(&report));
+    }
+    Ok(())
+}
+
 async fn serve(path: PathBuf) -> Result<(), Failure> {
+    // Handlers first: a SIGHUP that arrives as soon as the daemon says it is ready (systemd
+    // may reload at once) must reload, not kill the process with the default action.
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = Config::load(&path).map_err(Failure::Config)?;
     let running = hookrouter::start(config)
         .await
         .map_err(|e| Failure::Other(e.into()))?;
     let shutdown = running.shutdown_token();
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let stopped = running.shutdown_token();
     let running = std::sync::Arc::new(tokio::sync::Mutex::new(Some(running)));
     let reloader = running.clone();

@@ -87,6 +87,23 @@ impl RetryPolicy {
         }
         Some(delay)
     }
+
+    /// Like [`RetryPolicy::next_delay`], but a receiver's `hint` (`Retry-After`, already
+    /// capped) replaces the backoff step; the overall budget still applies.
+    pub fn next_delay_hinted(
+        &self,
+        attempts: u32,
+        elapsed: Duration,
+        hint: Option<Duration>,
+    ) -> Option<Duration> {
+        let Some(hint) = hint else {
+            return self.next_delay(attempts, elapsed);
+        };
+        if elapsed >= self.max_elapsed || elapsed + hint > self.max_elapsed {
+            return None;
+        }
+        Some(hint)
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +156,21 @@ mod tests {
         assert_eq!(p.next_delay(1, Duration::from_secs(11)), None);
         // A delay that would end past the budget gives up now rather than sleep in vain.
         assert_eq!(p.next_delay(10, Duration::from_millis(9_600)), None);
+    }
+
+    #[test]
+    fn a_retry_after_hint_replaces_the_step_within_the_budget() {
+        let p = policy();
+        assert_eq!(
+            p.next_delay_hinted(1, Duration::ZERO, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.next_delay_hinted(1, Duration::from_secs(9), Some(Duration::from_secs(2))),
+            None
+        );
+        let d = p.next_delay_hinted(1, Duration::ZERO, None).unwrap();
+        assert!(d <= Duration::from_millis(150), "{d:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`locate::PositionIndex`]) and the route or destination it belongs to. A config with any
 //! problem is refused whole: the daemon never runs half-configured.
 
+mod destination;
 mod expand;
 mod locate;
 mod raw;
@@ -17,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
@@ -25,6 +25,11 @@ pub use expand::{Env, ProcessEnv};
 pub use locate::Position;
 pub use raw::{OneOrMany, RawRoute};
 
+use crate::deliver::attempt::Classifier;
+use crate::deliver::format::{Format, HeaderSpec};
+use crate::deliver::pace::RateLimit;
+use crate::deliver::sign::SigningKey;
+use crate::deliver::template::Templates;
 use crate::retry::RetryPolicy;
 use crate::route::RuleSet;
 use crate::verify::KeySet;
@@ -65,20 +70,38 @@ pub struct ServerSettings {
     pub store_cache_bytes: u64,
 }
 
-/// A downstream endpoint, validated.
+/// A downstream endpoint, validated, with its templates compiled.
 pub struct Destination {
     /// The name routes use in `to:`.
     pub name: String,
-    /// Where jobs are POSTed.
+    /// Where jobs are sent.
     pub url: reqwest::Url,
-    /// Extra request headers (may hold secrets: never logged).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The URL came from `${VAR}` or a file (a Slack webhook URL is a secret): never shown.
+    pub url_is_secret: bool,
+    /// `method:` (default POST).
+    pub method: http::Method,
+    /// Extra request headers, fixed or templated (may hold secrets: never logged).
+    pub headers: Vec<HeaderSpec>,
+    /// `format:` raw, slack or json, with its compiled templates' names.
+    pub format: Format,
+    /// Every compiled template of this destination (body, Slack text and blocks, headers).
+    pub templates: Templates,
     /// Per-attempt timeout, connect to last body byte.
     pub timeout: Duration,
     /// Deliveries in flight at once (1 gives in-order, one-at-a-time delivery).
     pub concurrency: usize,
+    /// `rate_limit:`: sends are spaced evenly so the receiver's limit is never hit.
+    pub rate_limit: Option<RateLimit>,
     /// Backoff and give-up policy for this destination.
     pub retry: RetryPolicy,
+    /// `retry_on`, `permanent_if_body`, `retry_if_body`: how responses are classified.
+    pub classify: Classifier,
+    /// `max_age:`: a job older than this (since the event arrived) is dead-lettered as stale.
+    pub max_age: Option<Duration>,
+    /// `sign:`: the Standard Webhooks key, when receivers verify what we send.
+    pub sign: Option<SigningKey>,
+    /// Digest of the destination's definition as written (after `${VAR}` expansion).
+    pub source_digest: u64,
 }
 
 impl Destination {
@@ -88,14 +111,20 @@ impl Destination {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.url.as_str().hash(&mut h);
-        for (k, v) in &self.headers {
-            k.as_str().hash(&mut h);
-            v.as_bytes().hash(&mut h);
-        }
+        self.source_digest.hash(&mut h);
         self.timeout.hash(&mut h);
         self.concurrency.hash(&mut h);
         format!("{:?}", self.retry).hash(&mut h);
         h.finish()
+    }
+
+    /// Does rendering need the parsed payload (a non-raw format or a templated header)?
+    pub fn uses_templates(&self) -> bool {
+        !matches!(self.format, Format::Raw)
+            || self
+                .headers
+                .iter()
+                .any(|h| !matches!(h.value, crate::deliver::template::Leaf::Literal(_)))
     }
 }
 
@@ -105,9 +134,15 @@ impl fmt::Debug for Destination {
         f.debug_struct("Destination")
             .field("name", &self.name)
             .field("url_host", &self.url.host_str())
+            .field("method", &self.method)
+            .field("format", &self.format.to_string())
             .field("headers", &self.headers.len())
             .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("rate_limit", &self.rate_limit)
             .field("retry", &self.retry)
+            .field("max_age", &self.max_age)
+            .field("signed", &self.sign.is_some())
             .finish()
     }
 }
@@ -382,7 +417,7 @@ fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
         _ => raw::RawRetry::default(),
     };
     let retry = validate_retry(&RetryPolicy::default(), &raw_retry, "retry", ctx.problems);
-    let destinations = validate_destinations(root.get("destinations"), &retry, ctx.problems);
+    let destinations = destination::validate_all(root.get("destinations"), &retry, ctx);
     // Routes may name every destination written in the file, valid or not, so one bad
     // destination is reported once rather than again at every route that uses it.
     let names: std::collections::BTreeSet<String> = root
@@ -518,106 +553,6 @@ fn validate_retry(
     policy
 }
 
-fn validate_destinations(
-    value: Option<&Value>,
-    retry: &RetryPolicy,
-    problems: &mut Problems,
-) -> BTreeMap<String, Arc<Destination>> {
-    let mut out = BTreeMap::new();
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return out;
-    };
-    let Some(map) = value.as_mapping() else {
-        problems.push("destinations", "expected a mapping of destination names");
-        return out;
-    };
-    for (key, dvalue) in map {
-        let Some(name) = key.as_str() else {
-            problems.push("destinations", "destination names must be strings");
-            continue;
-        };
-        let path = format!("destinations.{name}");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            problems.push(
-                &path,
-                "a destination name may only use letters, digits, '-', '_' and '.'",
-            );
-            continue;
-        }
-        let Some(raw) = deserialize_at::<raw::RawDestination>(dvalue, &path, problems) else {
-            continue;
-        };
-        if let Some(dest) = validate_destination(name, raw, retry, &path, problems) {
-            out.insert(name.to_string(), Arc::new(dest));
-        }
-    }
-    out
-}
-
-fn validate_destination(
-    name: &str,
-    raw: raw::RawDestination,
-    retry: &RetryPolicy,
-    path: &str,
-    problems: &mut Problems,
-) -> Option<Destination> {
-    let url = match reqwest::Url::parse(&raw.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
-        // Never echo the URL: Slack webhook URLs are secrets.
-        Ok(_) => {
-            problems.push(
-                &format!("{path}.url"),
-                "expected an http:// or https:// URL",
-            );
-            None
-        }
-        Err(e) => {
-            problems.push(&format!("{path}.url"), format!("not a valid URL ({e})"));
-            None
-        }
-    };
-    let mut headers = Vec::new();
-    for (k, v) in &raw.headers {
-        let hpath = format!("{path}.headers.{k}");
-        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
-            problems.push(&hpath, "not a valid header name");
-            continue;
-        };
-        let Ok(mut hvalue) = HeaderValue::from_str(v) else {
-            problems.push(&hpath, "not a valid header value (control characters?)");
-            continue;
-        };
-        hvalue.set_sensitive(true);
-        headers.push((hname, hvalue));
-    }
-    let timeout = duration_or(
-        raw.timeout.as_ref(),
-        Duration::from_secs(10),
-        &format!("{path}.timeout"),
-        problems,
-    );
-    let retry = match &raw.retry {
-        Some(r) => validate_retry(retry, r, &format!("{path}.retry"), problems),
-        None => retry.clone(),
-    };
-    let concurrency = raw.concurrency.unwrap_or(8);
-    if concurrency == 0 || concurrency > 1024 {
-        problems.push(&format!("{path}.concurrency"), "must be between 1 and 1024");
-    }
-    Some(Destination {
-        name: name.to_string(),
-        url: url?,
-        headers,
-        timeout,
-        concurrency,
-        retry,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,6 +645,29 @@ routes:
             .to_string();
         assert!(
             err.starts_with("routes.yaml:5:5: route \"r\": retries: unknown field"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_value_can_come_from_a_credential_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slack_url");
+        std::fs::write(&file, "https://hooks.slack.com/services/T/B/X\n").unwrap();
+        let text = format!(
+            "keys: [k]\ndestinations:\n  s:\n    url: {{ file: {:?} }}\n",
+            file.display().to_string()
+        );
+        let c = load(&text).unwrap();
+        // The trailing newline is trimmed.
+        assert_eq!(
+            c.destinations["s"].url.as_str(),
+            "https://hooks.slack.com/services/T/B/X"
+        );
+        let missing = text.replace("slack_url", "nope");
+        let err = load(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("destination \"s\": url: cannot read secret file"),
             "{err}"
         );
     }

@@ -33,16 +33,43 @@ pub struct RawRetry {
     pub max_elapsed: Option<String>,
 }
 
-/// One entry of `destinations:`.
+/// One entry of `destinations:`. Templates and trees stay YAML here; `destination.rs`
+/// compiles them so each problem gets its own path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestination {
     pub url: String,
+    pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    pub format: Option<String>,
+    pub template: Option<String>,
+    pub blocks: Option<serde_yaml::Value>,
+    pub body: Option<serde_yaml::Value>,
     pub timeout: Option<String>,
     pub concurrency: Option<usize>,
+    pub rate_limit: Option<String>,
     pub retry: Option<RawRetry>,
+    pub retry_on: Option<Vec<StatusItem>>,
+    pub permanent_if_body: Option<String>,
+    pub retry_if_body: Option<String>,
+    pub max_age: Option<String>,
+    pub sign: Option<RawSign>,
+}
+
+/// An entry of `retry_on:`: `429` or `"5xx"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    Code(u64),
+    Text(String),
+}
+
+/// `sign:` of a destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSign {
+    pub secret: String,
 }
 
 /// `event:` is one kind or a list of kinds.

@@ -1,13 +1,15 @@
 //! One HTTP attempt of one job, and the classification of its result.
 //!
-//! Outcomes are data: [`Outcome`] is decided here and only here, and the worker turns it
-//! into a store update with the pure retry policy.
+//! Outcomes are data: [`Outcome`] is decided here and only here ([`Classifier::classify`]),
+//! and the worker turns it into a store update with the pure retry policy.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
+use regex::Regex;
 
+use super::format::{render_request, DeliveryIds};
 use crate::config::Destination;
 use crate::queue::JobRecord;
 
@@ -32,6 +34,8 @@ pub enum Outcome {
         error: String,
         /// The start of the response body.
         snippet: Option<String>,
+        /// The receiver's `Retry-After` (on 429 and 503): the whole destination waits.
+        retry_after: Option<Duration>,
     },
     /// A failure that retrying will not fix: dead-letter now.
     Permanent {
@@ -63,6 +67,171 @@ impl Outcome {
     }
 }
 
+/// Statuses a destination retries: exact codes and whole classes (`"5xx"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatusSet {
+    codes: Vec<u16>,
+    classes: Vec<u16>,
+}
+
+impl Default for StatusSet {
+    /// `[408, 429, "5xx"]`: timeouts, rate limits and server errors.
+    fn default() -> Self {
+        StatusSet {
+            codes: vec![408, 429],
+            classes: vec![5],
+        }
+    }
+}
+
+impl StatusSet {
+    /// An empty set, to fill with [`StatusSet::add`].
+    pub fn empty() -> Self {
+        StatusSet {
+            codes: Vec::new(),
+            classes: Vec::new(),
+        }
+    }
+
+    /// Adds `429` or `"5xx"` (a number or a string); the error says what is accepted.
+    pub fn add(&mut self, item: &str) -> Result<(), String> {
+        let item = item.trim();
+        let bad = || {
+            format!("expected a status code (100-599) or a class such as \"5xx\", found {item:?}")
+        };
+        if let Some(class) = item.strip_suffix("xx").or_else(|| item.strip_suffix("XX")) {
+            match class.parse::<u16>() {
+                Ok(c @ 1..=5) => self.classes.push(c),
+                _ => return Err(bad()),
+            }
+        } else {
+            match item.parse::<u16>() {
+                Ok(code @ 100..=599) => self.codes.push(code),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Is `code` in the set?
+    pub fn contains(&self, code: u16) -> bool {
+        self.codes.contains(&code) || self.classes.contains(&(code / 100))
+    }
+}
+
+/// How a destination's responses are classified: `retry_on`, `permanent_if_body`,
+/// `retry_if_body`.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    /// Non-2xx statuses that are retried; the others are permanent.
+    pub retry_on: StatusSet,
+    /// A non-2xx response whose body matches is permanent, whatever its status
+    /// (Slack's `channel_is_archived`).
+    pub permanent_if_body: Option<Regex>,
+    /// A non-2xx response whose body matches is retried, whatever its status
+    /// (Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`).
+    pub retry_if_body: Option<Regex>,
+}
+
+/// The parts of a response that classification looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseSummary {
+    /// `Location`, for the dead letter of a redirect.
+    pub location: Option<String>,
+    /// `Retry-After`, as sent.
+    pub retry_after: Option<String>,
+    /// The body, up to 64 KiB, lossily decoded.
+    pub body: Option<String>,
+}
+
+impl Classifier {
+    /// The classification rule, in order: 2xx is delivered; a redirect is permanent (never
+    /// followed); a body matching `permanent_if_body`, then `retry_if_body`, decides; then
+    /// `retry_on` decides by status. A retried 429 or 503 carries its `Retry-After`, read
+    /// against `now`.
+    pub fn classify(
+        &self,
+        status: StatusCode,
+        response: ResponseSummary,
+        now: SystemTime,
+    ) -> Outcome {
+        let code = status.as_u16();
+        if status.is_success() {
+            return Outcome::Delivered { status: code };
+        }
+        let body = response.body.as_deref().unwrap_or("");
+        let snippet = response.body.as_deref().map(snippet_of);
+        if status.is_redirection() {
+            let error = match response.location {
+                Some(loc) => format!("HTTP {status}: redirect to {loc} not followed"),
+                None => format!("HTTP {status}: redirect not followed"),
+            };
+            return permanent(code, error, snippet);
+        }
+        if self
+            .permanent_if_body
+            .as_ref()
+            .is_some_and(|r| r.is_match(body))
+        {
+            return permanent(
+                code,
+                format!("HTTP {status}: body matches permanent_if_body"),
+                snippet,
+            );
+        }
+        let by_body = self
+            .retry_if_body
+            .as_ref()
+            .is_some_and(|r| r.is_match(body));
+        if !by_body && !self.retry_on.contains(code) {
+            return permanent(code, format!("HTTP {status}"), snippet);
+        }
+        let retry_after = match code {
+            429 | 503 => response
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now)),
+            _ => None,
+        };
+        Outcome::Retry {
+            status: Some(code),
+            error: if by_body {
+                format!("HTTP {status}: body matches retry_if_body")
+            } else {
+                format!("HTTP {status}")
+            },
+            snippet,
+            retry_after,
+        }
+    }
+}
+
+fn permanent(code: u16, error: String, snippet: Option<String>) -> Outcome {
+    Outcome::Permanent {
+        status: Some(code),
+        error,
+        snippet,
+    }
+}
+
+fn snippet_of(body: &str) -> String {
+    let mut end = body.len().min(SNIPPET_BYTES);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_string()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date; a date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// Builds the one HTTP client all deliveries share.
 ///
 /// Redirects are not followed (reqwest would turn a redirected POST into a body-less GET);
@@ -76,7 +245,9 @@ pub fn build_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// Sends `job` with `body` to `dest` once; returns the outcome and how long it took.
+/// Renders `job` for `dest` (the same [`render_request`] that `route --render` shows) and
+/// sends it once; returns the outcome and how long it took. A render failure is permanent:
+/// the same template will fail the same way on every retry.
 pub async fn attempt(
     client: &reqwest::Client,
     dest: &Destination,
@@ -84,26 +255,35 @@ pub async fn attempt(
     body: Bytes,
 ) -> (Outcome, Duration) {
     let started = Instant::now();
-    let mut request = client
-        .post(dest.url.clone())
+    let payload = if dest.uses_templates() {
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+    } else {
+        serde_json::Value::Null
+    };
+    let ids = DeliveryIds::now(job.event_id, job.id);
+    let rendered = match render_request(dest, job.kind, &body, &payload, &ids) {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = Outcome::Permanent {
+                status: None,
+                error: e.to_string(),
+                snippet: None,
+            };
+            return (outcome, started.elapsed());
+        }
+    };
+    let request = client
+        .request(rendered.method, rendered.url)
         .timeout(dest.timeout)
-        .header(http::header::CONTENT_TYPE, "application/json");
-    for (name, value) in &dest.headers {
-        request = request.header(name, value);
-    }
-    request = request
-        .header(
-            "X-Hookrouter-Event",
-            HeaderValue::from_static(job.kind.as_str()),
-        )
-        .header("X-Hookrouter-Delivery", job.id.to_string())
-        .body(body);
+        .headers(rendered.headers)
+        .body(rendered.body);
     let outcome = match request.send().await {
-        Ok(response) => classify_response(response).await,
+        Ok(response) => classify_response(&dest.classify, response).await,
         Err(e) => Outcome::Retry {
             status: None,
             error: describe_error(&e),
             snippet: None,
+            retry_after: None,
         },
     };
     (outcome, started.elapsed())
@@ -133,7 +313,7 @@ fn describe_error(e: &reqwest::Error) -> String {
     }
 }
 
-async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
+async fn read_body(mut response: reqwest::Response) -> Option<String> {
     let mut buf = Vec::new();
     while buf.len() < MAX_RESPONSE_READ {
         match response.chunk().await {
@@ -144,54 +324,52 @@ async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
     if buf.is_empty() {
         return None;
     }
-    buf.truncate(SNIPPET_BYTES);
+    buf.truncate(MAX_RESPONSE_READ);
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-async fn classify_response(response: reqwest::Response) -> Outcome {
+async fn classify_response(classifier: &Classifier, response: reqwest::Response) -> Outcome {
     let status = response.status();
-    let location = response
-        .headers()
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let snippet = read_snippet(response).await;
-    classify(status, location, snippet)
-}
-
-/// The classification rule: 2xx delivered; 408, 429 and 5xx retried; anything else,
-/// including redirects, permanent.
-pub fn classify(status: StatusCode, location: Option<String>, snippet: Option<String>) -> Outcome {
-    let code = status.as_u16();
-    if status.is_success() {
-        return Outcome::Delivered { status: code };
-    }
-    if code == 408 || code == 429 || status.is_server_error() {
-        return Outcome::Retry {
-            status: Some(code),
-            error: format!("HTTP {status}"),
-            snippet,
-        };
-    }
-    let error = match (status.is_redirection(), location) {
-        (true, Some(loc)) => format!("HTTP {status}: redirect to {loc} not followed"),
-        (true, None) => format!("HTTP {status}: redirect not followed"),
-        _ => format!("HTTP {status}"),
+    let header = |name: http::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     };
-    Outcome::Permanent {
-        status: Some(code),
-        error,
-        snippet,
-    }
+    let location = header(http::header::LOCATION);
+    let retry_after = header(http::header::RETRY_AFTER);
+    // Read (up to 64 KiB) even after a 2xx, so the connection can be reused.
+    let body = read_body(response).await;
+    let summary = ResponseSummary {
+        location,
+        retry_after,
+        body,
+    };
+    classifier.classify(status, summary, SystemTime::now())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn classify_with(
+        c: &Classifier,
+        s: u16,
+        body: Option<&str>,
+        retry_after: Option<&str>,
+    ) -> Outcome {
+        let summary = ResponseSummary {
+            location: None,
+            retry_after: retry_after.map(str::to_string),
+            body: body.map(str::to_string),
+        };
+        c.classify(StatusCode::from_u16(s).unwrap(), summary, SystemTime::now())
+    }
+
     #[test]
     fn statuses_are_classified() {
-        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), None, None).label();
+        let c = |s: u16| classify_with(&Classifier::default(), s, None, None).label();
         assert_eq!(c(200), "delivered");
         assert_eq!(c(204), "delivered");
         for s in [408, 429, 500, 502, 503, 599] {
@@ -200,9 +378,81 @@ mod tests {
         for s in [301, 400, 401, 403, 404, 410, 422] {
             assert_eq!(c(s), "permanent", "{s}");
         }
-        let redirect = classify(StatusCode::FOUND, Some("https://x/y".into()), None);
+        let summary = ResponseSummary {
+            location: Some("https://x/y".into()),
+            ..ResponseSummary::default()
+        };
+        let redirect =
+            Classifier::default().classify(StatusCode::FOUND, summary, SystemTime::now());
         assert!(
             matches!(redirect, Outcome::Permanent { ref error, .. } if error.contains("https://x/y"))
         );
+    }
+
+    #[test]
+    fn retry_on_and_body_rules_are_per_destination() {
+        let mut retry_on = StatusSet::empty();
+        retry_on.add("503").unwrap();
+        retry_on.add("4xx").unwrap();
+        let c = Classifier {
+            retry_on,
+            permanent_if_body: Regex::new("channel_is_archived|invalid_payload").ok(),
+            retry_if_body: Regex::new("REQUEST_LIMIT_EXCEEDED").ok(),
+        };
+        assert_eq!(classify_with(&c, 500, None, None).label(), "permanent");
+        assert_eq!(classify_with(&c, 503, None, None).label(), "retry");
+        assert_eq!(classify_with(&c, 404, None, None).label(), "retry");
+        // The permanent body rule wins over a retryable status.
+        assert_eq!(
+            classify_with(&c, 410, Some("channel_is_archived"), None).label(),
+            "permanent"
+        );
+        assert_eq!(
+            classify_with(&c, 503, Some("invalid_payload"), None).label(),
+            "permanent"
+        );
+        let d = Classifier {
+            retry_if_body: Regex::new("REQUEST_LIMIT_EXCEEDED").ok(),
+            ..Classifier::default()
+        };
+        let o = classify_with(
+            &d,
+            403,
+            Some(r#"[{"errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#),
+            None,
+        );
+        assert!(
+            matches!(o, Outcome::Retry { ref error, .. } if error.contains("retry_if_body")),
+            "{o:?}"
+        );
+        assert_eq!(
+            classify_with(&d, 403, Some("FORBIDDEN"), None).label(),
+            "permanent"
+        );
+        // A 2xx is delivered whatever its body says.
+        assert_eq!(
+            classify_with(&c, 200, Some("invalid_payload"), None).label(),
+            "delivered"
+        );
+        assert!(StatusSet::empty().add("6xx").is_err());
+        assert!(StatusSet::empty().add("99").is_err());
+    }
+
+    #[test]
+    fn retry_after_is_read_on_429_and_503_only() {
+        let c = Classifier::default();
+        let ra = |s: u16, v: &str| match classify_with(&c, s, None, Some(v)) {
+            Outcome::Retry { retry_after, .. } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ra(429, "2"), Some(Duration::from_secs(2)));
+        assert_eq!(ra(503, " 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(ra(500, "2"), None);
+        assert_eq!(ra(429, "soon"), None);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
     }
 }

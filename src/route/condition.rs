@@ -35,6 +35,10 @@ pub struct FieldTest {
     /// The field as written (`variables.plan`).
     pub path: String,
     segments: Vec<String>,
+    /// An operand came from `${VAR}`: never shown in `check` or `--explain` output.
+    pub secret: bool,
+    /// Index of this path in a [`Lookup`]'s cache, assigned when a rule set is built.
+    slot: Option<usize>,
     /// The operators, all of which must hold.
     pub ops: Vec<Op>,
 }
@@ -42,8 +46,9 @@ pub struct FieldTest {
 /// A literal in a condition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
-    /// A string literal (may still compare numerically if it looks like a number).
-    Str(String),
+    /// A string literal, with its value as a number when it looks like one (`"95"`), parsed
+    /// once at load so matching never parses literals.
+    Str(String, Option<f64>),
     /// A number.
     Num(f64),
     /// `true` or `false`.
@@ -160,18 +165,70 @@ impl Condition {
 
     /// Does the condition hold for `payload`?
     pub fn holds(&self, payload: &Json) -> bool {
+        self.eval(&mut Lookup::new(payload, 0))
+    }
+
+    /// Does the condition hold, reading field values through `lookup`'s cache?
+    pub fn eval(&self, lookup: &mut Lookup<'_>) -> bool {
         match self {
-            Condition::All(c) => c.iter().all(|c| c.holds(payload)),
-            Condition::Any(c) => c.iter().any(|c| c.holds(payload)),
-            Condition::Not(c) => !c.holds(payload),
-            Condition::Field(t) => t.holds(payload),
+            Condition::All(c) => c.iter().all(|c| c.eval(lookup)),
+            Condition::Any(c) => c.iter().any(|c| c.eval(lookup)),
+            Condition::Not(c) => !c.eval(lookup),
+            Condition::Field(t) => {
+                let value = lookup.get(t).filter(|v| !v.is_null());
+                t.ops.iter().all(|op| op.holds(value))
+            }
+        }
+    }
+
+    /// Gives every field path a cache slot, shared by equal paths across all routes, so a
+    /// payload field is looked up once per event however many routes test it.
+    pub fn assign_slots(&mut self, slots: &mut std::collections::HashMap<String, usize>) {
+        match self {
+            Condition::All(c) | Condition::Any(c) => {
+                c.iter_mut().for_each(|c| c.assign_slots(slots))
+            }
+            Condition::Not(c) => c.assign_slots(slots),
+            Condition::Field(t) => {
+                let next = slots.len();
+                t.slot = Some(*slots.entry(t.path.clone()).or_insert(next));
+            }
+        }
+    }
+}
+
+/// The field values of one payload, each resolved at most once per event.
+pub struct Lookup<'a> {
+    payload: &'a Json,
+    cache: Vec<Option<Option<&'a Json>>>,
+}
+
+impl<'a> Lookup<'a> {
+    /// A lookup over `payload` with room for `slots` cached paths.
+    pub fn new(payload: &'a Json, slots: usize) -> Self {
+        Lookup {
+            payload,
+            cache: vec![None; slots],
+        }
+    }
+
+    /// The value of `test`'s field (`None` when missing), from the cache when it has a slot.
+    pub fn value(&mut self, test: &FieldTest) -> Option<&'a Json> {
+        self.get(test)
+    }
+
+    fn get(&mut self, test: &FieldTest) -> Option<&'a Json> {
+        let payload = self.payload;
+        match test.slot.and_then(|i| self.cache.get_mut(i)) {
+            Some(cached) => *cached.get_or_insert_with(|| test.lookup(payload)),
+            None => test.lookup(payload),
         }
     }
 }
 
 fn scalar_of(value: &Yaml) -> Option<Scalar> {
     match value {
-        Yaml::String(s) => Some(Scalar::Str(s.clone())),
+        Yaml::String(s) => Some(Scalar::Str(s.clone(), parse_number(s))),
         Yaml::Number(n) => n.as_f64().map(Scalar::Num),
         Yaml::Bool(b) => Some(Scalar::Bool(*b)),
         _ => None,
@@ -181,7 +238,7 @@ fn scalar_of(value: &Yaml) -> Option<Scalar> {
 fn number_of(value: &Yaml) -> Option<f64> {
     match value {
         Yaml::Number(n) => n.as_f64(),
-        Yaml::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Yaml::String(s) => parse_number(s),
         _ => None,
     }
 }
@@ -214,10 +271,16 @@ impl FieldTest {
                 }
             },
         };
+        let secret = ctx
+            .secrets
+            .iter()
+            .any(|s| s == path || s.starts_with(&format!("{path}.")));
         Some(FieldTest {
             path: field.to_string(),
             segments: field.split('.').map(str::to_string).collect(),
             ops,
+            secret,
+            slot: None,
         })
     }
 
@@ -232,12 +295,6 @@ impl FieldTest {
             };
         }
         Some(cur)
-    }
-
-    /// Do all operators hold for this field of `payload`?
-    pub fn holds(&self, payload: &Json) -> bool {
-        let value = self.lookup(payload).filter(|v| !v.is_null());
-        self.ops.iter().all(|op| op.holds(value))
     }
 }
 
@@ -395,29 +452,24 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
 fn as_number(value: &Json) -> Option<f64> {
     match value {
         Json::Number(n) => n.as_f64(),
-        Json::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Json::String(s) => parse_number(s),
         _ => None,
     }
 }
 
-fn scalar_number(s: &Scalar) -> Option<f64> {
-    match s {
-        Scalar::Num(n) => Some(*n),
-        Scalar::Str(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-        Scalar::Bool(_) => None,
-    }
+fn parse_number(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// Equality between a payload value and a literal; arrays hold if any element is equal.
+/// Numbers compare numerically when both sides are numbers or numeric strings.
 fn equals(value: &Json, lit: &Scalar) -> bool {
-    if let Json::Array(items) = value {
-        return items.iter().any(|v| !v.is_array() && equals(v, lit));
-    }
-    if let (Some(a), Some(b)) = (as_number(value), scalar_number(lit)) {
-        return a == b;
-    }
     match (value, lit) {
-        (Json::String(a), Scalar::Str(b)) => a == b,
+        (Json::Array(items), _) => items.iter().any(|v| !v.is_array() && equals(v, lit)),
+        (Json::String(a), Scalar::Str(b, None)) => a == b,
+        (Json::String(a), Scalar::Str(b, Some(n))) => a == b || parse_number(a) == Some(*n),
+        (Json::String(a), Scalar::Num(n)) => parse_number(a) == Some(*n),
+        (Json::Number(a), Scalar::Num(n) | Scalar::Str(_, Some(n))) => a.as_f64() == Some(*n),
         (Json::Bool(a), Scalar::Bool(b)) => a == b,
         _ => false,
     }

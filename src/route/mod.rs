@@ -5,6 +5,11 @@
 //! remembering every route that named it.
 
 pub mod condition;
+pub mod explain;
+mod index;
+
+#[cfg(test)]
+mod condition_tests;
 
 use std::collections::BTreeSet;
 
@@ -12,6 +17,8 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 pub use condition::Condition;
+use condition::Lookup;
+use index::RouteIndex;
 
 use crate::config::{deserialize_at, Ctx, OneOrMany, RawRoute};
 use crate::event::EventKind;
@@ -42,6 +49,10 @@ impl Route {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     routes: Vec<Route>,
+    /// Number of distinct field paths, the size of a [`Lookup`]'s cache.
+    slots: usize,
+    /// Skips routes that cannot match (wrong kind, guard value absent).
+    index: RouteIndex,
 }
 
 /// One destination an event goes to, with the routes that sent it there.
@@ -71,8 +82,12 @@ impl RuleSet {
     /// Decides where an event of `kind` with `payload` goes.
     pub fn decide(&self, kind: EventKind, payload: &Json) -> Decision {
         let mut decision = Decision::default();
-        for route in &self.routes {
-            if !route.matches(kind, payload) {
+        let mut lookup = Lookup::new(payload, self.slots);
+        for i in self.index.candidates(kind, &mut lookup).iter() {
+            let Some(route) = self.routes.get(i) else {
+                break;
+            };
+            if !route.condition.eval(&mut lookup) {
                 continue;
             }
             decision.routes.push(route.name.clone());
@@ -104,11 +119,11 @@ impl RuleSet {
     ) -> RuleSet {
         let mut routes = Vec::new();
         let Some(value) = value.filter(|v| !v.is_null()) else {
-            return RuleSet { routes };
+            return RuleSet::default();
         };
         let Some(items) = value.as_sequence() else {
             ctx.problems.push("routes", "expected a list of routes");
-            return RuleSet { routes };
+            return RuleSet::default();
         };
         let mut seen = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
@@ -120,7 +135,15 @@ impl RuleSet {
                 routes.push(route);
             }
         }
-        RuleSet { routes }
+        let mut slots = std::collections::HashMap::new();
+        for route in &mut routes {
+            route.condition.assign_slots(&mut slots);
+        }
+        RuleSet {
+            index: RouteIndex::build(&routes),
+            routes,
+            slots: slots.len(),
+        }
     }
 }
 

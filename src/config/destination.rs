@@ -1,0 +1,454 @@
+//! `destinations:` validated into [`Destination`]s: URL, method, headers, format and its
+//! templates (compiled here, so a template syntax error is a config problem with its line),
+//! pacing, classification rules, `max_age` and signing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+use serde_yaml::Value;
+
+use super::raw::{RawDestination, StatusItem};
+use super::{deserialize_at, duration_or, validate_retry, Ctx, Destination, Problems};
+use crate::deliver::attempt::{Classifier, StatusSet};
+use crate::deliver::format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
+use crate::deliver::pace::RateLimit;
+use crate::deliver::sign::SigningKey;
+use crate::deliver::template::{is_template, Leaf, Templates};
+use crate::retry::RetryPolicy;
+
+/// Validates every destination; the invalid ones are left out (and reported).
+pub(super) fn validate_all(
+    value: Option<&Value>,
+    retry: &RetryPolicy,
+    ctx: &mut Ctx<'_>,
+) -> BTreeMap<String, Arc<Destination>> {
+    let mut out = BTreeMap::new();
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return out;
+    };
+    let Some(map) = value.as_mapping() else {
+        ctx.problems
+            .push("destinations", "expected a mapping of destination names");
+        return out;
+    };
+    for (key, dvalue) in map {
+        let Some(name) = key.as_str() else {
+            ctx.problems
+                .push("destinations", "destination names must be strings");
+            continue;
+        };
+        let path = format!("destinations.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            ctx.problems.push(
+                &path,
+                "a destination name may only use letters, digits, '-', '_' and '.'",
+            );
+            continue;
+        }
+        let Some(raw) = deserialize_at::<RawDestination>(dvalue, &path, ctx.problems) else {
+            continue;
+        };
+        let digest = digest(dvalue);
+        if let Some(dest) = validate_one(name, raw, retry, &path, ctx, digest) {
+            out.insert(name.to_string(), Arc::new(dest));
+        }
+    }
+    out
+}
+
+fn digest(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_yaml::to_string(value)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+fn validate_one(
+    name: &str,
+    raw: RawDestination,
+    retry: &RetryPolicy,
+    path: &str,
+    ctx: &mut Ctx<'_>,
+    source_digest: u64,
+) -> Option<Destination> {
+    let problems = &mut *ctx.problems;
+    let url = validate_url(&raw.url, path, problems);
+    let method = validate_method(raw.method.as_deref(), path, problems);
+    let mut templates = Templates::new();
+    let headers = validate_headers(&raw, path, ctx.secrets, &mut templates, ctx.problems);
+    let problems = &mut *ctx.problems;
+    let format = validate_format(&raw, path, &mut templates, problems);
+    let timeout = duration_or(
+        raw.timeout.as_ref(),
+        Duration::from_secs(10),
+        &format!("{path}.timeout"),
+        problems,
+    );
+    let retry = match &raw.retry {
+        Some(r) => validate_retry(retry, r, &format!("{path}.retry"), problems),
+        None => retry.clone(),
+    };
+    let concurrency = raw.concurrency.unwrap_or(8);
+    if concurrency == 0 || concurrency > 1024 {
+        problems.push(&format!("{path}.concurrency"), "must be between 1 and 1024");
+    }
+    let rate_limit = raw
+        .rate_limit
+        .as_deref()
+        .and_then(|r| match RateLimit::parse(r) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(&format!("{path}.rate_limit"), e);
+                None
+            }
+        });
+    let classify = validate_classifier(&raw, path, problems);
+    let max_age = raw.max_age.as_ref().map(|_| {
+        duration_or(
+            raw.max_age.as_ref(),
+            Duration::MAX,
+            &format!("{path}.max_age"),
+            problems,
+        )
+    });
+    if max_age.is_some_and(|d| d.is_zero()) {
+        problems.push(&format!("{path}.max_age"), "must be greater than zero");
+    }
+    let sign = raw
+        .sign
+        .as_ref()
+        .and_then(|s| match SigningKey::parse(&s.secret) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.push(&format!("{path}.sign.secret"), e.to_string());
+                None
+            }
+        });
+    Some(Destination {
+        name: name.to_string(),
+        url: url?,
+        url_is_secret: ctx.secrets.contains(&format!("{path}.url")),
+        method,
+        headers,
+        format: format?,
+        templates,
+        timeout,
+        concurrency,
+        rate_limit,
+        retry,
+        classify,
+        max_age,
+        sign,
+        source_digest,
+    })
+}
+
+fn validate_url(raw: &str, path: &str, problems: &mut Problems) -> Option<reqwest::Url> {
+    match reqwest::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+        // Never echo the URL: Slack webhook URLs are secrets.
+        Ok(_) => {
+            problems.push(
+                &format!("{path}.url"),
+                "expected an http:// or https:// URL",
+            );
+            None
+        }
+        Err(e) => {
+            problems.push(&format!("{path}.url"), format!("not a valid URL ({e})"));
+            None
+        }
+    }
+}
+
+fn validate_method(raw: Option<&str>, path: &str, problems: &mut Problems) -> Method {
+    let Some(raw) = raw else {
+        return Method::POST;
+    };
+    match raw.trim().to_ascii_uppercase().as_str() {
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        "GET" => Method::GET,
+        _ => {
+            problems.push(
+                &format!("{path}.method"),
+                format!("expected POST, PUT, PATCH, DELETE or GET, found {raw:?}"),
+            );
+            Method::POST
+        }
+    }
+}
+
+fn validate_headers(
+    raw: &RawDestination,
+    path: &str,
+    secrets: &std::collections::HashSet<String>,
+    templates: &mut Templates,
+    problems: &mut Problems,
+) -> Vec<HeaderSpec> {
+    let mut headers = Vec::new();
+    for (k, v) in &raw.headers {
+        let hpath = format!("{path}.headers.{k}");
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            problems.push(&hpath, "not a valid header name");
+            continue;
+        };
+        let secret = secrets.contains(&hpath);
+        let value = if is_template(v) {
+            let tname = format!("headers.{k}");
+            if let Err(e) = templates.add(&tname, v) {
+                let shown = if secret {
+                    "template syntax error (the value is not shown: it holds a secret)".into()
+                } else {
+                    e
+                };
+                problems.push(&hpath, shown);
+                continue;
+            }
+            Leaf::Text(tname)
+        } else {
+            if HeaderValue::from_str(v).is_err() {
+                problems.push(&hpath, "not a valid header value (control characters?)");
+                continue;
+            }
+            Leaf::Literal(v.clone())
+        };
+        // A fixed value written in the file is where tokens usually are: treat it as
+        // secret. A template (an idempotency key...) is shown unless it came from ${VAR}.
+        let sensitive = secret || matches!(value, Leaf::Literal(_));
+        headers.push(HeaderSpec {
+            name,
+            value,
+            sensitive,
+        });
+    }
+    headers
+}
+
+fn validate_format(
+    raw: &RawDestination,
+    path: &str,
+    templates: &mut Templates,
+    problems: &mut Problems,
+) -> Option<Format> {
+    let format = raw.format.as_deref().unwrap_or("raw");
+    let mut tree_problems = Vec::new();
+    let only_for = |field: &str, fmt: &str, problems: &mut Problems| {
+        problems.push(
+            &format!("{path}.{field}"),
+            format!("{field} is only used with format: {fmt}"),
+        );
+    };
+    let result = match format {
+        "raw" => Some(Format::Raw),
+        "slack" => {
+            let text = raw
+                .template
+                .as_ref()
+                .and_then(|t| match templates.add("template", t) {
+                    Ok(()) => Some("template".to_string()),
+                    Err(e) => {
+                        problems.push(&format!("{path}.template"), e);
+                        None
+                    }
+                });
+            if raw.template.is_none() {
+                for (kind, source) in BUILTIN_SLACK {
+                    // The built-ins are tested; a failure here is a bug worth reporting.
+                    if let Err(e) = templates.add(&builtin_slack_name(kind), source) {
+                        problems.push(
+                            &format!("{path}.format"),
+                            format!("built-in {kind} message: {e}"),
+                        );
+                    }
+                }
+            }
+            let blocks = match &raw.blocks {
+                None => None,
+                Some(b @ Value::Sequence(_)) => {
+                    Some(templates.tree("blocks", b, &mut tree_problems))
+                }
+                Some(_) => {
+                    problems.push(
+                        &format!("{path}.blocks"),
+                        "expected a list of Block Kit blocks",
+                    );
+                    None
+                }
+            };
+            Some(Format::Slack { text, blocks })
+        }
+        "json" => match &raw.body {
+            Some(body) => Some(Format::Json {
+                body: templates.tree("body", body, &mut tree_problems),
+            }),
+            None => {
+                problems.push(
+                    &format!("{path}.format"),
+                    "format: json needs a body: (the JSON to send, as YAML)",
+                );
+                None
+            }
+        },
+        other => {
+            problems.push(
+                &format!("{path}.format"),
+                format!("expected raw, slack or json, found {other:?}"),
+            );
+            None
+        }
+    };
+    if format != "slack" {
+        if raw.template.is_some() {
+            only_for("template", "slack", problems);
+        }
+        if raw.blocks.is_some() {
+            only_for("blocks", "slack", problems);
+        }
+    }
+    if format != "json" && raw.body.is_some() {
+        only_for("body", "json", problems);
+    }
+    for (p, message) in tree_problems {
+        problems.push(&format!("{path}.{p}"), message);
+    }
+    result
+}
+
+fn validate_classifier(raw: &RawDestination, path: &str, problems: &mut Problems) -> Classifier {
+    let retry_on = match &raw.retry_on {
+        None => StatusSet::default(),
+        Some(items) => {
+            let mut set = StatusSet::empty();
+            for (i, item) in items.iter().enumerate() {
+                let text = match item {
+                    StatusItem::Code(c) => c.to_string(),
+                    StatusItem::Text(t) => t.clone(),
+                };
+                if let Err(e) = set.add(&text) {
+                    problems.push(&format!("{path}.retry_on.{i}"), e);
+                }
+            }
+            set
+        }
+    };
+    let regex = |field: &str, value: &Option<String>, problems: &mut Problems| {
+        let pattern = value.as_deref()?;
+        match Regex::new(pattern) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                // regex's message spans lines (pattern, caret, error): keep the error.
+                let text = e.to_string();
+                let detail = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_string();
+                problems.push(
+                    &format!("{path}.{field}"),
+                    format!("not a valid regular expression: {detail}"),
+                );
+                None
+            }
+        }
+    };
+    Classifier {
+        retry_on,
+        permanent_if_body: regex("permanent_if_body", &raw.permanent_if_body, problems),
+        retry_if_body: regex("retry_if_body", &raw.retry_if_body, problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn load(destinations: &str) -> Result<Config, ConfigError> {
+        let env = HashMap::from([("TOKEN".to_string(), "s3cret".to_string())]);
+        let text = format!("keys: [k]\ndestinations:\n{destinations}");
+        Config::from_yaml(&text, Path::new("routes.yaml"), &env)
+    }
+
+    #[test]
+    fn defaults_are_raw_post_and_the_usual_retry_statuses() {
+        let c = load("  d:\n    url: http://h/x\n").unwrap();
+        let d = &c.destinations["d"];
+        assert_eq!(d.method, http::Method::POST);
+        assert_eq!(d.format.to_string(), "raw");
+        assert!(d.classify.retry_on.contains(429) && d.classify.retry_on.contains(502));
+        assert!(!d.classify.retry_on.contains(404));
+        assert!(d.rate_limit.is_none() && d.max_age.is_none() && d.sign.is_none());
+        assert!(!d.uses_templates());
+    }
+
+    #[test]
+    fn every_new_field_is_checked_at_its_line() {
+        let text = r#"  slack:
+    url: http://h/x
+    format: slack
+    template: "{{ viewer_name | }}"
+    blocks:
+      - type: section
+        text: { type: mrkdwn, text: "{% if %}" }
+    rate_limit: fast
+    retry_on: [429, "6xx"]
+    permanent_if_body: "(unclosed"
+    max_age: soon
+    sign: { secret: "whsec_!!" }
+  crm:
+    url: http://h/y
+    body: { a: 1 }
+    headers:
+      X-Key: "{{ a"
+      Authorization: "Bearer ${TOKEN}{{"
+"#;
+        let err = load(text).unwrap_err().to_string();
+        for expected in [
+            "routes.yaml:6:5: destination \"slack\": template: syntax error",
+            "routes.yaml:9:31: destination \"slack\": blocks.0.text.text: syntax error",
+            "routes.yaml:10:5: destination \"slack\": rate_limit: expected a rate such as 1/s",
+            "routes.yaml:11:21: destination \"slack\": retry_on.1: expected a status code",
+            "routes.yaml:12:5: destination \"slack\": permanent_if_body: not a valid regular expression: unclosed group",
+            "routes.yaml:13:5: destination \"slack\": max_age: expected a duration",
+            "routes.yaml:14:13: destination \"slack\": sign.secret: the secret must be",
+            "routes.yaml:17:5: destination \"crm\": body: body is only used with format: json",
+            "routes.yaml:19:7: destination \"crm\": headers.X-Key: syntax error",
+            "routes.yaml:20:7: destination \"crm\": headers.Authorization: template syntax error (the value is not shown",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in\n{err}");
+        }
+        assert!(!err.contains("s3cret"), "{err}");
+        assert_eq!(err.lines().count(), 10, "{err}");
+    }
+
+    #[test]
+    fn json_needs_a_body_and_format_must_be_known() {
+        let err = load("  a:\n    url: http://h/x\n    format: json\n  b:\n    url: http://h/x\n    format: xml\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes.yaml:5:5: destination \"a\": format: format: json needs a body"),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes.yaml:8:5: destination \"b\": format: expected raw, slack or json"),
+            "{err}"
+        );
+    }
+}

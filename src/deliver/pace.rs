@@ -1,0 +1,130 @@
+//! Pacing of one destination: its `rate_limit`, and the pause a receiver asks for with
+//! `Retry-After`.
+//!
+//! Both are owned by the destination's worker, which simply takes no job while either says
+//! "not yet"; so waiting is never an attempt, and one destination's waiting never holds up
+//! another's worker. Sends are spaced evenly (`50/10s` sends one every 200 ms) rather than
+//! in bursts: Slack allows "about one per second", not sixty at the top of each minute.
+
+use std::time::{Duration, Instant};
+
+/// `rate_limit: N/period`, e.g. `1/s`, `50/10s`, `600/m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Parses `N/period`, where the period is `s`, `m`, `h` or a duration such as `10s`.
+    pub fn parse(s: &str) -> Result<RateLimit, String> {
+        let bad = || format!("expected a rate such as 1/s, 50/10s or 600/m, found {s:?}");
+        let (count, per) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = match per.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => humantime::parse_duration(other).map_err(|_| bad())?,
+        };
+        if count == 0 || per.is_zero() {
+            return Err(format!("{} (count and period must be above zero)", bad()));
+        }
+        Ok(RateLimit { count, per })
+    }
+
+    /// The spacing between two sends.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count
+    }
+}
+
+/// The send clock of one destination.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// Earliest time the next send may start (rate limit).
+    next_slot: Option<Instant>,
+    /// A receiver's `Retry-After`: no send before this.
+    paused_until: Option<Instant>,
+}
+
+impl Pacer {
+    /// How long until a send may start (`None`: now).
+    pub fn wait(&self, now: Instant) -> Option<Duration> {
+        let ready = match (self.next_slot, self.paused_until) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        (ready > now).then(|| ready - now)
+    }
+
+    /// Records a send starting at `now` under `limit`.
+    pub fn sent(&mut self, now: Instant, limit: Option<RateLimit>) {
+        self.next_slot = limit.map(|l| now + l.interval());
+    }
+
+    /// Pauses until `now + delay`. Returns true when this starts a pause (the worker logs
+    /// it), false when a pause was already running (it is extended silently).
+    pub fn pause(&mut self, now: Instant, delay: Duration) -> bool {
+        let until = now + delay;
+        let running = self.paused_until.is_some_and(|p| p > now);
+        if self.paused_until.is_none_or(|p| until > p) {
+            self.paused_until = Some(until);
+        }
+        !running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        let r = RateLimit::parse("1/s").unwrap();
+        assert_eq!(r.interval(), Duration::from_secs(1));
+        assert_eq!(
+            RateLimit::parse("50/10s").unwrap().interval(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            RateLimit::parse("600/m").unwrap().interval(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            RateLimit::parse(" 5 / s ").unwrap().interval(),
+            Duration::from_millis(200)
+        );
+        for bad in ["5", "0/s", "x/s", "5/", "5/fortnight", "5/0s"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sends_are_spaced_and_a_pause_is_reported_once() {
+        let t0 = Instant::now();
+        let mut p = Pacer::default();
+        let limit = RateLimit::parse("5/s").ok();
+        assert_eq!(p.wait(t0), None);
+        p.sent(t0, limit);
+        assert_eq!(p.wait(t0), Some(Duration::from_millis(200)));
+        assert_eq!(p.wait(t0 + Duration::from_millis(200)), None);
+        assert!(p.pause(t0, Duration::from_secs(2)));
+        assert!(!p.pause(t0 + Duration::from_millis(10), Duration::from_secs(2)));
+        assert_eq!(
+            p.wait(t0 + Duration::from_secs(1)),
+            Some(Duration::from_millis(1010))
+        );
+        // A shorter Retry-After during a pause does not shorten it.
+        assert!(!p.pause(t0 + Duration::from_secs(1), Duration::from_millis(10)));
+        assert_eq!(
+            p.wait(t0 + Duration::from_secs(2)),
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(p.wait(t0 + Duration::from_secs(3)), None);
+        assert!(p.pause(t0 + Duration::from_secs(3), Duration::from_secs(1)));
+    }
+}
