@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 SECONDS_EACH=${FUZZ_SECONDS:-180}
 TARGETS=("$@")
-if [[ ${#TARGETS[@]} -eq 0 ]]; then TARGETS=(config_parse route_match); fi
+if [[ ${#TARGETS[@]} -eq 0 ]]; then TARGETS=(config_parse route_match template_render); fi
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus/$t"
     cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true

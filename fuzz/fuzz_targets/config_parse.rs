@@ -8,7 +8,9 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     // `{ file: PATH }` reads files: keep the fuzzer away from endless ones (/dev/zero),
     // which only an operator could name and which are not what this target is about.
     if text.contains("/dev") || text.contains("/proc") || text.contains("/sys") {

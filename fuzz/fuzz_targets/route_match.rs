@@ -21,24 +21,38 @@ fn config_with(conditions: Value) -> Option<String> {
     let mut root = Mapping::new();
     root.insert("keys".into(), Value::Sequence(vec!["k".into()]));
     root.insert("destinations".into(), Value::Mapping(destinations));
-    root.insert("routes".into(), Value::Sequence(vec![Value::Mapping(route)]));
+    root.insert(
+        "routes".into(),
+        Value::Sequence(vec![Value::Mapping(route)]),
+    );
     serde_yaml::to_string(&Value::Mapping(root)).ok()
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(2, |b| *b == 0);
-    let (Some(rule), Some(payload)) = (parts.next(), parts.next()) else { return };
-    let Ok(rule) = std::str::from_utf8(rule) else { return };
-    let Ok(conditions) = serde_yaml::from_str::<Value>(rule) else { return };
+    let (Some(rule), Some(payload)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let Ok(rule) = std::str::from_utf8(rule) else {
+        return;
+    };
+    let Ok(conditions) = serde_yaml::from_str::<Value>(rule) else {
+        return;
+    };
     if !conditions.is_mapping() {
         return;
     }
-    let Some(text) = config_with(conditions) else { return };
-    let env: HashMap<String, String> = HashMap::new();
-    let Ok(config) = hookrouter::config::Config::from_yaml(&text, Path::new("fuzz.yaml"), &env) else {
+    let Some(text) = config_with(conditions) else {
         return;
     };
-    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(payload) else { return };
+    let env: HashMap<String, String> = HashMap::new();
+    let Ok(config) = hookrouter::config::Config::from_yaml(&text, Path::new("fuzz.yaml"), &env)
+    else {
+        return;
+    };
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return;
+    };
     for kind in hookrouter::event::EventKind::ALL {
         let decision = config.rules.decide(kind, &payload);
         // The only route names one destination: it is routed there or nowhere.
