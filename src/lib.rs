@@ -83,6 +83,9 @@ pub enum RunError {
     /// The final flush failed.
     #[error("final flush: {0}")]
     Flush(StoreError),
+    /// The store hit an I/O error that sled does not recover from without a restart.
+    #[error("the store failed (see the error logged before); restart hookrouter once the disk has room again: nothing acknowledged is lost")]
+    StoreFailed,
 }
 
 /// A running daemon: its address, and the handles to reload and stop it.
@@ -114,6 +117,20 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     })?;
     store.set_retention(server.retention, server.dead_retention);
     let shutdown = CancellationToken::new();
+    // A store that can no longer write stops the daemon: its supervisor restarts it, and
+    // sled reopens a working store once the cause is gone (see `Store::failed`).
+    tokio::spawn({
+        let (failed, shutdown) = (store.failed(), shutdown.clone());
+        async move {
+            tokio::select! {
+                _ = failed.cancelled() => {
+                    tracing::error!("stopping: the store cannot persist webhooks any more");
+                    shutdown.cancel();
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    });
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
     let dispatcher = Dispatcher::new(
@@ -264,6 +281,9 @@ impl Running {
         // its last batch; if a stuck connection still holds one, do not wait forever.
         let joined = tokio::task::spawn_blocking(move || committer.join());
         let _ = tokio::time::timeout(grace, joined).await;
+        if self.store.failed().is_cancelled() {
+            return Err(RunError::StoreFailed);
+        }
         self.store.flush().map_err(RunError::Flush)?;
         tracing::info!(pending = self.store.pending_count(), "hookrouter stopped");
         Ok(())

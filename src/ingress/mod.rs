@@ -91,7 +91,11 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
+            // `max_buf_size` alone is not a header limit: hyper checks it only between reads,
+            // and one read can take the buffer well past it (a 100 KiB head got through).
+            // `max_header_size` checks the parsed head itself.
             .max_buf_size(MAX_HEADER_BYTES)
+            .max_header_size(MAX_HEADER_BYTES)
             .serve_connection(
                 TokioIo::new(stream),
                 TowerToHyperService::new(service.clone()),

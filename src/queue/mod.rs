@@ -41,6 +41,10 @@
 //! - delivery outcomes are written without a flush: a crash can forget that a job was
 //!   delivered (it is sent again, with the same delivery id) or forget an attempt (the
 //!   backoff restarts one step earlier). Nothing pending can be lost.
+//! - an I/O error while writing (a full disk) is sticky in sled 0.34: every later write
+//!   fails too, even after space returns. The store trips [`Store::failed`], the daemon
+//!   answers 503 meanwhile and then exits non-zero, and its supervisor's restart reopens a
+//!   working store; everything acknowledged before the error is on disk.
 
 pub mod commit;
 pub mod housekeeping;
@@ -58,6 +62,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use record::{
@@ -85,6 +90,20 @@ pub enum StoreError {
     /// The committer is gone (shutting down).
     #[error("store: shutting down")]
     Closed,
+}
+
+impl StoreError {
+    /// True for errors after which this process cannot trust its store again. sled 0.34
+    /// makes any I/O error in its write path sticky: it records a "global error" and fails
+    /// every later operation with it, even once the cause (a full disk) is gone, until the
+    /// database is reopened. A failed `fdatasync` leaves the page cache in an unknown state.
+    /// Recovery is a restart: what was acknowledged is on disk, and sled replays its log.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Sync(_)
+        )
+    }
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -165,6 +184,8 @@ struct Inner {
     dead_retention_ms: AtomicU64,
     /// Our own handle on sled's log file, to `fdatasync` after each flush.
     db_file: Option<File>,
+    /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
+    failed: CancellationToken,
 }
 
 impl Store {
@@ -191,6 +212,7 @@ impl Store {
             dead_retention_ms: AtomicU64::new(30 * 24 * 3600 * 1000),
             db,
             db_file,
+            failed: CancellationToken::new(),
         };
         let store = Store {
             inner: Arc::new(inner),
@@ -247,6 +269,23 @@ impl Store {
         Ok(self.inner.db.size_on_disk()?)
     }
 
+    /// Cancelled once a write hit a fatal error ([`StoreError::is_fatal`]). The daemon stops
+    /// then, so that its supervisor restarts it on a store that works: otherwise every
+    /// later webhook would get 503 and every delivery would be sent again and again, its
+    /// outcome unrecordable, until someone restarted it by hand.
+    pub fn failed(&self) -> CancellationToken {
+        self.inner.failed.clone()
+    }
+
+    /// Passes `e` through, tripping [`Store::failed`] if it is fatal.
+    fn observe(&self, e: StoreError) -> StoreError {
+        if e.is_fatal() && !self.inner.failed.is_cancelled() {
+            tracing::error!(error = %e, "the store cannot write any more; sled needs a restart to recover");
+            self.inner.failed.cancel();
+        }
+        e
+    }
+
     /// Makes everything written so far durable: sled flush, then `fdatasync`.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush()?;
@@ -281,7 +320,8 @@ impl Store {
                 Ok(outcomes)
             })
             .map_err(StoreError::from)
-            .and_then(|outcomes| self.flush().map(|()| outcomes));
+            .and_then(|outcomes| self.flush().map(|()| outcomes))
+            .map_err(|e| self.observe(e));
         match &written {
             Ok(outcomes) => {
                 for (ev, outcome) in batch.iter().zip(outcomes) {
@@ -517,7 +557,8 @@ impl Store {
                     Ok(was_queued)
                 },
             )
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
         if was_queued {
             i.stats.remove(&job.destination, Slot::Queued(job.state()));
         }
@@ -556,7 +597,8 @@ impl Store {
                 )?;
                 Ok(was_queued)
             })
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
         let to = Slot::Queued(updated.state());
         if was_queued {
             i.stats
@@ -596,7 +638,8 @@ impl Store {
                 )?;
                 Ok((was_queued, was_dead))
             })
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
         if was_queued {
             i.stats.remove(&old.destination, Slot::Queued(old.state()));
         }
