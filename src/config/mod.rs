@@ -279,15 +279,7 @@ impl Config {
     /// Validates config `text` as if read from `path`, expanding variables from `env`.
     pub fn from_yaml(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
-            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-            ConfigError::Syntax {
-                file: file.clone(),
-                line,
-                col,
-                message: e.to_string(),
-            }
-        })?;
+        let mut root = parse_yaml(text, &file)?;
         if !root.is_mapping() {
             return Err(ConfigError::Syntax {
                 file,
@@ -558,6 +550,19 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// Parses `text` as YAML; a syntax error carries the parser's line and column.
+fn parse_yaml(text: &str, file: &str) -> Result<Value, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            col,
+            message: e.to_string(),
+        }
+    })
+}
+
 /// Reads only `server.admin_listen` and `server.admin_token` from the config at `path`,
 /// expanding `${VAR}` in those two values alone.
 ///
@@ -574,15 +579,7 @@ pub fn admin_endpoint(
         path: file.clone(),
         source,
     })?;
-    let root: Value = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        ConfigError::Syntax {
-            file: file.clone(),
-            line,
-            col,
-            message: e.to_string(),
-        }
-    })?;
+    let root = parse_yaml(&text, &file)?;
     let pick = |key: &str| root.get("server").and_then(|s| s.get(key)).cloned();
     let mut server = serde_yaml::Mapping::new();
     let keys: &[&str] = if with_token {

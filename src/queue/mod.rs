@@ -526,13 +526,7 @@ impl Store {
         )
             .transaction(
                 |(events, bodies, jobs, due, attempts, dead, done, expiry)| {
-                    let was_queued = due
-                        .remove(keys::due_key(
-                            &job.destination,
-                            job.next_attempt_at_ms,
-                            &job.id,
-                        ))?
-                        .is_some();
+                    let was_queued = unqueue(due, job)?;
                     jobs.remove(job.id.as_bytes())?;
                     attempts.insert(
                         &keys::attempt_key(&job.id, attempt.attempt),
@@ -575,13 +569,7 @@ impl Store {
         let i = &self.inner;
         let was_queued = (&i.jobs, &i.due, &i.attempts)
             .transaction(|(jobs, due, attempts)| {
-                let was_queued = due
-                    .remove(keys::due_key(
-                        &old.destination,
-                        old.next_attempt_at_ms,
-                        &old.id,
-                    ))?
-                    .is_some();
+                let was_queued = unqueue(due, old)?;
                 due.insert(
                     keys::due_key(
                         &updated.destination,
@@ -620,13 +608,7 @@ impl Store {
         let expires = letter.dead_at_ms.saturating_add(self.dead_retention_ms());
         let (was_queued, was_dead) = (&i.jobs, &i.due, &i.attempts, &i.dead, &i.expiry)
             .transaction(|(jobs, due, attempts, dead, expiry)| {
-                let was_queued = due
-                    .remove(keys::due_key(
-                        &old.destination,
-                        old.next_attempt_at_ms,
-                        &old.id,
-                    ))?
-                    .is_some();
+                let was_queued = unqueue(due, old)?;
                 jobs.remove(old.id.as_bytes())?;
                 if let Some(a) = attempt {
                     attempts.insert(&keys::attempt_key(&old.id, a.attempt), encode(a))?;
@@ -672,6 +654,13 @@ fn write_event(
     Ok(())
 }
 
+/// Removes `job`'s entry from the `due` index; true if it was queued (a job can already be
+/// gone: dead-lettered by an operator or retired while its attempt was in flight).
+fn unqueue(due: &TransactionalTree, job: &JobRecord) -> TxResult<bool> {
+    let key = keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id);
+    Ok(due.remove(key)?.is_some())
+}
+
 fn remove_event(
     ev: &NewEvent,
     events: &TransactionalTree,
@@ -686,11 +675,7 @@ fn remove_event(
     }
     for job in &ev.jobs {
         jobs.remove(job.id.as_bytes())?;
-        due.remove(keys::due_key(
-            &job.destination,
-            job.next_attempt_at_ms,
-            &job.id,
-        ))?;
+        unqueue(due, job)?;
     }
     Ok(())
 }
