@@ -3,6 +3,8 @@
 
 use uuid::Uuid;
 
+use super::record::JobState;
+
 /// Body chunk size: sled writes values over ~128 KiB to blob files it never fsyncs, so
 /// bodies are split well below that.
 pub const BODY_CHUNK: usize = 64 * 1024;
@@ -34,6 +36,24 @@ pub fn due_key(destination: &str, due_ms: u64, job: &Uuid) -> Vec<u8> {
     k.extend_from_slice(&due_ms.to_be_bytes());
     k.extend_from_slice(job.as_bytes());
     k
+}
+
+/// The value of a `due` entry: the job's state, so that counting the queue at start-up
+/// needs no read of the job record (a million random reads on a big backlog).
+pub fn due_value(state: JobState) -> [u8; 1] {
+    match state {
+        JobState::Pending => [0],
+        JobState::Retrying => [1],
+    }
+}
+
+/// The state a `due` value records; `None` for entries written before it did (empty).
+pub fn parse_due_value(value: &[u8]) -> Option<JobState> {
+    match value {
+        [0] => Some(JobState::Pending),
+        [1] => Some(JobState::Retrying),
+        _ => None,
+    }
 }
 
 /// Splits a `due` key into destination, due time and job id.

@@ -225,10 +225,17 @@ impl Store {
     fn count_queue(&self) -> Result<(), StoreError> {
         let i = &self.inner;
         for item in i.due.iter() {
-            let (key, _) = item?;
-            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
-                if let Some(job) = self.job(&job_id)? {
-                    i.stats.add(&job.destination, Slot::Queued(job.state()));
+            let (key, value) = item?;
+            let Some((destination, _, job_id)) = keys::parse_due_key(&key) else {
+                continue;
+            };
+            match keys::parse_due_value(&value) {
+                Some(state) => i.stats.add(destination, Slot::Queued(state)),
+                // An entry from before due values carried the state: read the job.
+                None => {
+                    if let Some(job) = self.job(&job_id)? {
+                        i.stats.add(&job.destination, Slot::Queued(job.state()));
+                    }
                 }
             }
         }
@@ -576,7 +583,7 @@ impl Store {
                         updated.next_attempt_at_ms,
                         &updated.id,
                     ),
-                    &[][..],
+                    &keys::due_value(updated.state())[..],
                 )?;
                 jobs.insert(updated.id.as_bytes(), encode(updated))?;
                 attempts.insert(
@@ -648,7 +655,7 @@ fn write_event(
         jobs.insert(job.id.as_bytes(), encode(job))?;
         due.insert(
             keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
-            &[][..],
+            &keys::due_value(job.state())[..],
         )?;
     }
     Ok(())
@@ -678,4 +685,96 @@ fn remove_event(
         unqueue(due, job)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn new_event(destinations: &[&str]) -> NewEvent {
+        let id = Uuid::now_v7();
+        let now = now_ms();
+        let jobs: Vec<JobRecord> = destinations
+            .iter()
+            .map(|d| JobRecord {
+                id: Uuid::now_v7(),
+                event_id: id,
+                kind: EventKind::Lead,
+                destination: d.to_string(),
+                routes: vec!["r".into()],
+                created_at_ms: now,
+                attempts: 0,
+                first_attempt_at_ms: None,
+                last_attempt_at_ms: None,
+                next_attempt_at_ms: now,
+                last_status: None,
+                last_error: None,
+                attempt_base: 0,
+            })
+            .collect();
+        NewEvent {
+            event: EventRecord {
+                id,
+                kind: EventKind::Lead,
+                received_at_ms: now,
+                routes: vec!["r".into()],
+                jobs: jobs.iter().map(|j| j.id).collect(),
+                body_len: 2,
+            },
+            body: Bytes::from_static(b"{}"),
+            jobs,
+            dedupe: None,
+        }
+    }
+
+    #[test]
+    fn queue_counts_are_rebuilt_at_open_from_due_entries_old_and_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let (retrying_job, legacy_job) = {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            store
+                .commit_events(&[new_event(&["crm", "slack"]), new_event(&["crm"])])
+                .unwrap();
+            let scan = store.due_jobs("crm", now_ms(), 10, |_| false).unwrap();
+            // One crm job fails once: it is retrying from now on.
+            let old = scan.jobs[0].clone();
+            let mut updated = old.clone();
+            updated.attempts = 1;
+            updated.next_attempt_at_ms = now_ms() + 60_000;
+            let attempt = AttemptRecord {
+                attempt: 1,
+                at_ms: now_ms(),
+                latency_ms: 1,
+                status: Some(503),
+                outcome: "retry".into(),
+                error: Some("HTTP 503".into()),
+            };
+            store.reschedule(&old, &updated, &attempt).unwrap();
+            // An entry as written before due values carried the state: empty.
+            let legacy = &store
+                .due_jobs("slack", now_ms(), 10, |_| false)
+                .unwrap()
+                .jobs[0];
+            let key = keys::due_key("slack", legacy.next_attempt_at_ms, &legacy.id);
+            store.inner.due.insert(key, &[][..]).unwrap();
+            store.flush().unwrap();
+            (updated.id, legacy.id)
+        };
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let depth = store.inner.stats.snapshot();
+        assert_eq!(
+            (depth["crm"].pending, depth["crm"].retrying),
+            (1, 1),
+            "{depth:?}"
+        );
+        assert_eq!(
+            (depth["slack"].pending, depth["slack"].retrying),
+            (1, 0),
+            "{depth:?}"
+        );
+        assert_eq!(store.pending_count(), 3);
+        assert!(store.job(&retrying_job).unwrap().is_some());
+        assert!(store.job(&legacy_job).unwrap().is_some());
+    }
 }

@@ -60,7 +60,10 @@ impl Store {
                 job.first_attempt_at_ms = None;
                 job.next_attempt_at_ms = now;
                 jobs.insert(job.id.as_bytes(), encode(&job))?;
-                due.insert(keys::due_key(&job.destination, now, &job.id), &[][..])?;
+                due.insert(
+                    keys::due_key(&job.destination, now, &job.id),
+                    &keys::due_value(job.state())[..],
+                )?;
                 Ok(Some(job))
             })
             .map_err(StoreError::from)?;
