@@ -6,7 +6,7 @@
 //! | `events`   | event id (16 bytes, UUID v7)                 | [`EventRecord`] JSON       |
 //! | `bodies`   | event id + chunk number (u32 BE)             | up to 64 KiB of the body   |
 //! | `jobs`     | job id (16 bytes, UUID v7)                   | [`JobRecord`] JSON         |
-//! | `due`      | destination, NUL, due ms (u64 BE), job id    | empty                      |
+//! | `due`      | destination, NUL, due ms (u64 BE), job id    | job state (1 byte)         |
 //! | `attempts` | job id + attempt number (u32 BE)             | [`AttemptRecord`] JSON     |
 //! | `dead`     | job id                                       | [`DeadLetter`] JSON        |
 //! | `done`     | job id                                       | [`SettledJob`] JSON        |
