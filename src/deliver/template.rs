@@ -57,10 +57,16 @@ pub fn single_expression(s: &str) -> Option<&str> {
     Some(inner)
 }
 
+/// Instructions one render may run. A message or CRM body needs a few hundred; the bound
+/// stops an operator's runaway loop from holding a delivery worker (the render fails, and
+/// the job is dead-lettered with the reason).
+const RENDER_FUEL: u64 = 100_000;
+
 impl Templates {
     /// An empty set with hookrouter's settings and filters.
     pub fn new() -> Self {
         let mut env = Environment::new();
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_formatter(|out, state, value| {
@@ -317,6 +323,30 @@ mod tests {
             out,
             json!({"n": 95, "s": "95%", "first": "John", "missing": null, "list": ["a", "b"], "plain": "hello", "num": 3})
         );
+    }
+
+    #[test]
+    fn a_runaway_loop_fails_instead_of_holding_the_worker() {
+        let mut t = Templates::new();
+        t.add(
+            "loop",
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = t.render("loop", &ctx(json!({}))).unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // An ordinary template stays far below the bound.
+        t.add(
+            "msg",
+            "{% for a in answers %}{{ a }}, {% endfor %}{{ viewer_name }}",
+        )
+        .unwrap();
+        let answers: Vec<String> = (0..200).map(|i| format!("answer {i}")).collect();
+        assert!(t
+            .render("msg", &ctx(json!({"answers": answers, "viewer_name": "J"})))
+            .is_ok());
     }
 
     #[test]
