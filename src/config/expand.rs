@@ -109,10 +109,24 @@ fn file_reference(map: &serde_yaml::Mapping) -> Option<String> {
     }
 }
 
+/// A secret file is a token or a URL; anything bigger is a mistake (`/dev/zero` would
+/// otherwise be read until memory runs out).
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
 fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
+    use std::io::Read;
     let path = expand_str(raw_path, env)?.unwrap_or_else(|| raw_path.to_string());
-    let contents = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
+    let cannot = |e: std::io::Error| format!("cannot read secret file {path}: {e}");
+    let file = std::fs::File::open(&path).map_err(cannot)?;
+    let mut contents = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut contents)
+        .map_err(cannot)?;
+    if contents.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "secret file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes"
+        ));
+    }
     let trimmed = contents
         .strip_suffix("\r\n")
         .or_else(|| contents.strip_suffix('\n'))

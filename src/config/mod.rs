@@ -593,6 +593,12 @@ routes:
             c.destinations["s"].url.as_str(),
             "https://hooks.slack.com/services/T/B/X"
         );
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'x'; 70 * 1024]).unwrap();
+        let err = load(&text.replace("slack_url", "huge"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is larger than 65536 bytes"), "{err}");
         let missing = text.replace("slack_url", "nope");
         let err = load(&missing).unwrap_err().to_string();
         assert!(
