@@ -201,21 +201,7 @@ async fn receive(
     let jobs: Vec<JobRecord> = decision
         .deliveries
         .iter()
-        .map(|d| JobRecord {
-            id: Uuid::now_v7(),
-            event_id,
-            kind,
-            destination: d.destination.clone(),
-            routes: d.routes.clone(),
-            created_at_ms: now,
-            attempts: 0,
-            first_attempt_at_ms: None,
-            last_attempt_at_ms: None,
-            next_attempt_at_ms: now,
-            last_status: None,
-            last_error: None,
-            attempt_base: 0,
-        })
+        .map(|d| JobRecord::new(event_id, kind, d.destination.clone(), d.routes.clone(), now))
         .collect();
     let new_event = NewEvent {
         event: EventRecord {

@@ -697,21 +697,7 @@ mod tests {
         let now = now_ms();
         let jobs: Vec<JobRecord> = destinations
             .iter()
-            .map(|d| JobRecord {
-                id: Uuid::now_v7(),
-                event_id: id,
-                kind: EventKind::Lead,
-                destination: d.to_string(),
-                routes: vec!["r".into()],
-                created_at_ms: now,
-                attempts: 0,
-                first_attempt_at_ms: None,
-                last_attempt_at_ms: None,
-                next_attempt_at_ms: now,
-                last_status: None,
-                last_error: None,
-                attempt_base: 0,
-            })
+            .map(|d| JobRecord::new(id, EventKind::Lead, d.to_string(), vec!["r".into()], now))
             .collect();
         NewEvent {
             event: EventRecord {

@@ -58,6 +58,31 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A new job of `event_id` for `destination`, due now and not attempted yet.
+    pub fn new(
+        event_id: Uuid,
+        kind: EventKind,
+        destination: String,
+        routes: Vec<String>,
+        now_ms: u64,
+    ) -> JobRecord {
+        JobRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            kind,
+            destination,
+            routes,
+            created_at_ms: now_ms,
+            attempts: 0,
+            first_attempt_at_ms: None,
+            last_attempt_at_ms: None,
+            next_attempt_at_ms: now_ms,
+            last_status: None,
+            last_error: None,
+            attempt_base: 0,
+        }
+    }
+
     /// Whether the job is waiting for its first attempt (since creation or since an
     /// operator retry) or for a retry after a failure.
     pub fn state(&self) -> JobState {
