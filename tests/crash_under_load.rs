@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fixture_json, DaemonProcess, Receiver, KEY};
+use common::{fixture_json, DaemonProcess, Receiver, Rng, KEY};
 
 const WEBHOOKS: usize = 2_000;
 const CONNECTIONS: usize = 16;
@@ -35,18 +35,6 @@ enum Answer {
     Refused(u16),
     /// No answer (connection refused or cut by the kill): may or may not be delivered.
     Unanswered,
-}
-
-/// A tiny xorshift generator: the test needs a few random numbers, reproducibly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
 }
 
 fn write_config(dir: &Path, receiver: &Receiver) -> PathBuf {
@@ -150,18 +138,7 @@ async fn sender(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_webhooks_survive_three_kill_9s_under_load() {
     let started = Instant::now();
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let (mut rng, _) = Rng::from_env("CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let config = write_config(dir.path(), &receiver);
@@ -184,13 +161,13 @@ async fn acknowledged_webhooks_survive_three_kill_9s_under_load() {
     let mut kills = Vec::new();
     for k in 0..KILLS {
         let span = (WEBHOOKS / KILLS) as u64;
-        let threshold = k as u64 * span + span / 5 + rng.next(span / 2);
+        let threshold = k as u64 * span + span / 5 + rng.below(span / 2);
         let deadline = Instant::now() + Duration::from_secs(60);
         while (next.load(Ordering::SeqCst) as u64) < threshold {
             assert!(Instant::now() < deadline, "load stalled before kill {k}");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.next(20))).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
         let mut victim = daemon.take().unwrap();
         victim.kill9();
         kills.push(Instant::now());

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fixture, DaemonProcess, Receiver, KEY};
+use common::{fixture, DaemonProcess, Receiver, Rng, KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -336,27 +336,6 @@ async fn slow_and_oversize_bodies_are_cut_off() {
     assert_eq!(receiver.requests().len(), 1, "{got:?}");
 }
 
-/// A tiny xorshift generator, seeded per run (printed) so that a failure can be replayed
-/// with `HOSTILE_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.below(256) as u8).collect()
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 /// Whether a refusal comes from our handler (must carry a JSON reason) or from hyper's
 /// HTTP/1 parser, which answers a request it cannot parse before any service sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -529,17 +508,7 @@ fn hostile_request(rng: &mut Rng) -> (Vec<u8>, Layer, &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_malformed_requests_get_4xx_json_and_memory_stays_flat() {
-    let seed: u64 = std::env::var("HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("HOSTILE_SEED={seed}");
+    let (_, seed) = Rng::from_env("HOSTILE_SEED");
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let daemon = spawn_daemon(dir.path(), &receiver).await;

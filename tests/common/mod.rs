@@ -570,3 +570,43 @@ impl Drop for DaemonProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A tiny xorshift generator for tests that need reproducible random numbers.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the environment variable `var` when set, else from the clock; the seed
+    /// is printed, so a failing run can be replayed with `var=<seed>`.
+    pub fn from_env(var: &str) -> (Rng, u64) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("{var}={seed}");
+        (Rng(seed), seed)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.below(256) as u8).collect()
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
