@@ -48,6 +48,7 @@
 
 pub mod commit;
 pub mod housekeeping;
+pub mod journal;
 pub mod keys;
 pub mod operator;
 pub mod record;
