@@ -8,8 +8,9 @@
 //! 2. [`ingress`]: the hyper listener and the tower service that answers each request.
 //! 3. [`verify`]: the `X-KEY` check; only it produces a [`verify::Verified`] request.
 //! 4. [`route`]: pure matching of the payload against the compiled rules.
-//! 5. [`queue`]: the sled store and its group committer; a request is answered 200 only
-//!    after its event and jobs are flushed to disk.
+//! 5. [`queue`]: the ingest journal, the fast lane and sled's retry queue, with the group
+//!    committer; a request is answered 200 only after its event is in the journal and
+//!    `fdatasync`ed.
 //! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome.
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
@@ -50,7 +51,7 @@ use deliver::{DispatchError, Dispatcher};
 use ingress::{IngressState, ListenerSettings};
 use metrics::Metrics;
 use queue::commit::{Committer, CommitterThread};
-use queue::{Store, StoreError};
+use queue::{Store, StoreError, StoreOptions};
 
 /// The config in force, swapped whole by a reload; readers take a snapshot per request.
 pub type SharedConfig = Arc<ArcSwap<Config>>;
@@ -109,13 +110,16 @@ pub struct Running {
 /// ready to accept webhooks.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let server = config.server.clone();
-    let store = Store::open(&server.data_dir, server.store_cache_bytes).map_err(|source| {
-        RunError::Store {
-            path: server.data_dir.display().to_string(),
-            source,
-        }
+    let options = StoreOptions {
+        retention: server.retention,
+        dead_retention: server.dead_retention,
+        dedupe_window: server.dedupe_window,
+        ..StoreOptions::new(server.store_cache_bytes)
+    };
+    let store = Store::open(&server.data_dir, options).map_err(|source| RunError::Store {
+        path: server.data_dir.display().to_string(),
+        source,
     })?;
-    store.set_retention(server.retention, server.dead_retention);
     let shutdown = CancellationToken::new();
     // A store that can no longer write stops the daemon: its supervisor restarts it, and
     // sled reopens a working store once the cause is gone (see `Store::failed`).
@@ -319,6 +323,7 @@ impl Reloader {
         let summary = summarize(&current, &next);
         self.store
             .set_retention(next.server.retention, next.server.dead_retention);
+        self.store.set_dedupe_window(next.server.dedupe_window);
         self.config.store(Arc::new(next));
         if let Err(e) = self.dispatcher.reconcile() {
             tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");

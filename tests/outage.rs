@@ -47,7 +47,7 @@ routes:
 
     // Let the outage span several retries: 100 + 200 + 400 + 400 ms of base delay, and more.
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    let pending = store.all_jobs_of("crm", 1000).unwrap();
+    let pending = store.queued_jobs("crm", 1000).unwrap();
     assert_eq!(pending.len(), EVENTS, "every crm job is still pending");
     let mut gaps_checked = 0;
     for job in &pending {

@@ -296,17 +296,17 @@ fn drop_dead(state: &AdminState, id: &str) -> Answer {
 
 fn show_event(state: &AdminState, id: &str) -> Answer {
     let id = parse_id(id, "event")?;
-    let event = state.store.event(&id)?.ok_or(AdminError::NoEvent(id))?;
-    let body = state.store.load_body(&id)?;
-    let mut jobs = Vec::with_capacity(event.jobs.len());
-    for job_id in &event.jobs {
-        let status = state.store.job_status(job_id)?;
-        let attempts = state.store.attempts(job_id)?;
-        jobs.push(JobView::new(job_id, status.as_ref(), &attempts));
-    }
+    let (event, body, story) = state
+        .store
+        .event_story(&id)?
+        .ok_or(AdminError::NoEvent(id))?;
+    let jobs = story
+        .iter()
+        .map(|(job_id, status, attempts)| JobView::new(job_id, status.as_ref(), attempts))
+        .collect();
     Ok(json(
         StatusCode::OK,
-        &EventView::new(&event, body.as_deref(), jobs),
+        &EventView::new(&event, Some(&body), jobs),
     ))
 }
 

@@ -18,6 +18,7 @@ pub mod format;
 pub mod pace;
 pub mod sign;
 pub mod template;
+pub mod transition;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ use uuid::Uuid;
 use crate::config::Destination;
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::notify::Heartbeats;
-use crate::queue::{now_ms, AttemptRecord, DeadLetter, JobRecord, Store, StoreError};
+use crate::queue::{now_ms, DeadLetter, Lease, Store, StoreError, Transition};
 use crate::SharedConfig;
 pub use attempt::Outcome;
 pub use format::{render_request, DeliveryIds, RenderError, RenderedRequest};
@@ -235,10 +236,12 @@ impl Worker {
     ) -> Duration {
         let taken: HashSet<Uuid> = ids.values().copied().collect();
         let now = now_ms();
+        // A paced destination sends one job per pass: lease no more than that.
+        let limit = if dest.rate_limit.is_some() { 1 } else { free };
         let scan = match self
             .inner
             .store
-            .due_jobs(&self.name, now, free, |id| taken.contains(id))
+            .lease(&self.name, now, limit, |id| taken.contains(id))
         {
             Ok(scan) => scan,
             Err(e) => {
@@ -250,12 +253,13 @@ impl Worker {
             Some(next) => Duration::from_millis(next.saturating_sub(now)),
             None => MAX_IDLE,
         };
-        for job in scan.jobs {
-            if let Some(reason) = stale(dest, &job, now) {
-                if let Err(e) =
-                    dead_letter(&self.inner.store, &job, job.clone(), reason, None, None)
-                {
+        let mut leases = scan.leases.into_iter();
+        while let Some(lease) = leases.next() {
+            if let Some(stale) = transition::stale(&lease.job, dest.max_age, now) {
+                if let Err(e) = settle_dead(&self.inner.store, &lease, stale) {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a stale job");
+                    // The leases not started go back where they came from.
+                    self.inner.store.unlease(leases.collect());
                     return STORE_ERROR_PAUSE;
                 }
                 self.inner
@@ -265,8 +269,8 @@ impl Worker {
                 pause = Duration::ZERO;
                 continue;
             }
-            let job_id = job.id;
-            let handle = in_flight.spawn(deliver(self.inner.clone(), dest.clone(), job));
+            let job_id = lease.job.id;
+            let handle = in_flight.spawn(deliver(self.inner.clone(), dest.clone(), lease));
             ids.insert(handle.id(), job_id);
             pacer.sent(Instant::now(), dest.rate_limit);
             if let Some(limit) = dest.rate_limit {
@@ -282,31 +286,34 @@ impl Worker {
         while in_flight.join_next().await.is_some() {}
         let reason = format!("destination {:?} was removed from the config", self.name);
         loop {
-            let jobs = match self.inner.store.all_jobs_of(&self.name, 1000) {
-                Ok(jobs) => jobs,
+            let leases = match self.inner.store.lease_all(&self.name, 1000) {
+                Ok(leases) => leases,
                 Err(e) => {
                     tracing::error!(destination = %self.name, error = %e, "cannot read jobs of a removed destination");
                     break;
                 }
             };
-            if jobs.is_empty() {
+            if leases.is_empty() {
                 break;
             }
-            for job in jobs {
+            for lease in leases {
                 let letter = DeadLetter {
-                    job: job.clone(),
+                    job: lease.job.clone(),
                     reason: reason.clone(),
                     response_snippet: None,
                     dead_at_ms: now_ms(),
                 };
-                if let Err(e) = self.inner.store.dead_letter_job(&job, &letter, None) {
+                let dead = Transition::Dead {
+                    letter,
+                    attempt: None,
+                };
+                if let Err(e) = settle_dead(&self.inner.store, &lease, dead) {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a job");
                     return;
                 }
                 self.inner
                     .metrics
                     .delivery(&self.name, DeliveryOutcome::Dead, None);
-                tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %self.name, outcome = "dead", reason = %reason, "delivery dead-lettered");
             }
         }
         self.inner.heartbeats.forget(&self.name);
@@ -315,46 +322,32 @@ impl Worker {
     }
 }
 
-/// Why `job` is too old to send to `dest`, if it is (`max_age`, counted from when the
-/// event was received).
-fn stale(dest: &Destination, job: &JobRecord, now_ms: u64) -> Option<String> {
-    let max_age = dest.max_age?;
-    let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
-    (age > max_age).then(|| {
-        format!(
-            "stale: the event is {} old, older than max_age {}",
-            humantime::format_duration(Duration::from_secs(age.as_secs())),
-            humantime::format_duration(max_age)
-        )
-    })
-}
-
-/// Attempts one job and records the outcome; returns the pause the receiver asked for
-/// (`Retry-After`, capped by `max_interval`) so the worker can hold the whole destination.
-async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> Done {
+/// Attempts one leased job and records the outcome; returns the pause the receiver asked
+/// for (`Retry-After`, capped by `max_interval`) so the worker can hold the whole
+/// destination.
+async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease) -> Done {
     let store = &inner.store;
     let metrics = &inner.metrics;
+    let job = &lease.job;
     let _in_flight = metrics.in_flight(&job.destination);
-    let Some(body) = store.load_body(&job.event_id)? else {
+    let Some(body) = lease.body.clone() else {
         metrics.delivery(&job.destination, DeliveryOutcome::Dead, None);
-        let reason = "the event's body is missing from the store".to_string();
-        dead_letter(store, &job, job.clone(), reason, None, None)?;
+        let letter = DeadLetter {
+            job: job.clone(),
+            reason: "the event's body is missing from the store".to_string(),
+            response_snippet: None,
+            dead_at_ms: now_ms(),
+        };
+        let dead = Transition::Dead {
+            letter,
+            attempt: None,
+        };
+        settle_dead(store, &lease, dead)?;
         return Ok(None);
     };
     let started_ms = now_ms();
-    let (outcome, latency) = attempt::attempt(&inner.client, &dest, &job, body).await;
-    let number = job.attempts + 1;
-    let record = AttemptRecord {
-        attempt: number,
-        at_ms: started_ms,
-        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-        status: outcome.status(),
-        outcome: outcome.label().to_string(),
-        error: match &outcome {
-            Outcome::Delivered { .. } => None,
-            Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => Some(error.clone()),
-        },
-    };
+    let (outcome, latency) = attempt::attempt(&inner.client, &dest, job, body).await;
+    let record = transition::attempt_record(job, &outcome, started_ms, latency);
     let span = tracing::info_span!(
         "delivery",
         event_id = %job.event_id,
@@ -362,85 +355,46 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, job: JobRecord) -> D
         route = %job.routes.join(","),
         destination = %job.destination,
         delivery_id = %job.id,
-        attempt = number,
+        attempt = record.attempt,
         status = outcome.status(),
         latency_ms = record.latency_ms,
     );
     let _entered = span.enter();
-    let first_attempt_ms = job.first_attempt_at_ms.unwrap_or(started_ms);
-    let mut updated = job.clone();
-    updated.attempts = number;
-    updated.first_attempt_at_ms = Some(first_attempt_ms);
-    updated.last_attempt_at_ms = Some(started_ms);
-    updated.last_status = outcome.status();
-    updated.last_error = record.error.clone();
-    match outcome {
-        Outcome::Delivered { .. } => {
-            store.mark_delivered(&job, &record)?;
+    let error = record.error.clone();
+    let decision = transition::decide(job, outcome, record, &dest.retry, now_ms());
+    match &decision.transition {
+        Transition::Delivered { .. } => {
+            store.settle(&lease, decision.transition)?;
             metrics.delivery(&job.destination, DeliveryOutcome::Delivered, Some(latency));
             metrics.delivered_after(&job.destination, job.created_at_ms);
             tracing::info!(outcome = "delivered", "delivered");
-            Ok(None)
         }
-        Outcome::Retry {
-            error,
-            snippet,
-            retry_after,
-            ..
-        } => {
-            let elapsed = Duration::from_millis(now_ms().saturating_sub(first_attempt_ms));
-            // Attempts before an operator's retry do not count against the fresh budget.
-            // `Retry-After: 0` asks for nothing: a zero hint would retry in a hot loop.
-            let hint = retry_after
-                .filter(|d| !d.is_zero())
-                .map(|d| d.min(dest.retry.max_interval));
-            match dest.retry.next_delay_hinted(
-                number.saturating_sub(job.attempt_base),
-                elapsed,
-                hint,
-            ) {
-                Some(delay) => {
-                    updated.next_attempt_at_ms =
-                        now_ms() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
-                    store.reschedule(&job, &updated, &record)?;
-                    metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
-                    tracing::info!(outcome = "retry", error = %error, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "delivery failed; will retry");
-                    Ok(hint)
-                }
-                None => {
-                    metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
-                    let reason = format!(
-                        "gave up after {number} attempts over {}: {error}",
-                        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
-                    );
-                    dead_letter(store, &job, updated, reason, snippet, Some(&record))?;
-                    Ok(hint)
-                }
-            }
+        Transition::Retry { .. } => {
+            store.settle(&lease, decision.transition)?;
+            metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
+            let retry_in = decision
+                .retry_in
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tracing::info!(
+                outcome = "retry",
+                error = error.as_deref().unwrap_or(""),
+                retry_in_ms = retry_in,
+                "delivery failed; will retry"
+            );
         }
-        Outcome::Permanent { error, snippet, .. } => {
+        Transition::Dead { .. } => {
             metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
-            let reason = format!("permanent failure: {error}");
-            dead_letter(store, &job, updated, reason, snippet, Some(&record))?;
-            Ok(None)
+            settle_dead(store, &lease, decision.transition)?;
         }
     }
+    Ok(decision.pause)
 }
 
-fn dead_letter(
-    store: &Store,
-    old: &JobRecord,
-    updated: JobRecord,
-    reason: String,
-    snippet: Option<String>,
-    record: Option<&AttemptRecord>,
-) -> Result<(), StoreError> {
-    tracing::warn!(event_id = %old.event_id, delivery_id = %old.id, destination = %old.destination, outcome = "dead", reason = %reason, "delivery dead-lettered");
-    let letter = DeadLetter {
-        job: updated,
-        reason,
-        response_snippet: snippet,
-        dead_at_ms: now_ms(),
-    };
-    store.dead_letter_job(old, &letter, record)
+/// Settles `lease` as the dead letter `dead`, with the warning an operator looks for.
+fn settle_dead(store: &Store, lease: &Lease, dead: Transition) -> Result<(), StoreError> {
+    if let Transition::Dead { letter, .. } = &dead {
+        let job = &lease.job;
+        tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %job.destination, outcome = "dead", reason = %letter.reason, "delivery dead-lettered");
+    }
+    store.settle(lease, dead)
 }

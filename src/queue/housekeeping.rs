@@ -1,25 +1,33 @@
-//! De-duplication and retention: what keeps the store correct about repeats and bounded in
-//! size.
+//! De-duplication, the checkpoint and retention: what keeps the store correct about repeats,
+//! quick to restart and bounded in size.
 //!
-//! Both work through the `expiry` tree (see the [module doc](super)): every record that must
-//! go away later gets an entry keyed by its expiry time, and [`run`] purges what is due, in
-//! batches, off the async threads. Each purge re-checks its record in the same transaction,
-//! so an entry made stale by a later change (a dead letter retried, a window reset) purges
-//! nothing it should not.
+//! Identities for de-duplication are remembered in memory (rebuilt at start from the
+//! journal's segment indexes) and forgotten after their window. Sled records that must go
+//! away later get an `expiry` entry keyed by their expiry time; [`run`] purges what is due,
+//! in batches, off the async threads, and each purge re-checks its record in the same
+//! transaction, so an entry made stale by a later change (a dead letter retried) purges
+//! nothing it should not. Journal segments go whole ([`super::segments`]).
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::checkpoint;
+use super::ingest::uuid_ms;
 use super::keys::{self, Expiring};
-use super::record::{now_ms, DeadLetter, EventRecord, SeenRecord, SettledJob};
+use super::lane::LaneJob;
+use super::record::{now_ms, DeadLetter, SettledJob};
+use super::retry_queue::{decode_tx, queue_job, segment_of, TxResult};
+use super::segments;
 use super::stats::Slot;
-use super::{decode, encode, Store, StoreError, TxResult};
+use super::{Store, StoreError};
 use crate::event::EventKind;
 
 /// Records purged per transaction: small enough that a purge never holds up ingress.
@@ -55,132 +63,228 @@ pub fn dedupe_key(kind: EventKind, payload: &Json, window: Duration) -> Option<D
     })
 }
 
-/// Inside the commit transaction: the id of the copy accepted within the window, or `None`
-/// after recording `event_id` as the first copy.
-pub(super) fn check_seen(
-    key: &DedupeKey,
-    event_id: &Uuid,
-    now: u64,
-    seen: &TransactionalTree,
-    expiry: &TransactionalTree,
-) -> TxResult<Option<Uuid>> {
-    if let Some(bytes) = seen.get(key.digest)? {
-        let prior: SeenRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-        if now < prior.at_ms.saturating_add(key.window_ms) {
-            return Ok(Some(prior.event_id));
+/// How long a job may wait in the fast lane before it moves to sled: the checkpoint cannot
+/// pass a job that is only in memory, so a slow or paused destination must not keep its
+/// jobs there.
+const LANE_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// What one purge pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Jobs settled through sled (with their attempts), past `retention`.
+    pub settled: usize,
+    /// Dead letters past `dead_retention`.
+    pub dead: usize,
+    /// De-duplication identities past their window.
+    pub seen: usize,
+    /// Journal segments deleted.
+    pub segments: usize,
+}
+
+/// Records in the store, for diagnostics and tests (counting walks trees and reads the
+/// segment indexes: not for hot paths).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RecordCounts {
+    /// Events in the journal (queued, dead, or kept for retention).
+    pub events: usize,
+    /// Queued jobs (fast lane and sled).
+    pub jobs: usize,
+    /// Attempt records in sled.
+    pub attempts: usize,
+    /// Dead letters.
+    pub dead: usize,
+    /// Jobs settled through sled, kept for retention.
+    pub done: usize,
+    /// Identities remembered for de-duplication.
+    pub seen: usize,
+    /// Pending expiry entries.
+    pub expiry: usize,
+}
+
+impl RecordCounts {
+    /// True when the store holds nothing: everything was delivered and purged.
+    pub fn is_empty(&self) -> bool {
+        *self == RecordCounts::default()
+    }
+}
+
+impl Store {
+    /// Counts the records of every kind (walks sled's trees and the segment indexes).
+    pub fn record_counts(&self) -> RecordCounts {
+        let i = &self.inner;
+        let t = &i.trees;
+        let (active, in_active) = {
+            let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            (w.journal.end().segment, w.index.len())
+        };
+        let sealed: usize = i
+            .journal
+            .segments()
+            .iter()
+            .filter(|s| s.seq < active)
+            .map(|s| segments::read_index(&i.journal_dir, s.seq).map_or(0, |e| e.len()))
+            .sum();
+        RecordCounts {
+            events: sealed + in_active,
+            jobs: t.jobs.len() + i.lane.len(),
+            attempts: t.attempts.len(),
+            dead: t.dead.len(),
+            done: t.done.len(),
+            seen: i.dedupe.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            expiry: t.expiry.len(),
         }
     }
-    let record = SeenRecord {
-        event_id: *event_id,
-        at_ms: now,
-        expires_at_ms: now.saturating_add(key.window_ms),
-    };
-    seen.insert(&key.digest[..], encode(&record))?;
-    expiry.insert(
-        keys::expiry_key(record.expires_at_ms, Expiring::Seen, &key.digest),
-        &[][..],
-    )?;
-    Ok(None)
-}
 
-/// Undoes [`check_seen`] for an event whose batch could not be persisted.
-pub(super) fn forget_seen(
-    key: &DedupeKey,
-    event_id: &Uuid,
-    seen: &TransactionalTree,
-) -> TxResult<()> {
-    if let Some(bytes) = seen.get(key.digest)? {
-        let prior: SeenRecord = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-        if prior.event_id == *event_id {
-            seen.remove(&key.digest[..])?;
+    /// Purges up to [`PURGE_BATCH`] sled records whose expiry is at or before `now`;
+    /// returns what went and whether more may be due.
+    pub fn purge_expired(&self, now: u64) -> Result<(Purged, bool), StoreError> {
+        let t = &self.inner.trees;
+        let mut due_keys = Vec::with_capacity(PURGE_BATCH);
+        let end = now.saturating_add(1).to_be_bytes();
+        for item in t.expiry.range(..end.to_vec()).take(PURGE_BATCH) {
+            due_keys.push(item?.0);
+        }
+        let mut purged = Purged::default();
+        for key in &due_keys {
+            match keys::parse_expiry_key(key) {
+                Some((_, Expiring::Settled, id)) => {
+                    if let Ok(id) = Uuid::from_slice(id) {
+                        purged.settled += usize::from(self.purge_settled(&id)?);
+                    }
+                }
+                Some((_, Expiring::Dead, id)) => {
+                    if let Ok(id) = Uuid::from_slice(id) {
+                        purged.dead += usize::from(self.purge_dead(&id, now)?);
+                    }
+                }
+                None => {}
+            }
+            t.expiry.remove(key)?;
+        }
+        Ok((purged, due_keys.len() == PURGE_BATCH))
+    }
+
+    /// Removes a job settled through sled, with its attempts.
+    fn purge_settled(&self, job_id: &Uuid) -> Result<bool, StoreError> {
+        let t = &self.inner.trees;
+        Ok((&t.done, &t.attempts).transaction(|(done, attempts)| {
+            let Some(bytes) = done.remove(job_id.as_bytes())? else {
+                return Ok(false);
+            };
+            let settled: SettledJob = decode_tx(&bytes)?;
+            remove_attempts(job_id, settled.job.attempts, attempts)?;
+            Ok(true)
+        })?)
+    }
+
+    /// Removes a dead letter past `dead_retention` with its attempts.
+    fn purge_dead(&self, job_id: &Uuid, now: u64) -> Result<bool, StoreError> {
+        let t = &self.inner.trees;
+        let keep_ms = self.dead_retention_ms();
+        let gone: Option<DeadLetter> = (&t.dead, &t.attempts).transaction(|(dead, attempts)| {
+            let Some(bytes) = dead.get(job_id.as_bytes())? else {
+                return Ok(None);
+            };
+            let letter: DeadLetter = decode_tx(&bytes)?;
+            // Dead-lettered again after a retry: a later expiry entry covers it.
+            if letter.dead_at_ms.saturating_add(keep_ms) > now {
+                return Ok(None);
+            }
+            dead.remove(job_id.as_bytes())?;
+            remove_attempts(job_id, letter.job.attempts, attempts)?;
+            Ok(Some(letter))
+        })?;
+        if let Some(letter) = &gone {
+            self.add_ref(segment_of(&letter.job), -1);
+            self.inner.stats.remove(&letter.job.destination, Slot::Dead);
+        }
+        Ok(gone.is_some())
+    }
+
+    /// Forgets identities older than the de-duplication window.
+    fn forget_old_identities(&self, now: u64) -> usize {
+        let window = self.inner.dedupe_window_ms.load(Ordering::Relaxed);
+        let mut map = self.inner.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, first| uuid_ms(first).saturating_add(window) > now);
+        before - map.len()
+    }
+
+    /// Moves jobs that waited too long in the fast lane to sled.
+    fn spill_waiting(&self) -> Result<usize, StoreError> {
+        let jobs = self.inner.lane.take_waiting(None, LANE_MAX_WAIT);
+        self.spill(jobs)
+    }
+
+    /// Moves lane jobs (already taken out of the lane) to sled, then releases them.
+    pub(super) fn spill(&self, jobs: Vec<LaneJob>) -> Result<usize, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let t = &self.inner.trees;
+        (&t.jobs, &t.due)
+            .transaction(|(jobs_tree, due)| -> TxResult<()> {
+                for lj in &jobs {
+                    queue_job(jobs_tree, due, &lj.job)?;
+                }
+                Ok(())
+            })
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
+        for lj in &jobs {
+            self.add_ref(lj.at.segment, 1);
+            self.inner.lane.release(lj.at);
+        }
+        Ok(jobs.len())
+    }
+
+    /// Advances the checkpoint to the oldest journal position with a job only in memory:
+    /// sled is flushed and synced first, so every job moved there before is durable.
+    pub(super) fn advance_checkpoint(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        if i.failed.is_cancelled() {
+            return Ok(());
+        }
+        let at = {
+            let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            i.lane.oldest_live().unwrap_or_else(|| w.journal.end())
+        };
+        self.sync_sled().map_err(|e| self.observe(e))?;
+        let mut last = i.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+        if at != *last {
+            checkpoint::write(&i.journal_dir, at).map_err(|e| self.observe(e.into()))?;
+            *last = at;
+        }
+        Ok(())
+    }
+
+    /// One housekeeping pass at `now`: delivered records made durable, jobs that waited too
+    /// long moved to sled, the checkpoint advanced, journal segments past retention
+    /// deleted, and expired sled records and identities purged.
+    pub fn maintain(&self, now: u64) -> Result<Purged, StoreError> {
+        self.sync_settles()?;
+        let spilled = self.spill_waiting()?;
+        if spilled > 0 {
+            tracing::debug!(
+                jobs = spilled,
+                "jobs waited too long in the fast lane; moved to the retry queue"
+            );
+        }
+        self.advance_checkpoint()?;
+        let mut total = Purged {
+            segments: self.reclaim_segments(now)?,
+            seen: self.forget_old_identities(now),
+            ..Purged::default()
+        };
+        loop {
+            let (purged, more) = self.purge_expired(now)?;
+            total.settled += purged.settled;
+            total.dead += purged.dead;
+            if !more {
+                return Ok(total);
+            }
         }
     }
-    Ok(())
-}
-
-/// The trees that hold an event and its jobs, inside one transaction.
-pub(super) struct EventTrees<'a> {
-    /// `events`: the event records.
-    pub events: &'a TransactionalTree,
-    /// `bodies`: their body chunks.
-    pub bodies: &'a TransactionalTree,
-    /// `jobs`: queued jobs (an event with one here is not settled).
-    pub jobs: &'a TransactionalTree,
-    /// `dead`: dead letters (an event with one here is not settled).
-    pub dead: &'a TransactionalTree,
-    /// `done`: settled jobs, purged with their event.
-    pub done: &'a TransactionalTree,
-    /// `attempts`: attempt history, purged with its job.
-    pub attempts: &'a TransactionalTree,
-}
-
-/// Is every job of `ev` settled (neither queued nor dead)?
-fn is_settled(ev: &EventRecord, t: &EventTrees<'_>) -> TxResult<bool> {
-    for job in &ev.jobs {
-        if t.jobs.get(job.as_bytes())?.is_some() || t.dead.get(job.as_bytes())?.is_some() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn load_event(event_id: &Uuid, t: &EventTrees<'_>) -> TxResult<Option<EventRecord>> {
-    t.events
-        .get(event_id.as_bytes())?
-        .map(|b| decode(&b).map_err(ConflictableTransactionError::Abort))
-        .transpose()
-}
-
-/// After one of its jobs settled: if the whole event is settled, purge it now
-/// (`retention_ms == 0`) or schedule its purge.
-pub(super) fn settle_event(
-    event_id: &Uuid,
-    t: &EventTrees<'_>,
-    expiry: &TransactionalTree,
-    now: u64,
-    retention_ms: u64,
-) -> TxResult<()> {
-    let Some(ev) = load_event(event_id, t)? else {
-        return Ok(());
-    };
-    if !is_settled(&ev, t)? {
-        return Ok(());
-    }
-    if retention_ms == 0 {
-        return purge_event(&ev, t);
-    }
-    expiry.insert(
-        keys::expiry_key(
-            now.saturating_add(retention_ms),
-            Expiring::Event,
-            event_id.as_bytes(),
-        ),
-        &[][..],
-    )?;
-    Ok(())
-}
-
-/// Removes an event, its body, its settled jobs and every attempt of them.
-fn purge_event(ev: &EventRecord, t: &EventTrees<'_>) -> TxResult<()> {
-    for job_id in &ev.jobs {
-        if let Some(bytes) = t.done.get(job_id.as_bytes())? {
-            let settled: SettledJob =
-                decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-            remove_attempts(job_id, settled.job.attempts, t.attempts)?;
-            t.done.remove(job_id.as_bytes())?;
-        }
-    }
-    t.events.remove(ev.id.as_bytes())?;
-    let chunks = usize::try_from(ev.body_len)
-        .unwrap_or(0)
-        .div_ceil(keys::BODY_CHUNK);
-    for n in 0..chunks {
-        t.bodies.remove(&keys::body_key(
-            &ev.id,
-            u32::try_from(n).unwrap_or(u32::MAX),
-        ))?;
-    }
-    Ok(())
 }
 
 fn remove_attempts(job_id: &Uuid, count: u32, attempts: &TransactionalTree) -> TxResult<()> {
@@ -190,188 +294,18 @@ fn remove_attempts(job_id: &Uuid, count: u32, attempts: &TransactionalTree) -> T
     Ok(())
 }
 
-/// What one purge pass removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Purged {
-    /// Settled events (with their jobs and attempts).
-    pub events: usize,
-    /// Dead letters past `dead_retention`.
-    pub dead: usize,
-    /// De-duplication records past their window.
-    pub seen: usize,
-}
-
-/// Records per tree, for diagnostics and tests (counting walks each tree: not for hot paths).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RecordCounts {
-    /// Events (queued, dead or kept for retention).
-    pub events: usize,
-    /// Body chunks.
-    pub bodies: usize,
-    /// Queued jobs.
-    pub jobs: usize,
-    /// Attempt records.
-    pub attempts: usize,
-    /// Dead letters.
-    pub dead: usize,
-    /// Settled jobs kept for retention.
-    pub done: usize,
-    /// De-duplication records.
-    pub seen: usize,
-    /// Pending expiry entries.
-    pub expiry: usize,
-}
-
-impl RecordCounts {
-    /// True when every tree is empty: everything was delivered and purged.
-    pub fn is_empty(&self) -> bool {
-        *self == RecordCounts::default()
-    }
-}
-
-impl Store {
-    /// Counts the records in every tree (walks them all).
-    pub fn record_counts(&self) -> RecordCounts {
-        let i = &self.inner;
-        RecordCounts {
-            events: i.events.len(),
-            bodies: i.bodies.len(),
-            jobs: i.jobs.len(),
-            attempts: i.attempts.len(),
-            dead: i.dead.len(),
-            done: i.done.len(),
-            seen: i.seen.len(),
-            expiry: i.expiry.len(),
-        }
-    }
-
-    /// Purges up to [`PURGE_BATCH`] records whose expiry is at or before `now`; returns
-    /// what went and whether more may be due.
-    pub fn purge_expired(&self, now: u64) -> Result<(Purged, bool), StoreError> {
-        let mut due_keys = Vec::with_capacity(PURGE_BATCH);
-        let end = now.saturating_add(1).to_be_bytes();
-        for item in self.inner.expiry.range(..end.to_vec()).take(PURGE_BATCH) {
-            due_keys.push(item?.0);
-        }
-        let mut purged = Purged::default();
-        for key in &due_keys {
-            match keys::parse_expiry_key(key) {
-                Some((_, Expiring::Event, id)) => {
-                    if let Ok(id) = Uuid::from_slice(id) {
-                        purged.events += usize::from(self.purge_settled_event(&id)?);
-                    }
-                }
-                Some((_, Expiring::Dead, id)) => {
-                    if let Ok(id) = Uuid::from_slice(id) {
-                        purged.dead += usize::from(self.purge_dead(&id, now)?);
-                    }
-                }
-                Some((_, Expiring::Seen, digest)) => {
-                    purged.seen += usize::from(self.purge_seen(digest, now)?);
-                }
-                None => {}
-            }
-            self.inner.expiry.remove(key)?;
-        }
-        Ok((purged, due_keys.len() == PURGE_BATCH))
-    }
-
-    fn purge_settled_event(&self, event_id: &Uuid) -> Result<bool, StoreError> {
-        let i = &self.inner;
-        Ok(
-            (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts).transaction(
-                |(events, bodies, jobs, dead, done, attempts)| {
-                    let t = EventTrees {
-                        events,
-                        bodies,
-                        jobs,
-                        dead,
-                        done,
-                        attempts,
-                    };
-                    let Some(ev) = load_event(event_id, &t)? else {
-                        return Ok(false);
-                    };
-                    if !is_settled(&ev, &t)? {
-                        return Ok(false);
-                    }
-                    purge_event(&ev, &t)?;
-                    Ok(true)
-                },
-            )?,
-        )
-    }
-
-    /// Removes a dead letter past `dead_retention` with its attempts, and its event if that
-    /// leaves the event settled.
-    fn purge_dead(&self, job_id: &Uuid, now: u64) -> Result<bool, StoreError> {
-        let i = &self.inner;
-        let keep_ms = self.dead_retention_ms();
-        let gone: Option<DeadLetter> =
-            (&i.events, &i.bodies, &i.jobs, &i.dead, &i.done, &i.attempts).transaction(
-                |(events, bodies, jobs, dead, done, attempts)| {
-                    let Some(bytes) = dead.get(job_id.as_bytes())? else {
-                        return Ok(None);
-                    };
-                    let letter: DeadLetter =
-                        decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                    // Dead-lettered again after a retry: a later expiry entry covers it.
-                    if letter.dead_at_ms.saturating_add(keep_ms) > now {
-                        return Ok(None);
-                    }
-                    dead.remove(job_id.as_bytes())?;
-                    remove_attempts(job_id, letter.job.attempts, attempts)?;
-                    let t = EventTrees {
-                        events,
-                        bodies,
-                        jobs,
-                        dead,
-                        done,
-                        attempts,
-                    };
-                    if let Some(ev) = load_event(&letter.job.event_id, &t)? {
-                        if is_settled(&ev, &t)? {
-                            purge_event(&ev, &t)?;
-                        }
-                    }
-                    Ok(Some(letter))
-                },
-            )?;
-        if let Some(letter) = &gone {
-            i.stats.remove(&letter.job.destination, Slot::Dead);
-        }
-        Ok(gone.is_some())
-    }
-
-    fn purge_seen(&self, digest: &[u8], now: u64) -> Result<bool, StoreError> {
-        let seen = &self.inner.seen;
-        let Some(bytes) = seen.get(digest)? else {
-            return Ok(false);
-        };
-        let record: SeenRecord = decode(&bytes)?;
-        if record.expires_at_ms > now {
-            return Ok(false);
-        }
-        // Compare-and-swap: a concurrent re-acceptance replaced the record; keep that one.
-        Ok(seen
-            .compare_and_swap(digest, Some(bytes), None::<&[u8]>)?
-            .is_ok())
-    }
-}
-
-/// How often [`run`] looks for expired records: a tenth of the shortest retention window,
-/// between 200 ms and a minute, so short test windows purge promptly and long production
-/// windows cost a scan a minute.
+/// How often [`run`] passes: a tenth of the shortest retention window, between 200 ms and
+/// a second (the checkpoint advances once a pass, which bounds what a restart replays).
 pub fn interval(windows: &[Duration]) -> Duration {
     windows
         .iter()
         .filter(|d| !d.is_zero())
         .min()
-        .map_or(Duration::from_secs(60), |d| *d / 10)
-        .clamp(Duration::from_millis(200), Duration::from_secs(60))
+        .map_or(Duration::from_secs(1), |d| *d / 10)
+        .clamp(Duration::from_millis(200), Duration::from_secs(1))
 }
 
-/// Purges expired records every `every()` until `shutdown`; store errors are logged and
+/// Runs [`Store::maintain`] every `every()` until `shutdown`; store errors are logged and
 /// retried at the next tick.
 pub async fn run(
     store: Store,
@@ -384,29 +318,17 @@ pub async fn run(
             _ = tokio::time::sleep(every()) => {}
         }
         let s = store.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            let mut total = Purged::default();
-            loop {
-                let (purged, more) = s.purge_expired(now_ms())?;
-                total.events += purged.events;
-                total.dead += purged.dead;
-                total.seen += purged.seen;
-                if !more {
-                    return Ok::<_, StoreError>(total);
-                }
-            }
-        })
-        .await;
-        match pass {
+        match tokio::task::spawn_blocking(move || s.maintain(now_ms())).await {
             Ok(Ok(total)) if total != Purged::default() => tracing::debug!(
-                events = total.events,
+                settled = total.settled,
                 dead = total.dead,
                 seen = total.seen,
+                segments = total.segments,
                 "purged expired records"
             ),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "purging expired records failed; will retry"),
-            Err(e) => tracing::error!(error = %e, "the purge task failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "housekeeping failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "the housekeeping task failed"),
         }
     }
 }

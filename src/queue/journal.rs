@@ -224,6 +224,11 @@ fn check_header(path: &Path, bytes: &[u8], seq: u64) -> Result<(), JournalError>
     Ok(())
 }
 
+/// Bytes a record of `payload_len` bytes takes in a segment.
+pub fn frame_len(payload_len: usize) -> u64 {
+    FRAME_HEADER + payload_len as u64
+}
+
 /// Appends one frame for `payload` to `buf`.
 fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
     let len = u32::try_from(payload.len())

@@ -1,27 +1,15 @@
-//! Key encodings. Everything is big-endian so that sled's byte order is the order we want:
-//! due keys sort by destination, then due time, then job id.
+//! sled key encodings. Everything is big-endian so that sled's byte order is the order we
+//! want: due keys sort by destination, then due time, then job id.
 
 use uuid::Uuid;
 
-use super::record::JobState;
-
-/// Body chunk size: sled writes values over ~128 KiB to blob files it never fsyncs, so
-/// bodies are split well below that.
-pub const BODY_CHUNK: usize = 64 * 1024;
-
-/// `bodies` key: event id, then chunk number.
-pub fn body_key(event: &Uuid, chunk: u32) -> [u8; 20] {
-    let mut k = [0u8; 20];
-    k[..16].copy_from_slice(event.as_bytes());
-    k[16..].copy_from_slice(&chunk.to_be_bytes());
-    k
-}
-
 /// `attempts` key: job id, then attempt number.
 pub fn attempt_key(job: &Uuid, attempt: u32) -> [u8; 20] {
-    body_key(job, attempt)
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(job.as_bytes());
+    k[16..].copy_from_slice(&attempt.to_be_bytes());
+    k
 }
-
 /// The prefix of every `due` key of `destination` (names never contain NUL).
 pub fn due_prefix(destination: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(destination.len() + 1);
@@ -36,24 +24,6 @@ pub fn due_key(destination: &str, due_ms: u64, job: &Uuid) -> Vec<u8> {
     k.extend_from_slice(&due_ms.to_be_bytes());
     k.extend_from_slice(job.as_bytes());
     k
-}
-
-/// The value of a `due` entry: the job's state, so that counting the queue at start-up
-/// needs no read of the job record (a million random reads on a big backlog).
-pub fn due_value(state: JobState) -> [u8; 1] {
-    match state {
-        JobState::Pending => [0],
-        JobState::Retrying => [1],
-    }
-}
-
-/// The state a `due` value records; `None` for entries written before it did (empty).
-pub fn parse_due_value(value: &[u8]) -> Option<JobState> {
-    match value {
-        [0] => Some(JobState::Pending),
-        [1] => Some(JobState::Retrying),
-        _ => None,
-    }
 }
 
 /// Splits a `due` key into destination, due time and job id.
@@ -72,28 +42,24 @@ pub fn parse_due_key(key: &[u8]) -> Option<(&str, u64, Uuid)> {
 /// What an `expiry` entry points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiring {
-    /// A settled event (and its settled jobs and attempts), after `server.retention`.
-    Event,
+    /// A job settled through sled (and its attempts), after `server.retention`.
+    Settled,
     /// A dead letter, after `server.dead_retention`.
     Dead,
-    /// A de-duplication record, after `server.dedupe_window`.
-    Seen,
 }
 
 impl Expiring {
     fn tag(self) -> u8 {
         match self {
-            Expiring::Event => b'e',
+            Expiring::Settled => b'j',
             Expiring::Dead => b'd',
-            Expiring::Seen => b's',
         }
     }
 
     fn from_tag(tag: u8) -> Option<Self> {
         match tag {
-            b'e' => Some(Expiring::Event),
+            b'j' => Some(Expiring::Settled),
             b'd' => Some(Expiring::Dead),
-            b's' => Some(Expiring::Seen),
             _ => None,
         }
     }
@@ -140,6 +106,6 @@ mod tests {
             parse_expiry_key(&k),
             Some((7, Expiring::Dead, &a.as_bytes()[..]))
         );
-        assert!(k < expiry_key(256, Expiring::Event, a.as_bytes()));
+        assert!(k < expiry_key(256, Expiring::Settled, a.as_bytes()));
     }
 }

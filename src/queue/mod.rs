@@ -1,77 +1,101 @@
-//! The durable queue: accepted events, their delivery jobs and dead letters, in sled.
+//! The durable queue: an ingest journal for every accepted event, a fast lane in memory for
+//! fresh jobs, and sled as the persistent retry queue.
 //!
-//! # Layout
-//! | tree       | key                                         | value                      |
-//! |------------|---------------------------------------------|----------------------------|
-//! | `events`   | event id (16 bytes, UUID v7)                 | [`EventRecord`] JSON       |
-//! | `bodies`   | event id + chunk number (u32 BE)             | up to 64 KiB of the body   |
-//! | `jobs`     | job id (16 bytes, UUID v7)                   | [`JobRecord`] JSON         |
-//! | `due`      | destination, NUL, due ms (u64 BE), job id    | job state (1 byte)         |
-//! | `attempts` | job id + attempt number (u32 BE)             | [`AttemptRecord`] JSON     |
-//! | `dead`     | job id                                       | [`DeadLetter`] JSON        |
-//! | `done`     | job id                                       | [`SettledJob`] JSON        |
-//! | `expiry`   | expiry ms (u64 BE), tag, record key          | empty                      |
-//! | `seen`     | SHA-256 of kind, `id`, `updated_at`          | [`SeenRecord`] JSON        |
+//! # Where a job lives
+//! ```text
+//! accept ──▶ journal (event + body, one write + fdatasync per batch) ──200──▶ Mindstamp
+//!               │
+//!               └─▶ fast lane (memory, bounded) ──delivered──▶ journal: Delivered record
+//!                        │ fails an attempt, waits too long, or the lane is full
+//!                        ▼
+//!                   sled retry queue (job, due index, attempts) ──▶ done / dead letter
+//! ```
+//! On a healthy destination a job never touches sled: the only writes are the event record
+//! in the journal and, after delivery, a small Delivered record appended with a later batch.
 //!
-//! A job is pending exactly while its `due` entry exists; the key order makes a range scan of
-//! one destination's prefix return its jobs in due order, so a worker reads only what is due.
+//! # The journal ([`journal`], [`entry`])
+//! Segment files under `data_dir/journal/`, records framed with length and CRC32C, encoded
+//! with postcard. A sealed segment gets an index file ([`segments`]) listing its events (id,
+//! offset, de-duplication digest), so `event show` finds an event without reading segments
+//! and a restart rebuilds the de-duplication memory from small files.
 //!
-//! # Life of a job, and retention
-//! `jobs`+`due` (queued) -> `done` (delivered) or `dead`; a dead letter goes back to
-//! `jobs`+`due` when an operator retries it (same id, attempt numbers keep counting, so the
-//! earlier attempts stay in `attempts`), or to `done` as `dropped`. Once no job of an event
-//! is queued or dead, the event is *settled*: an `expiry` entry schedules the event, its
-//! body, its settled jobs and their attempts for purging after `server.retention` (zero
-//! purges at once). Dead letters get an `expiry` entry for `server.dead_retention`, and
-//! de-duplication records one for `server.dedupe_window`. [`housekeeping`] walks `expiry`
-//! up to now; each purge re-checks its record first, since a dead letter may have been
-//! retried meanwhile. So under steady traffic the store holds at most `retention` worth of
-//! events plus the queue: it does not grow without bound.
+//! # The retry queue in sled
+//! | tree          | key                                         | value (version byte + postcard) |
+//! |---------------|---------------------------------------------|---------------------------------|
+//! | `v2.jobs`     | job id (16 bytes, UUID v7)                  | [`JobRecord`], with the journal position of its event |
+//! | `v2.due`      | destination, NUL, due ms (u64 BE), job id   | job state (1 byte) + segment of its event (u64 BE) |
+//! | `v2.attempts` | job id + attempt number (u32 BE)            | [`AttemptRecord`]               |
+//! | `v2.dead`     | job id                                      | [`DeadLetter`]                  |
+//! | `v2.done`     | job id                                      | [`SettledJob`] (a job settled through sled) |
+//! | `v2.expiry`   | expiry ms (u64 BE), tag, job id             | empty: what housekeeping purges when |
+//! | `v2.meta`     | `format`                                    | the store format (2)            |
 //!
-//! Queue depth is counted in memory ([`stats`]), since sled cannot count a tree cheaply.
+//! A job in sled is pending exactly while its due entry exists. Bodies stay in the journal:
+//! a job in sled points at its event's record. Sled holds no event and no body.
 //!
-//! # Durability
-//! Ingress writes an event, its body and its jobs in one sled transaction, then the
-//! [`commit::Committer`] calls `flush()` once for the whole batch and `fdatasync`s the
-//! database file before any request of that batch is answered 200 (sled's own flush uses
-//! `sync_file_range`, which survives a killed process but not a power cut). So:
-//! - an acknowledged event and all its jobs survive `kill -9` and power loss;
-//! - an event whose request was not acknowledged may or may not be on disk; if it is, it is
-//!   complete (transactions are atomic) and will be delivered;
-//! - delivery outcomes are written without a flush: a crash can forget that a job was
-//!   delivered (it is sent again, with the same delivery id) or forget an attempt (the
-//!   backoff restarts one step earlier). Nothing pending can be lost.
-//! - an I/O error while writing (a full disk) is sticky in sled 0.34: every later write
-//!   fails too, even after space returns. The store trips [`Store::failed`], the daemon
-//!   answers 503 meanwhile and then exits non-zero, and its supervisor's restart reopens a
-//!   working store; everything acknowledged before the error is on disk.
+//! # Durability and the checkpoint
+//! - An event is acknowledged only after the batch holding it is written to the journal and
+//!   `fdatasync`ed. It survives `kill -9` and power loss.
+//! - The checkpoint file ([`checkpoint`]) names the oldest journal position whose jobs may
+//!   still be only in memory. It is advanced about once a second, after sled was flushed and
+//!   synced, so everything before it is either delivered (its Delivered record durable) or
+//!   safe in sled. Start-up replays the journal from the checkpoint and re-creates every job
+//!   of those events that has neither a Delivered record nor a sled record.
+//! - A delivery's outcome becomes durable with the next group commit (Delivered record) or
+//!   the next sled flush (retry, dead letter). A crash can forget that a job was delivered:
+//!   it is sent again after the restart, with the same `X-Hookrouter-Delivery` id
+//!   (at-least-once). It cannot lose a pending job.
+//! - An I/O error writing the journal or sled (a full disk) trips [`Store::failed`]: the
+//!   daemon answers 503 meanwhile and exits non-zero; its supervisor's restart reopens the
+//!   store from what is on disk.
+//!
+//! # Space
+//! A journal segment is deleted whole once it is sealed, older than `server.retention`,
+//! before the checkpoint, and no job or dead letter in sled points into it; records still
+//! needed are first copied forward into the current segment ([`segments`]). Settled sled
+//! records and dead letters are purged by [`housekeeping`] after their retention.
+//!
+//! # Threads
+//! The committer thread ([`commit`]) appends batches; delivery workers lease and settle on
+//! tokio's threads (sled calls and reads of the page cache, each a few microseconds); the
+//! housekeeping pass ([`housekeeping::run`]) runs the checkpoint, rotation, segment deletion
+//! and purges on a blocking thread.
 
+pub mod checkpoint;
 pub mod commit;
+pub mod entry;
 pub mod housekeeping;
+mod ingest;
 pub mod journal;
 pub mod keys;
+pub mod lane;
+mod lease;
+mod migrate;
 pub mod operator;
 pub mod record;
+mod recover;
+mod retry_queue;
+pub mod segments;
 pub mod stats;
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use record::{
-    now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SeenRecord, SettledJob,
-};
+pub use lease::{Lease, LeaseScan, Transition};
+pub use record::{now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SettledJob};
 pub use stats::{Depth, QueueStats};
 
-use stats::Slot;
+use journal::{Journal, JournalError, JournalReader, Position};
+use lane::Lane;
+use segments::IndexEntry;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +103,18 @@ pub enum StoreError {
     /// sled reported an error (I/O, corruption, disk full).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// The journal could not be read or written.
+    #[error("store: {0}")]
+    Journal(#[from] JournalError),
     /// Syncing the database file failed.
     #[error("store: fdatasync: {0}")]
     Sync(std::io::Error),
     /// A record did not decode.
     #[error("store: corrupt record: {0}")]
     Corrupt(String),
+    /// The data directory holds a store this version cannot use as it is.
+    #[error("store: {0}")]
+    Format(String),
     /// The batch this event was in could not be made durable.
     #[error("store: could not persist: {0}")]
     NotPersisted(String),
@@ -97,34 +127,66 @@ impl StoreError {
     /// True for errors after which this process cannot trust its store again. sled 0.34
     /// makes any I/O error in its write path sticky: it records a "global error" and fails
     /// every later operation with it, even once the cause (a full disk) is gone, until the
-    /// database is reopened. A failed `fdatasync` leaves the page cache in an unknown state.
-    /// Recovery is a restart: what was acknowledged is on disk, and sled replays its log.
+    /// database is reopened. A failed write or `fdatasync` of the journal leaves the page
+    /// cache in an unknown state. Recovery is a restart: what was acknowledged is on disk.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            StoreError::Sled(sled::Error::Io(_)) | StoreError::Sync(_)
+            StoreError::Sled(sled::Error::Io(_))
+                | StoreError::Sync(_)
+                | StoreError::Journal(JournalError::Io { .. })
         )
     }
 }
 
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(e: TransactionError<StoreError>) -> Self {
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
         match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
         }
     }
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Serializing our own plain structs cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
+impl From<entry::EntryError> for StoreError {
+    fn from(e: entry::EntryError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// How the store is sized and how long it keeps things.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    /// How long events and settled jobs are kept (`server.retention`).
+    pub retention: Duration,
+    /// How long dead letters are kept (`server.dead_retention`).
+    pub dead_retention: Duration,
+    /// How long an event identity counts for de-duplication (`server.dedupe_window`).
+    pub dedupe_window: Duration,
+    /// Size at which a journal segment is sealed.
+    pub segment_bytes: u64,
+    /// Jobs the fast lane holds before new ones go straight to sled.
+    pub lane_capacity: usize,
+}
+
+impl StoreOptions {
+    /// The defaults, with a page cache of `cache_bytes`.
+    pub fn new(cache_bytes: u64) -> StoreOptions {
+        StoreOptions {
+            cache_bytes,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            dead_retention: Duration::from_secs(30 * 24 * 3600),
+            dedupe_window: Duration::from_secs(24 * 3600),
+            segment_bytes: 64 * 1024 * 1024,
+            lane_capacity: 10_000,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// An event ready to be committed with its body and jobs.
@@ -152,16 +214,49 @@ pub enum Committed {
     },
 }
 
-/// Jobs of one destination that are due now, and when the next one after them is due.
-#[derive(Debug, Default)]
-pub struct DueScan {
-    /// Due jobs, oldest due first.
-    pub jobs: Vec<JobRecord>,
-    /// Due time of the first not-yet-due job, if any.
-    pub next_due_ms: Option<u64>,
+/// The sled trees of the retry queue.
+struct Trees {
+    jobs: sled::Tree,
+    due: sled::Tree,
+    attempts: sled::Tree,
+    dead: sled::Tree,
+    done: sled::Tree,
+    expiry: sled::Tree,
+    meta: sled::Tree,
 }
 
-/// Handle to the sled store; cheap to clone.
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees, StoreError> {
+        Ok(Trees {
+            jobs: db.open_tree("v2.jobs")?,
+            due: db.open_tree("v2.due")?,
+            attempts: db.open_tree("v2.attempts")?,
+            dead: db.open_tree("v2.dead")?,
+            done: db.open_tree("v2.done")?,
+            expiry: db.open_tree("v2.expiry")?,
+            meta: db.open_tree("v2.meta")?,
+        })
+    }
+}
+
+/// The journal's writing end and what the store keeps about the active segment.
+struct Writer {
+    journal: Journal,
+    /// Events in the active segment, written out as its index when it is sealed.
+    index: Vec<IndexEntry>,
+    /// When the first record went into the active segment (Unix ms), if one has.
+    active_since_ms: Option<u64>,
+}
+
+/// Delivered records waiting for the next journal append, and the lane positions they
+/// release once durable.
+#[derive(Default)]
+struct Settles {
+    records: Vec<Vec<u8>>,
+    releases: Vec<Position>,
+}
+
+/// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -169,94 +264,55 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
-    events: sled::Tree,
-    bodies: sled::Tree,
-    jobs: sled::Tree,
-    due: sled::Tree,
-    attempts: sled::Tree,
-    dead: sled::Tree,
-    done: sled::Tree,
-    expiry: sled::Tree,
-    seen: sled::Tree,
-    stats: QueueStats,
-    /// `server.retention` and `server.dead_retention` in ms; atomics so a reload can change
-    /// them under running workers.
-    retention_ms: AtomicU64,
-    dead_retention_ms: AtomicU64,
+    trees: Trees,
     /// Our own handle on sled's log file, to `fdatasync` after each flush.
     db_file: Option<File>,
+    journal_dir: PathBuf,
+    journal: JournalReader,
+    writer: Mutex<Writer>,
+    settles: Mutex<Settles>,
+    lane: Lane,
+    /// First 16 bytes of a de-duplication digest -> the event accepted under it.
+    dedupe: Mutex<HashMap<u128, Uuid>>,
+    /// Jobs and dead letters in sled per journal segment they point into.
+    refs: Mutex<BTreeMap<u64, i64>>,
+    stats: QueueStats,
+    /// `server.retention`, `dead_retention` and `dedupe_window` in ms; atomics so a reload
+    /// can change them under running workers.
+    retention_ms: AtomicU64,
+    dead_retention_ms: AtomicU64,
+    dedupe_window_ms: AtomicU64,
+    segment_bytes: u64,
+    /// The checkpoint last written.
+    checkpoint: Mutex<Position>,
     /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
     failed: CancellationToken,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let db_file = File::options().read(true).open(dir.join("db")).ok();
-        let inner = Inner {
-            events: db.open_tree("events")?,
-            bodies: db.open_tree("bodies")?,
-            jobs: db.open_tree("jobs")?,
-            due: db.open_tree("due")?,
-            attempts: db.open_tree("attempts")?,
-            dead: db.open_tree("dead")?,
-            done: db.open_tree("done")?,
-            expiry: db.open_tree("expiry")?,
-            seen: db.open_tree("seen")?,
-            stats: QueueStats::default(),
-            retention_ms: AtomicU64::new(7 * 24 * 3600 * 1000),
-            dead_retention_ms: AtomicU64::new(30 * 24 * 3600 * 1000),
-            db,
-            db_file,
-            failed: CancellationToken::new(),
-        };
-        let store = Store {
-            inner: Arc::new(inner),
-        };
-        store.count_queue()?;
-        Ok(store)
+    /// Opens (or creates) the store in `dir`: sled's retry queue, then the journal, which is
+    /// replayed from the checkpoint. A store of the previous format (everything in sled) is
+    /// migrated first.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        recover::open(dir, options)
     }
 
-    /// Counts queued jobs and dead letters once, at open (one pass over `due` and `dead`).
-    fn count_queue(&self) -> Result<(), StoreError> {
-        let i = &self.inner;
-        for item in i.due.iter() {
-            let (key, value) = item?;
-            let Some((destination, _, job_id)) = keys::parse_due_key(&key) else {
-                continue;
-            };
-            match keys::parse_due_value(&value) {
-                Some(state) => i.stats.add(destination, Slot::Queued(state)),
-                // An entry from before due values carried the state: read the job.
-                None => {
-                    if let Some(job) = self.job(&job_id)? {
-                        i.stats.add(&job.destination, Slot::Queued(job.state()));
-                    }
-                }
-            }
-        }
-        for item in i.dead.iter() {
-            let letter: DeadLetter = decode(&item?.1)?;
-            i.stats.add(&letter.job.destination, Slot::Dead);
-        }
-        Ok(())
-    }
-
-    /// Sets how long settled events and dead letters are kept (from `server:`; a reload
-    /// applies to what is settled or dead-lettered from then on).
+    /// Sets how long settled events and dead letters are kept and how long an identity
+    /// counts as a duplicate (from `server:`; a reload applies from then on).
     pub fn set_retention(&self, retention: Duration, dead_retention: Duration) {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self.inner
             .retention_ms
             .store(ms(retention), Ordering::Relaxed);
         self.inner
             .dead_retention_ms
             .store(ms(dead_retention), Ordering::Relaxed);
+    }
+
+    /// Sets the de-duplication window used to forget old identities.
+    pub fn set_dedupe_window(&self, window: Duration) {
+        self.inner
+            .dedupe_window_ms
+            .store(ms(window), Ordering::Relaxed);
     }
 
     fn retention_ms(&self) -> u64 {
@@ -272,9 +328,9 @@ impl Store {
         &self.inner.stats
     }
 
-    /// Bytes the store takes on disk (sled's own estimate, cheap).
+    /// Bytes the store takes on disk: sled's own estimate plus the journal's segments.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
+        Ok(self.inner.db.size_on_disk()? + self.inner.journal.size())
     }
 
     /// Cancelled once a write hit a fatal error ([`StoreError::is_fatal`]). The daemon stops
@@ -288,14 +344,14 @@ impl Store {
     /// Passes `e` through, tripping [`Store::failed`] if it is fatal.
     fn observe(&self, e: StoreError) -> StoreError {
         if e.is_fatal() && !self.inner.failed.is_cancelled() {
-            tracing::error!(error = %e, "the store cannot write any more; sled needs a restart to recover");
+            tracing::error!(error = %e, "the store cannot write any more; it needs a restart to recover");
             self.inner.failed.cancel();
         }
         e
     }
 
-    /// Makes everything written so far durable: sled flush, then `fdatasync`.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Makes sled's writes durable: flush, then `fdatasync` of its file.
+    fn sync_sled(&self) -> Result<(), StoreError> {
         self.inner.db.flush()?;
         if let Some(f) = &self.inner.db_file {
             f.sync_data().map_err(StoreError::Sync)?;
@@ -303,134 +359,11 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of events atomically and makes it durable; an event already accepted
-    /// within its de-duplication window is not written and comes back as
-    /// [`Committed::Duplicate`]. On failure the batch is removed again (best effort), so an
-    /// event that was refused is not delivered later.
-    pub fn commit_events(&self, batch: &[NewEvent]) -> Result<Vec<Committed>, StoreError> {
-        let i = &self.inner;
-        let now = now_ms();
-        let written = (&i.events, &i.bodies, &i.jobs, &i.due, &i.seen, &i.expiry)
-            .transaction(|(events, bodies, jobs, due, seen, expiry)| {
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for ev in batch {
-                    if let Some(key) = &ev.dedupe {
-                        if let Some(event_id) =
-                            housekeeping::check_seen(key, &ev.event.id, now, seen, expiry)?
-                        {
-                            outcomes.push(Committed::Duplicate { event_id });
-                            continue;
-                        }
-                    }
-                    write_event(ev, events, bodies, jobs, due)?;
-                    outcomes.push(Committed::New);
-                }
-                Ok(outcomes)
-            })
-            .map_err(StoreError::from)
-            .and_then(|outcomes| self.flush().map(|()| outcomes))
-            .map_err(|e| self.observe(e));
-        match &written {
-            Ok(outcomes) => {
-                for (ev, outcome) in batch.iter().zip(outcomes) {
-                    if *outcome == Committed::New {
-                        for job in &ev.jobs {
-                            i.stats.add(&job.destination, Slot::Queued(job.state()));
-                        }
-                    }
-                }
-            }
-            Err(_) => {
-                let _ = (&i.events, &i.bodies, &i.jobs, &i.due, &i.seen).transaction(
-                    |(events, bodies, jobs, due, seen)| -> TxResult<()> {
-                        for ev in batch {
-                            remove_event(ev, events, bodies, jobs, due)?;
-                            if let Some(key) = &ev.dedupe {
-                                housekeeping::forget_seen(key, &ev.event.id, seen)?;
-                            }
-                        }
-                        Ok(())
-                    },
-                );
-            }
-        }
-        written
-    }
-
-    /// Up to `limit` jobs of `destination` due at `now_ms`, skipping those `skip` names
-    /// (already in flight).
-    pub fn due_jobs(
-        &self,
-        destination: &str,
-        now_ms: u64,
-        limit: usize,
-        skip: impl Fn(&Uuid) -> bool,
-    ) -> Result<DueScan, StoreError> {
-        let mut scan = DueScan::default();
-        for item in self.inner.due.scan_prefix(keys::due_prefix(destination)) {
-            let (key, _) = item?;
-            let Some((_, due_ms, job_id)) = keys::parse_due_key(&key) else {
-                continue;
-            };
-            if due_ms > now_ms {
-                scan.next_due_ms = Some(due_ms);
-                break;
-            }
-            if skip(&job_id) {
-                continue;
-            }
-            if scan.jobs.len() >= limit {
-                scan.next_due_ms = Some(due_ms);
-                break;
-            }
-            match self.inner.jobs.get(job_id.as_bytes())? {
-                Some(bytes) => scan.jobs.push(decode(&bytes)?),
-                // A due entry without its job cannot be delivered: drop the stray entry.
-                None => {
-                    self.inner.due.remove(&key)?;
-                }
-            }
-        }
-        Ok(scan)
-    }
-
-    /// Every pending job of `destination`, due or not (for dead-lettering a removed one).
-    pub fn all_jobs_of(
-        &self,
-        destination: &str,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .inner
-            .due
-            .scan_prefix(keys::due_prefix(destination))
-            .take(limit)
-        {
-            let (key, _) = item?;
-            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
-                if let Some(bytes) = self.inner.jobs.get(job_id.as_bytes())? {
-                    out.push(decode(&bytes)?);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Destination names that have pending jobs.
-    pub fn destinations_with_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let mut names = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        while let Some((key, _)) = self.inner.due.range(from.clone()..).next().transpose()? {
-            let Some((dest, _, _)) = keys::parse_due_key(&key) else {
-                break;
-            };
-            names.push(dest.to_string());
-            // Skip to the first key after this destination's prefix.
-            from = dest.as_bytes().to_vec();
-            from.push(1);
-        }
-        Ok(names)
+    /// Makes everything recorded so far durable (delivered records, sled) and advances the
+    /// checkpoint. Called at shutdown and by housekeeping.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.sync_settles()?;
+        self.advance_checkpoint()
     }
 
     /// Number of queued jobs (all destinations), from the in-memory counters.
@@ -443,325 +376,30 @@ impl Store {
         usize::try_from(self.inner.stats.dead()).unwrap_or(usize::MAX)
     }
 
-    /// The stored body of `event_id`.
-    pub fn load_body(&self, event_id: &Uuid) -> Result<Option<Bytes>, StoreError> {
-        let Some(ev) = self.event(event_id)? else {
-            return Ok(None);
-        };
-        let mut body = Vec::with_capacity(usize::try_from(ev.body_len).unwrap_or(0));
-        for item in self.inner.bodies.scan_prefix(event_id.as_bytes()) {
-            let (_, chunk) = item?;
-            body.extend_from_slice(&chunk);
+    /// Jobs waiting or in flight in the fast lane.
+    pub fn lane_len(&self) -> usize {
+        self.inner.lane.len()
+    }
+
+    fn add_ref(&self, segment: u64, by: i64) {
+        let mut refs = self.inner.refs.lock().unwrap_or_else(|p| p.into_inner());
+        let n = refs.entry(segment).or_default();
+        *n += by;
+        if *n == 0 {
+            refs.remove(&segment);
         }
-        Ok(Some(Bytes::from(body)))
     }
 
-    /// The event record of `event_id`.
-    pub fn event(&self, event_id: &Uuid) -> Result<Option<EventRecord>, StoreError> {
+    fn refs_of(&self, segment: u64) -> i64 {
         self.inner
-            .events
-            .get(event_id.as_bytes())?
-            .map(|b| decode(&b))
-            .transpose()
+            .refs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&segment)
+            .copied()
+            .unwrap_or(0)
     }
-
-    /// The pending job `job_id`.
-    pub fn job(&self, job_id: &Uuid) -> Result<Option<JobRecord>, StoreError> {
-        self.inner
-            .jobs
-            .get(job_id.as_bytes())?
-            .map(|b| decode(&b))
-            .transpose()
-    }
-
-    /// The dead letter of `job_id`.
-    pub fn dead_letter(&self, job_id: &Uuid) -> Result<Option<DeadLetter>, StoreError> {
-        self.inner
-            .dead
-            .get(job_id.as_bytes())?
-            .map(|b| decode(&b))
-            .transpose()
-    }
-
-    /// Every dead letter, oldest job first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner
-            .dead
-            .iter()
-            .map(|item| decode(&item?.1))
-            .collect()
-    }
-
-    /// The recorded attempts of `job_id`, in order.
-    pub fn attempts(&self, job_id: &Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.inner
-            .attempts
-            .scan_prefix(job_id.as_bytes())
-            .map(|item| decode(&item?.1))
-            .collect()
-    }
-
-    /// Records a successful delivery: the job moves to `done` with its final attempt, and
-    /// once none of the event's jobs is queued or dead the event is settled (kept for
-    /// `server.retention`, then purged).
-    pub fn mark_delivered(
-        &self,
-        job: &JobRecord,
-        attempt: &AttemptRecord,
-    ) -> Result<(), StoreError> {
-        let i = &self.inner;
-        let mut settled = job.clone();
-        settled.attempts = attempt.attempt;
-        settled.first_attempt_at_ms = job.first_attempt_at_ms.or(Some(attempt.at_ms));
-        settled.last_attempt_at_ms = Some(attempt.at_ms);
-        settled.last_status = attempt.status;
-        settled.last_error = None;
-        let record = SettledJob {
-            job: settled,
-            outcome: "delivered".into(),
-            settled_at_ms: now_ms(),
-        };
-        let retention = self.retention_ms();
-        let was_queued = (
-            &i.events,
-            &i.bodies,
-            &i.jobs,
-            &i.due,
-            &i.attempts,
-            &i.dead,
-            &i.done,
-            &i.expiry,
-        )
-            .transaction(
-                |(events, bodies, jobs, due, attempts, dead, done, expiry)| {
-                    let was_queued = unqueue(due, job)?;
-                    jobs.remove(job.id.as_bytes())?;
-                    attempts.insert(
-                        &keys::attempt_key(&job.id, attempt.attempt),
-                        encode(attempt),
-                    )?;
-                    done.insert(job.id.as_bytes(), encode(&record))?;
-                    let trees = housekeeping::EventTrees {
-                        events,
-                        bodies,
-                        jobs,
-                        dead,
-                        done,
-                        attempts,
-                    };
-                    housekeeping::settle_event(
-                        &job.event_id,
-                        &trees,
-                        expiry,
-                        record.settled_at_ms,
-                        retention,
-                    )?;
-                    Ok(was_queued)
-                },
-            )
-            .map_err(StoreError::from)
-            .map_err(|e| self.observe(e))?;
-        if was_queued {
-            i.stats.remove(&job.destination, Slot::Queued(job.state()));
-        }
-        Ok(())
-    }
-
-    /// Records a failed attempt and moves the job's due entry to `updated.next_attempt_at_ms`.
-    pub fn reschedule(
-        &self,
-        old: &JobRecord,
-        updated: &JobRecord,
-        attempt: &AttemptRecord,
-    ) -> Result<(), StoreError> {
-        let i = &self.inner;
-        let was_queued = (&i.jobs, &i.due, &i.attempts)
-            .transaction(|(jobs, due, attempts)| {
-                let was_queued = unqueue(due, old)?;
-                due.insert(
-                    keys::due_key(
-                        &updated.destination,
-                        updated.next_attempt_at_ms,
-                        &updated.id,
-                    ),
-                    &keys::due_value(updated.state())[..],
-                )?;
-                jobs.insert(updated.id.as_bytes(), encode(updated))?;
-                attempts.insert(
-                    &keys::attempt_key(&updated.id, attempt.attempt),
-                    encode(attempt),
-                )?;
-                Ok(was_queued)
-            })
-            .map_err(StoreError::from)
-            .map_err(|e| self.observe(e))?;
-        let to = Slot::Queued(updated.state());
-        if was_queued {
-            i.stats
-                .moved(&old.destination, Slot::Queued(old.state()), to);
-        } else {
-            i.stats.add(&updated.destination, to);
-        }
-        Ok(())
-    }
-
-    /// Moves a job to the dead-letter tree (`old` is the job as its due entry knows it).
-    pub fn dead_letter_job(
-        &self,
-        old: &JobRecord,
-        letter: &DeadLetter,
-        attempt: Option<&AttemptRecord>,
-    ) -> Result<(), StoreError> {
-        let i = &self.inner;
-        let expires = letter.dead_at_ms.saturating_add(self.dead_retention_ms());
-        let (was_queued, was_dead) = (&i.jobs, &i.due, &i.attempts, &i.dead, &i.expiry)
-            .transaction(|(jobs, due, attempts, dead, expiry)| {
-                let was_queued = unqueue(due, old)?;
-                jobs.remove(old.id.as_bytes())?;
-                if let Some(a) = attempt {
-                    attempts.insert(&keys::attempt_key(&old.id, a.attempt), encode(a))?;
-                }
-                let was_dead = dead.insert(old.id.as_bytes(), encode(letter))?.is_some();
-                expiry.insert(
-                    keys::expiry_key(expires, keys::Expiring::Dead, old.id.as_bytes()),
-                    &[][..],
-                )?;
-                Ok((was_queued, was_dead))
-            })
-            .map_err(StoreError::from)
-            .map_err(|e| self.observe(e))?;
-        if was_queued {
-            i.stats.remove(&old.destination, Slot::Queued(old.state()));
-        }
-        if !was_dead {
-            i.stats.add(&old.destination, Slot::Dead);
-        }
-        Ok(())
-    }
-}
-
-fn write_event(
-    ev: &NewEvent,
-    events: &TransactionalTree,
-    bodies: &TransactionalTree,
-    jobs: &TransactionalTree,
-    due: &TransactionalTree,
-) -> TxResult<()> {
-    events.insert(ev.event.id.as_bytes(), encode(&ev.event))?;
-    for (n, chunk) in ev.body.chunks(keys::BODY_CHUNK).enumerate() {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        bodies.insert(&keys::body_key(&ev.event.id, n), chunk)?;
-    }
-    for job in &ev.jobs {
-        jobs.insert(job.id.as_bytes(), encode(job))?;
-        due.insert(
-            keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
-            &keys::due_value(job.state())[..],
-        )?;
-    }
-    Ok(())
-}
-
-/// Removes `job`'s entry from the `due` index; true if it was queued (a job can already be
-/// gone: dead-lettered by an operator or retired while its attempt was in flight).
-fn unqueue(due: &TransactionalTree, job: &JobRecord) -> TxResult<bool> {
-    let key = keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id);
-    Ok(due.remove(key)?.is_some())
-}
-
-fn remove_event(
-    ev: &NewEvent,
-    events: &TransactionalTree,
-    bodies: &TransactionalTree,
-    jobs: &TransactionalTree,
-    due: &TransactionalTree,
-) -> TxResult<()> {
-    events.remove(ev.event.id.as_bytes())?;
-    for n in 0..ev.body.len().div_ceil(keys::BODY_CHUNK) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        bodies.remove(&keys::body_key(&ev.event.id, n))?;
-    }
-    for job in &ev.jobs {
-        jobs.remove(job.id.as_bytes())?;
-        unqueue(due, job)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::EventKind;
-
-    fn new_event(destinations: &[&str]) -> NewEvent {
-        let id = Uuid::now_v7();
-        let now = now_ms();
-        let jobs: Vec<JobRecord> = destinations
-            .iter()
-            .map(|d| JobRecord::new(id, EventKind::Lead, d.to_string(), vec!["r".into()], now))
-            .collect();
-        NewEvent {
-            event: EventRecord {
-                id,
-                kind: EventKind::Lead,
-                received_at_ms: now,
-                routes: vec!["r".into()],
-                jobs: jobs.iter().map(|j| j.id).collect(),
-                body_len: 2,
-            },
-            body: Bytes::from_static(b"{}"),
-            jobs,
-            dedupe: None,
-        }
-    }
-
-    #[test]
-    fn queue_counts_are_rebuilt_at_open_from_due_entries_old_and_new() {
-        let dir = tempfile::tempdir().unwrap();
-        let (retrying_job, legacy_job) = {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
-            store
-                .commit_events(&[new_event(&["crm", "slack"]), new_event(&["crm"])])
-                .unwrap();
-            let scan = store.due_jobs("crm", now_ms(), 10, |_| false).unwrap();
-            // One crm job fails once: it is retrying from now on.
-            let old = scan.jobs[0].clone();
-            let mut updated = old.clone();
-            updated.attempts = 1;
-            updated.next_attempt_at_ms = now_ms() + 60_000;
-            let attempt = AttemptRecord {
-                attempt: 1,
-                at_ms: now_ms(),
-                latency_ms: 1,
-                status: Some(503),
-                outcome: "retry".into(),
-                error: Some("HTTP 503".into()),
-            };
-            store.reschedule(&old, &updated, &attempt).unwrap();
-            // An entry as written before due values carried the state: empty.
-            let legacy = &store
-                .due_jobs("slack", now_ms(), 10, |_| false)
-                .unwrap()
-                .jobs[0];
-            let key = keys::due_key("slack", legacy.next_attempt_at_ms, &legacy.id);
-            store.inner.due.insert(key, &[][..]).unwrap();
-            store.flush().unwrap();
-            (updated.id, legacy.id)
-        };
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let depth = store.inner.stats.snapshot();
-        assert_eq!(
-            (depth["crm"].pending, depth["crm"].retrying),
-            (1, 1),
-            "{depth:?}"
-        );
-        assert_eq!(
-            (depth["slack"].pending, depth["slack"].retrying),
-            (1, 0),
-            "{depth:?}"
-        );
-        assert_eq!(store.pending_count(), 3);
-        assert!(store.job(&retrying_job).unwrap().is_some());
-        assert!(store.job(&legacy_job).unwrap().is_some());
-    }
-}
+mod tests;

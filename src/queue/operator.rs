@@ -1,15 +1,25 @@
-//! What an operator does to the store through the admin API: list, retry and drop dead
-//! letters, and read the whole story of an event.
+//! What an operator reads and does through the admin API: the story of an event, dead
+//! letters listed, retried and dropped, and the queue's shape.
 
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 use uuid::Uuid;
 
-use super::housekeeping::{self, EventTrees};
-use super::keys;
-use super::record::{now_ms, DeadLetter, JobRecord, JobState, SettledJob};
+use super::entry::{self, Entry};
+use super::ingest::uuid_ms;
+use super::journal::{Position, Scanned, HEADER_LEN};
+use super::keys::{self, Expiring};
+use super::record::{
+    now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SettledJob,
+};
+use super::retry_queue::{decode, encode, queue_job, segment_of};
 use super::stats::Slot;
-use super::{decode, encode, Store, StoreError};
+use super::{Store, StoreError};
+use bytes::Bytes;
+
+/// Segments searched after a job's event for its Delivered record: a fast-lane job is
+/// delivered or moved to sled within seconds, so its record is never far behind.
+const DELIVERED_SEARCH_SEGMENTS: usize = 3;
 
 /// Where one job of an event stands now.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +33,46 @@ pub enum JobStatus {
 }
 
 impl Store {
+    /// The event record of `event_id`, while it is kept (see `server.retention`).
+    pub fn event(&self, event_id: &Uuid) -> Result<Option<EventRecord>, StoreError> {
+        Ok(self
+            .find_event(event_id, now_ms())?
+            .map(|(h, body)| h.record(body.len())))
+    }
+
+    /// The stored body of `event_id`, while the event is kept.
+    pub fn load_body(&self, event_id: &Uuid) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.find_event(event_id, now_ms())?.map(|(_, body)| body))
+    }
+
+    /// The queued job `job_id` (in the fast lane or in sled).
+    pub fn job(&self, job_id: &Uuid) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(job) = self.inner.lane.job(job_id) {
+            return Ok(Some(job));
+        }
+        self.inner
+            .trees
+            .jobs
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    /// The dead letter of `job_id`.
+    pub fn dead_letter(&self, job_id: &Uuid) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner
+            .trees
+            .dead
+            .get(job_id.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    /// Every dead letter, oldest job first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_of(None, usize::MAX)
+    }
+
     /// Dead letters, oldest job first, optionally of one destination only, at most `limit`.
     pub fn dead_letters_of(
         &self,
@@ -30,7 +80,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inner.dead.iter() {
+        for item in self.inner.trees.dead.iter() {
             if out.len() >= limit {
                 break;
             }
@@ -42,13 +92,145 @@ impl Store {
         Ok(out)
     }
 
+    /// The Delivered record of fast-lane job `job_id`, searched from `from` (or from the
+    /// segment written when the job was created) over a few segments.
+    fn delivered_in_journal(
+        &self,
+        job_id: &Uuid,
+        from: Option<Position>,
+    ) -> Result<Option<AttemptRecord>, StoreError> {
+        let created = uuid_ms(job_id);
+        let segments = self.inner.journal.segments();
+        let start = match from {
+            Some(p) => p,
+            None => {
+                // The first segment still written to after the job was created.
+                let Some(seg) = segments.iter().find(|s| {
+                    super::segments::modified_ms(&self.inner.journal_dir, s.seq) >= created
+                }) else {
+                    return Ok(None);
+                };
+                Position::start_of(seg.seq)
+            }
+        };
+        let mut found = None;
+        for seg in segments
+            .iter()
+            .filter(|s| s.seq >= start.segment)
+            .take(DELIVERED_SEARCH_SEGMENTS)
+        {
+            let from = if seg.seq == start.segment {
+                start.offset
+            } else {
+                HEADER_LEN
+            };
+            self.inner.journal.walk_segment(seg.seq, from, |item| {
+                if let Scanned::Record { payload, .. } = item {
+                    if let Ok(Entry::Delivered(d)) = entry::decode(&payload) {
+                        if d.job == *job_id {
+                            found = Some(d);
+                            return false;
+                        }
+                    }
+                }
+                true
+            })?;
+            if found.is_some() {
+                break;
+            }
+        }
+        // Gone for readers once the event is past retention, like the event itself.
+        Ok(found
+            .filter(|d| uuid_ms(&d.event).saturating_add(self.retention_ms()) > now_ms())
+            .map(|d| d.attempt))
+    }
+
+    /// The recorded attempts of `job_id`, in order (from sled, or the one attempt of a job
+    /// delivered from the fast lane).
+    pub fn attempts(&self, job_id: &Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        let t = &self.inner.trees;
+        let stored: Vec<AttemptRecord> = t
+            .attempts
+            .scan_prefix(job_id.as_bytes())
+            .map(|item| decode(&item?.1))
+            .collect::<Result<_, _>>()?;
+        if !stored.is_empty()
+            || t.jobs.contains_key(job_id.as_bytes())?
+            || t.dead.contains_key(job_id.as_bytes())?
+            || t.done.contains_key(job_id.as_bytes())?
+        {
+            return Ok(stored);
+        }
+        Ok(self
+            .delivered_in_journal(job_id, None)?
+            .into_iter()
+            .collect())
+    }
+
+    /// Where job `job_id` stands: queued, dead or settled; `None` once purged.
+    pub fn job_status(&self, job_id: &Uuid) -> Result<Option<JobStatus>, StoreError> {
+        if let Some(job) = self.job(job_id)? {
+            return Ok(Some(JobStatus::Queued(job)));
+        }
+        if let Some(letter) = self.dead_letter(job_id)? {
+            return Ok(Some(JobStatus::Dead(letter)));
+        }
+        if let Some(bytes) = self.inner.trees.done.get(job_id.as_bytes())? {
+            return Ok(Some(JobStatus::Settled(decode(&bytes)?)));
+        }
+        Ok(None)
+    }
+
+    /// The whole story of event `event_id` while it is kept: the event, its body, and each
+    /// job's status with its attempts.
+    #[allow(clippy::type_complexity)]
+    pub fn event_story(
+        &self,
+        event_id: &Uuid,
+    ) -> Result<
+        Option<(
+            EventRecord,
+            Bytes,
+            Vec<(Uuid, Option<JobStatus>, Vec<AttemptRecord>)>,
+        )>,
+        StoreError,
+    > {
+        let Some((header, body)) = self.find_event(event_id, now_ms())? else {
+            return Ok(None);
+        };
+        let mut jobs = Vec::with_capacity(header.jobs.len());
+        for job in header.fresh_jobs() {
+            let status = self.job_status(&job.id)?;
+            let attempts = self.attempts(&job.id)?;
+            let status = match (status, attempts.last()) {
+                (None, Some(a)) => {
+                    // Delivered from the fast lane: its only attempt is its whole story.
+                    let mut settled = job.clone();
+                    settled.attempts = a.attempt;
+                    settled.first_attempt_at_ms = Some(a.at_ms);
+                    settled.last_attempt_at_ms = Some(a.at_ms);
+                    settled.last_status = a.status;
+                    Some(JobStatus::Settled(SettledJob {
+                        job: settled,
+                        outcome: "delivered".into(),
+                        settled_at_ms: a.at_ms.saturating_add(a.latency_ms),
+                    }))
+                }
+                (status, _) => status,
+            };
+            jobs.push((job.id, status, attempts));
+        }
+        Ok(Some((header.record(body.len()), body, jobs)))
+    }
+
     /// Puts a dead letter back in the queue, due now, with a fresh attempt budget. It keeps
     /// its delivery id, and its attempt numbers go on counting so earlier attempts stay in
     /// the history. Returns the queued job, or `None` if there is no such dead letter.
     pub fn retry_dead(&self, job_id: &Uuid) -> Result<Option<JobRecord>, StoreError> {
         let i = &self.inner;
+        let t = &i.trees;
         let now = now_ms();
-        let queued = (&i.jobs, &i.due, &i.dead)
+        let queued = (&t.jobs, &t.due, &t.dead)
             .transaction(|(jobs, due, dead)| {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
@@ -59,14 +241,11 @@ impl Store {
                 job.attempt_base = job.attempts;
                 job.first_attempt_at_ms = None;
                 job.next_attempt_at_ms = now;
-                jobs.insert(job.id.as_bytes(), encode(&job))?;
-                due.insert(
-                    keys::due_key(&job.destination, now, &job.id),
-                    &keys::due_value(job.state())[..],
-                )?;
+                queue_job(jobs, due, &job)?;
                 Ok(Some(job))
             })
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
         if let Some(job) = &queued {
             i.stats.moved(
                 &job.destination,
@@ -81,18 +260,11 @@ impl Store {
     /// `server.retention`). Returns false if there is no such dead letter.
     pub fn drop_dead(&self, job_id: &Uuid) -> Result<bool, StoreError> {
         let i = &self.inner;
+        let t = &i.trees;
         let now = now_ms();
         let retention = self.retention_ms();
-        let dropped: Option<DeadLetter> = (
-            &i.events,
-            &i.bodies,
-            &i.jobs,
-            &i.dead,
-            &i.done,
-            &i.attempts,
-            &i.expiry,
-        )
-            .transaction(|(events, bodies, jobs, dead, done, attempts, expiry)| {
+        let dropped: Option<DeadLetter> = (&t.dead, &t.done, &t.expiry)
+            .transaction(|(dead, done, expiry)| {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
                 };
@@ -104,52 +276,80 @@ impl Store {
                     settled_at_ms: now,
                 };
                 done.insert(job_id.as_bytes(), encode(&settled))?;
-                let t = EventTrees {
-                    events,
-                    bodies,
-                    jobs,
-                    dead,
-                    done,
-                    attempts,
-                };
-                housekeeping::settle_event(&letter.job.event_id, &t, expiry, now, retention)?;
+                expiry.insert(
+                    keys::expiry_key(
+                        now.saturating_add(retention),
+                        Expiring::Settled,
+                        job_id.as_bytes(),
+                    ),
+                    &[][..],
+                )?;
                 Ok(Some(letter))
             })
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
         if let Some(letter) = &dropped {
+            self.add_ref(segment_of(&letter.job), -1);
             i.stats.remove(&letter.job.destination, Slot::Dead);
         }
         Ok(dropped.is_some())
     }
 
-    /// Where job `job_id` stands: queued, dead or settled; `None` once purged.
-    pub fn job_status(&self, job_id: &Uuid) -> Result<Option<JobStatus>, StoreError> {
-        if let Some(job) = self.job(job_id)? {
-            return Ok(Some(JobStatus::Queued(job)));
+    /// Up to `limit` queued jobs of `destination`, due or not, without leasing them: the
+    /// fast lane's, then sled's in due order.
+    pub fn queued_jobs(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut out = self.inner.lane.jobs_of(destination, limit);
+        let t = &self.inner.trees;
+        for item in t
+            .due
+            .scan_prefix(keys::due_prefix(destination))
+            .take(limit.saturating_sub(out.len()))
+        {
+            let (key, _) = item?;
+            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
+                if let Some(bytes) = t.jobs.get(job_id.as_bytes())? {
+                    out.push(decode(&bytes)?);
+                }
+            }
         }
-        if let Some(letter) = self.dead_letter(job_id)? {
-            return Ok(Some(JobStatus::Dead(letter)));
+        Ok(out)
+    }
+
+    /// Destination names that have queued jobs (in the fast lane or in sled).
+    pub fn destinations_with_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = self.inner.lane.destinations();
+        let due = &self.inner.trees.due;
+        let mut from: Vec<u8> = Vec::new();
+        while let Some((key, _)) = due.range(from.clone()..).next().transpose()? {
+            let Some((dest, _, _)) = keys::parse_due_key(&key) else {
+                break;
+            };
+            names.push(dest.to_string());
+            // Skip to the first key after this destination's prefix.
+            from = dest.as_bytes().to_vec();
+            from.push(1);
         }
-        Ok(self
-            .inner
-            .done
-            .get(job_id.as_bytes())?
-            .map(|b| decode(&b))
-            .transpose()?
-            .map(JobStatus::Settled))
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// Age in ms of the oldest queued job of `destination` (job ids are time-ordered UUID
-    /// v7, so only `due` keys are read, at most `scan_limit` of them).
+    /// v7, so only due keys are read, at most `scan_limit` of them, and the lane's front).
     pub fn oldest_queued_age_ms(
         &self,
         destination: &str,
         now: u64,
         scan_limit: usize,
     ) -> Result<Option<u64>, StoreError> {
-        let mut oldest: Option<u64> = None;
+        let mut oldest = self.inner.lane.oldest_created_ms(destination);
         for item in self
             .inner
+            .trees
             .due
             .scan_prefix(keys::due_prefix(destination))
             .take(scan_limit)
@@ -158,13 +358,8 @@ impl Store {
             let Some((_, _, job_id)) = keys::parse_due_key(&key) else {
                 continue;
             };
-            if let Some(ts) = job_id.get_timestamp() {
-                let (secs, nanos) = ts.to_unix();
-                let ms = secs
-                    .saturating_mul(1000)
-                    .saturating_add(u64::from(nanos / 1_000_000));
-                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
-            }
+            let ms = uuid_ms(&job_id);
+            oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
         }
         Ok(oldest.map(|ms| now.saturating_sub(ms)))
     }

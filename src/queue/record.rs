@@ -1,9 +1,10 @@
-//! The records kept in the store. Serialized as JSON: small, self-describing, and readable
-//! with any sled dump tool when an operator has to look at a store by hand.
+//! The records kept in the store: in sled as postcard behind a version byte
+//! ([`super::retry_queue`]), and read as JSON by the admin API.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::journal::Position;
 use crate::event::EventKind;
 
 /// One accepted webhook. Its body lives in the `bodies` tree, in chunks.
@@ -55,6 +56,9 @@ pub struct JobRecord {
     /// the history stored under them) keep counting up.
     #[serde(default)]
     pub attempt_base: u32,
+    /// Where the event's record (and body) is in the journal, once it is there.
+    #[serde(default)]
+    pub event_at: Option<Position>,
 }
 
 impl JobRecord {
@@ -80,6 +84,7 @@ impl JobRecord {
             last_status: None,
             last_error: None,
             attempt_base: 0,
+            event_at: None,
         }
     }
 
@@ -113,17 +118,6 @@ pub struct SettledJob {
     pub outcome: String,
     /// When it was settled, Unix ms.
     pub settled_at_ms: u64,
-}
-
-/// The first acceptance of an event identity (kind, `id`, `updated_at`), for de-duplication.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SeenRecord {
-    /// The event accepted then; a duplicate is answered with this id.
-    pub event_id: Uuid,
-    /// When it was accepted, Unix ms.
-    pub at_ms: u64,
-    /// When this record may be purged, Unix ms.
-    pub expires_at_ms: u64,
 }
 
 /// One attempt of one job, for the history an operator reads.

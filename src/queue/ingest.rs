@@ -1,0 +1,180 @@
+//! Accepting a batch: de-duplication, one journal append, and placing each new job in the
+//! fast lane (or in sled when the lane is full).
+
+use sled::Transactional;
+use uuid::Uuid;
+
+use super::entry::{self, EventHeader, JobSeed};
+use super::journal::Position;
+use super::lane::LaneJob;
+use super::record::now_ms;
+use super::retry_queue::{queue_job, TxResult};
+use super::segments::{dedupe_slot, IndexEntry};
+use super::stats::Slot;
+use super::{Committed, NewEvent, Store, StoreError};
+
+/// Milliseconds since the Unix epoch encoded in a UUID v7 (0 for other versions).
+pub(super) fn uuid_ms(id: &Uuid) -> u64 {
+    id.get_timestamp().map_or(0, |ts| {
+        let (secs, nanos) = ts.to_unix();
+        secs.saturating_mul(1000)
+            .saturating_add(u64::from(nanos / 1_000_000))
+    })
+}
+
+fn header_of(ev: &NewEvent) -> EventHeader {
+    EventHeader {
+        id: ev.event.id,
+        kind: ev.event.kind,
+        received_at_ms: ev.event.received_at_ms,
+        routes: ev.event.routes.clone(),
+        jobs: ev
+            .jobs
+            .iter()
+            .map(|j| JobSeed {
+                id: j.id,
+                destination: j.destination.clone(),
+                routes: j.routes.clone(),
+            })
+            .collect(),
+        dedupe: ev.dedupe.as_ref().map(|d| d.digest),
+    }
+}
+
+impl Store {
+    /// The event accepted under `slot` within `window_ms` of `now`, if any.
+    fn seen(&self, slot: u128, window_ms: u64, now: u64) -> Option<Uuid> {
+        let map = self.inner.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&slot)
+            .copied()
+            .filter(|first| now < uuid_ms(first).saturating_add(window_ms))
+    }
+
+    /// Writes a batch of events durably (one journal append and one `fdatasync`, together
+    /// with the delivered records waiting since the last one) and queues their jobs. An
+    /// event already accepted within its de-duplication window is not written and comes
+    /// back as [`Committed::Duplicate`]. On failure nothing of the batch is queued.
+    pub fn commit_events(&self, batch: &[NewEvent]) -> Result<Vec<Committed>, StoreError> {
+        let now = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<&NewEvent> = Vec::with_capacity(batch.len());
+        let mut batch_slots = std::collections::HashMap::new();
+        for ev in batch {
+            if let Some(key) = &ev.dedupe {
+                let slot = dedupe_slot(&key.digest);
+                let first = batch_slots
+                    .get(&slot)
+                    .copied()
+                    .or_else(|| self.seen(slot, key.window_ms, now));
+                if let Some(event_id) = first {
+                    outcomes.push(Committed::Duplicate { event_id });
+                    continue;
+                }
+                batch_slots.insert(slot, ev.event.id);
+            }
+            outcomes.push(Committed::New);
+            fresh.push(ev);
+        }
+        let settles =
+            std::mem::take(&mut *self.inner.settles.lock().unwrap_or_else(|p| p.into_inner()));
+        if fresh.is_empty() && settles.records.is_empty() {
+            return Ok(outcomes);
+        }
+        let headers: Vec<EventHeader> = fresh.iter().map(|ev| header_of(ev)).collect();
+        let mut records = settles.records;
+        let first_event = records.len();
+        for (h, ev) in headers.iter().zip(&fresh) {
+            records.push(entry::event(h, &ev.body));
+        }
+        let i = &self.inner;
+        let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let positions = w
+            .append(&i.journal_dir, i.segment_bytes, &records)
+            .map_err(|e| self.observe(e.into()))?;
+        // Durable from here: the jobs are placed while the writer is held, so that the
+        // checkpoint (computed under the same lock) never passes a job not yet placed.
+        let placed = self.place(&fresh, &positions[first_event..], &mut w.index);
+        drop(w);
+        for at in settles.releases {
+            i.lane.release(at);
+        }
+        if !batch_slots.is_empty() {
+            let mut map = i.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+            map.extend(batch_slots);
+        }
+        if let Err(e) = placed {
+            // Durable in the journal but not queued: only a restart's replay can queue
+            // them, and the checkpoint must not pass them before it.
+            tracing::error!(error = %e, "accepted events could not be queued; stopping so that a restart replays them from the journal");
+            i.failed.cancel();
+            return Err(e);
+        }
+        Ok(outcomes)
+    }
+
+    /// Puts the jobs of durable events in the lane, or in sled where the lane is full.
+    fn place(
+        &self,
+        events: &[&NewEvent],
+        positions: &[Position],
+        index: &mut Vec<IndexEntry>,
+    ) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let mut spill = Vec::new();
+        for (ev, &at) in events.iter().zip(positions) {
+            index.push(IndexEntry {
+                id: ev.event.id,
+                offset: at.offset,
+                dedupe: ev.dedupe.as_ref().map(|d| dedupe_slot(&d.digest)),
+            });
+            let fits = i.lane.has_room(ev.jobs.len());
+            for job in &ev.jobs {
+                let mut job = job.clone();
+                job.event_at = Some(at);
+                i.stats.add(&job.destination, Slot::Queued(job.state()));
+                if fits {
+                    i.lane.push(LaneJob {
+                        job,
+                        body: ev.body.clone(),
+                        at,
+                    });
+                } else {
+                    spill.push(job);
+                }
+            }
+        }
+        if spill.is_empty() {
+            return Ok(());
+        }
+        let t = &i.trees;
+        (&t.jobs, &t.due)
+            .transaction(|(jobs, due)| -> TxResult<()> {
+                for job in &spill {
+                    queue_job(jobs, due, job)?;
+                }
+                Ok(())
+            })
+            .map_err(StoreError::from)
+            .map_err(|e| self.observe(e))?;
+        for job in &spill {
+            self.add_ref(super::retry_queue::segment_of(job), 1);
+        }
+        Ok(())
+    }
+
+    /// Appends the delivered records waiting for a batch, when no ingress batch came to
+    /// carry them (an idle daemon still settles its deliveries durably).
+    pub fn sync_settles(&self) -> Result<(), StoreError> {
+        let empty = self
+            .inner
+            .settles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .is_empty();
+        if empty {
+            return Ok(());
+        }
+        self.commit_events(&[]).map(|_| ())
+    }
+}

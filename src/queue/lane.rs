@@ -1,0 +1,296 @@
+//! The fast lane: freshly accepted jobs waiting in memory, delivered from there.
+//!
+//! A job is born here when its event is durable in the journal, and on a healthy
+//! destination it never leaves memory: its delivery is recorded as a small journal record.
+//! A job that fails an attempt, or waits longer than the lane allows, moves to sled (the
+//! retry queue); when the lane is full, new jobs go to sled at once. So the lane is bounded
+//! and holds only young jobs.
+//!
+//! The lane also tells the checkpoint how far the journal is settled: [`Lane::oldest_live`]
+//! is the position of the oldest event that still has a job only here (waiting, in flight,
+//! or delivered with its record not yet synced). Everything before it is delivered
+//! durably or in sled, so start-up replays the journal from there.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::journal::Position;
+use super::record::JobRecord;
+
+/// A job in the lane, with its event's body and where that event is in the journal.
+#[derive(Debug, Clone)]
+pub struct LaneJob {
+    /// The job.
+    pub job: JobRecord,
+    /// Its event's body (shared between the event's jobs).
+    pub body: Bytes,
+    /// Its event's journal record.
+    pub at: Position,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    job: LaneJob,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Jobs waiting for a worker, per destination, oldest first.
+    waiting: HashMap<String, VecDeque<Waiting>>,
+    /// Jobs a worker holds: job id -> the job (for `event show` and the oldest age).
+    leased: HashMap<Uuid, LaneJob>,
+    /// Jobs not yet settled durably, per event position.
+    live: BTreeMap<Position, u32>,
+    /// Waiting plus leased.
+    len: usize,
+}
+
+/// The fast lane; shared by the committer, the workers and the checkpoint.
+#[derive(Debug)]
+pub struct Lane {
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+impl Lane {
+    /// A lane that holds at most `capacity` jobs.
+    pub fn new(capacity: usize) -> Lane {
+        Lane {
+            state: Mutex::new(State::default()),
+            capacity,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether `n` more jobs fit.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.with(|s| s.len + n <= self.capacity)
+    }
+
+    /// Jobs in the lane (waiting or leased).
+    pub fn len(&self) -> usize {
+        self.with(|s| s.len)
+    }
+
+    /// Whether the lane holds no job.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a job; it counts as live until [`Lane::release`].
+    pub fn push(&self, job: LaneJob) {
+        self.with(|s| {
+            *s.live.entry(job.at).or_default() += 1;
+            s.len += 1;
+            s.waiting
+                .entry(job.job.destination.clone())
+                .or_default()
+                .push_back(Waiting {
+                    job,
+                    since: Instant::now(),
+                });
+        });
+    }
+
+    /// Leases up to `limit` waiting jobs of `destination`, oldest first.
+    pub fn take(&self, destination: &str, limit: usize) -> Vec<LaneJob> {
+        self.with(|s| {
+            let Some(queue) = s.waiting.get_mut(destination) else {
+                return Vec::new();
+            };
+            let n = limit.min(queue.len());
+            let taken: Vec<LaneJob> = queue.drain(..n).map(|w| w.job).collect();
+            if queue.is_empty() {
+                s.waiting.remove(destination);
+            }
+            for job in &taken {
+                s.leased.insert(job.job.id, job.clone());
+            }
+            taken
+        })
+    }
+
+    /// Ends the lease of `job_id`: its outcome is being recorded. The job stays live until
+    /// [`Lane::release`] is called for its position.
+    pub fn finish(&self, job_id: &Uuid) -> bool {
+        self.with(|s| {
+            let found = s.leased.remove(job_id).is_some();
+            if found {
+                s.len -= 1;
+            }
+            found
+        })
+    }
+
+    /// Puts leased jobs back at the front of their queue, in order (a worker could not
+    /// start them).
+    pub fn put_back(&self, jobs: Vec<LaneJob>) {
+        let now = Instant::now();
+        self.with(|s| {
+            for job in jobs.into_iter().rev() {
+                if s.leased.remove(&job.job.id).is_some() {
+                    s.waiting
+                        .entry(job.job.destination.clone())
+                        .or_default()
+                        .push_front(Waiting { job, since: now });
+                }
+            }
+        });
+    }
+
+    /// One job of the event at `at` is settled durably (or safe in sled).
+    pub fn release(&self, at: Position) {
+        self.with(|s| {
+            if let Some(n) = s.live.get_mut(&at) {
+                *n -= 1;
+                if *n == 0 {
+                    s.live.remove(&at);
+                }
+            }
+        });
+    }
+
+    /// The oldest event position that still has a job only in memory.
+    pub fn oldest_live(&self) -> Option<Position> {
+        self.with(|s| s.live.keys().next().copied())
+    }
+
+    /// Takes out every waiting job that has waited at least `longer_than` (or all waiting
+    /// jobs of `destination` with `Duration::ZERO`), for moving to sled. They stay live
+    /// until released.
+    pub fn take_waiting(&self, destination: Option<&str>, longer_than: Duration) -> Vec<LaneJob> {
+        let now = Instant::now();
+        self.with(|s| {
+            let mut out = Vec::new();
+            s.waiting.retain(|dest, queue| {
+                if destination.is_some_and(|d| d != dest) {
+                    return true;
+                }
+                while queue
+                    .front()
+                    .is_some_and(|w| now.duration_since(w.since) >= longer_than)
+                {
+                    if let Some(w) = queue.pop_front() {
+                        out.push(w.job);
+                    }
+                }
+                !queue.is_empty()
+            });
+            s.len -= out.len();
+            out
+        })
+    }
+
+    /// Destinations with jobs in the lane.
+    pub fn destinations(&self) -> Vec<String> {
+        self.with(|s| {
+            let mut names: Vec<String> = s.waiting.keys().cloned().collect();
+            names.extend(s.leased.values().map(|j| j.job.destination.clone()));
+            names.sort();
+            names.dedup();
+            names
+        })
+    }
+
+    /// The job `job_id`, if it is in the lane.
+    pub fn job(&self, job_id: &Uuid) -> Option<JobRecord> {
+        self.with(|s| {
+            s.leased.get(job_id).map(|j| j.job.clone()).or_else(|| {
+                s.waiting
+                    .values()
+                    .flatten()
+                    .find(|w| w.job.job.id == *job_id)
+                    .map(|w| w.job.job.clone())
+            })
+        })
+    }
+
+    /// Up to `limit` jobs of `destination` in the lane: waiting ones, oldest first, then
+    /// those in flight.
+    pub fn jobs_of(&self, destination: &str, limit: usize) -> Vec<JobRecord> {
+        self.with(|s| {
+            let waiting = s
+                .waiting
+                .get(destination)
+                .into_iter()
+                .flatten()
+                .map(|w| w.job.job.clone());
+            let leased = s
+                .leased
+                .values()
+                .filter(|j| j.job.destination == destination)
+                .map(|j| j.job.clone());
+            waiting.chain(leased).take(limit).collect()
+        })
+    }
+
+    /// Creation time (Unix ms) of the oldest job of `destination` in the lane.
+    pub fn oldest_created_ms(&self, destination: &str) -> Option<u64> {
+        self.with(|s| {
+            let waiting = s
+                .waiting
+                .get(destination)
+                .and_then(|q| q.front())
+                .map(|w| w.job.job.created_at_ms);
+            let leased = s
+                .leased
+                .values()
+                .filter(|j| j.job.destination == destination)
+                .map(|j| j.job.created_at_ms)
+                .min();
+            waiting.into_iter().chain(leased).min()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn job(dest: &str, at: u64) -> LaneJob {
+        LaneJob {
+            job: JobRecord::new(Uuid::now_v7(), EventKind::View, dest.into(), vec![], 1),
+            body: Bytes::from_static(b"{}"),
+            at: Position {
+                segment: 1,
+                offset: at,
+            },
+        }
+    }
+
+    #[test]
+    fn the_oldest_live_position_holds_until_every_job_of_it_is_released() {
+        let lane = Lane::new(3);
+        lane.push(job("a", 16));
+        lane.push(job("b", 16));
+        lane.push(job("a", 90));
+        assert!(!lane.has_room(1));
+        let taken = lane.take("a", 10);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(lane.len(), 3, "leased jobs still take room");
+        assert!(lane.finish(&taken[0].job.id));
+        assert!(!lane.finish(&taken[0].job.id), "a lease ends once");
+        assert_eq!(lane.len(), 2);
+        lane.release(taken[0].at);
+        // b's job of the same event is still waiting.
+        assert_eq!(lane.oldest_live().map(|p| p.offset), Some(16));
+        let b = lane.take_waiting(Some("b"), Duration::ZERO);
+        assert_eq!(b.len(), 1);
+        lane.release(b[0].at);
+        assert_eq!(lane.oldest_live().map(|p| p.offset), Some(90));
+        lane.finish(&taken[1].job.id);
+        lane.release(taken[1].at);
+        assert_eq!(lane.oldest_live(), None);
+        assert_eq!(lane.len(), 0);
+        assert!(lane.destinations().is_empty());
+    }
+}

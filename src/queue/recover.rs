@@ -1,0 +1,286 @@
+//! Opening the store: sled, the journal, the queue counted, identities remembered, and the
+//! journal replayed from the checkpoint.
+//!
+//! Replay re-creates every job of an event at or after the checkpoint that has neither a
+//! Delivered record after it nor a record in sled (queued, dead or settled): exactly the
+//! jobs that were only in memory when the daemon stopped. They are due at once, with the
+//! delivery ids they had, so a receiver that saw one before the crash can tell.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use sled::Transactional;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::checkpoint;
+use super::entry::{self, Entry, EventHeader};
+use super::ingest::uuid_ms;
+use super::journal::{Journal, Position, Scanned, HEADER_LEN};
+use super::lane::{Lane, LaneJob};
+use super::migrate;
+use super::record::{now_ms, DeadLetter, JobRecord};
+use super::retry_queue::{decode, parse_due_value, queue_job, segment_of, TxResult};
+use super::segments::{self, IndexEntry};
+use super::stats::{QueueStats, Slot};
+use super::{keys, ms, Inner, Settles, Store, StoreError, StoreOptions, Trees, Writer};
+
+/// Jobs written to sled per transaction when replay spills past the lane.
+const SPILL_CHUNK: usize = 1000;
+
+/// Opens the store in `dir` (see [`Store::open`]).
+pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(o.cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let db_file = File::options().read(true).open(dir.join("db")).ok();
+    let trees = Trees::open(&db)?;
+    let journal_dir = dir.join("journal");
+    let (journal, _report) = Journal::open(&journal_dir, o.segment_bytes)?;
+    let reader = journal.reader();
+    let store = Store {
+        inner: Arc::new(Inner {
+            trees,
+            db_file,
+            journal: reader,
+            writer: Mutex::new(Writer {
+                journal,
+                index: Vec::new(),
+                active_since_ms: None,
+            }),
+            settles: Mutex::new(Settles::default()),
+            lane: Lane::new(o.lane_capacity),
+            dedupe: Mutex::new(HashMap::new()),
+            refs: Mutex::new(BTreeMap::new()),
+            stats: QueueStats::default(),
+            retention_ms: AtomicU64::new(ms(o.retention)),
+            dead_retention_ms: AtomicU64::new(ms(o.dead_retention)),
+            dedupe_window_ms: AtomicU64::new(ms(o.dedupe_window)),
+            segment_bytes: o.segment_bytes,
+            checkpoint: Mutex::new(Position::start_of(0)),
+            failed: CancellationToken::new(),
+            journal_dir,
+            db,
+        }),
+    };
+    migrate::run_if_needed(&store)?;
+    store.count_queue()?;
+    store.replay()?;
+    Ok(store)
+}
+
+/// What replaying the journal found.
+#[derive(Debug, Default)]
+struct Replayed {
+    events: usize,
+    recreated: usize,
+    spilled: usize,
+    damaged: usize,
+}
+
+impl Store {
+    /// Counts queued jobs, dead letters and the sled records pointing into each journal
+    /// segment, once (one pass over the due index and the dead letters).
+    fn count_queue(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let t = &i.trees;
+        let mut refs: BTreeMap<u64, i64> = BTreeMap::new();
+        for item in t.due.iter() {
+            let (key, value) = item?;
+            let Some((destination, _, job_id)) = keys::parse_due_key(&key) else {
+                continue;
+            };
+            let (state, segment) = match parse_due_value(&value) {
+                Some(v) => v,
+                None => match t.jobs.get(job_id.as_bytes())? {
+                    Some(bytes) => {
+                        let job: JobRecord = decode(&bytes)?;
+                        (job.state(), segment_of(&job))
+                    }
+                    None => continue,
+                },
+            };
+            i.stats.add(destination, Slot::Queued(state));
+            *refs.entry(segment).or_default() += 1;
+        }
+        for item in t.dead.iter() {
+            let letter: DeadLetter = decode(&item?.1)?;
+            i.stats.add(&letter.job.destination, Slot::Dead);
+            *refs.entry(segment_of(&letter.job)).or_default() += 1;
+        }
+        *i.refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
+        Ok(())
+    }
+
+    /// Whether sled knows job `id` (queued, dead or settled there).
+    fn in_sled(&self, id: &Uuid) -> Result<bool, StoreError> {
+        let t = &self.inner.trees;
+        Ok(t.jobs.contains_key(id.as_bytes())?
+            || t.dead.contains_key(id.as_bytes())?
+            || t.done.contains_key(id.as_bytes())?)
+    }
+
+    /// Rebuilds the de-duplication memory and the active segment's index, and re-creates
+    /// the jobs that were only in memory, from the checkpoint on.
+    fn replay(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let now = now_ms();
+        let window = i
+            .dedupe_window_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let segments = i.journal.segments();
+        let active = i
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal
+            .end()
+            .segment;
+        let first = segments.first().map_or(active, |s| s.seq);
+        let from = match checkpoint::read(&i.journal_dir) {
+            Some(cp) if cp.segment >= first => cp,
+            Some(_) | None => Position::start_of(first),
+        };
+        let mut candidates: Vec<(Position, EventHeader)> = Vec::new();
+        let mut delivered: HashSet<Uuid> = HashSet::new();
+        let mut identities: HashMap<u128, Uuid> = HashMap::new();
+        let mut report = Replayed::default();
+        let remember = |entries: &[IndexEntry], identities: &mut HashMap<u128, Uuid>| {
+            for e in entries {
+                if let Some(slot) = e.dedupe {
+                    if uuid_ms(&e.id).saturating_add(window) > now {
+                        identities.insert(slot, e.id);
+                    }
+                }
+            }
+        };
+        let mut active_index = Vec::new();
+        for seg in &segments {
+            let replayed = seg.seq >= from.segment;
+            let recent =
+                segments::modified_ms(&i.journal_dir, seg.seq).saturating_add(window) > now;
+            let index = (seg.seq != active)
+                .then(|| segments::read_index(&i.journal_dir, seg.seq))
+                .flatten();
+            if !replayed {
+                // Before the checkpoint a segment matters only for its identities, and its
+                // index holds those.
+                if let Some(entries) = &index {
+                    if recent {
+                        remember(entries, &mut identities);
+                    }
+                    continue;
+                }
+                if !recent {
+                    continue;
+                }
+            }
+            let mut entries = Vec::new();
+            i.journal.walk_segment(seg.seq, HEADER_LEN, |item| {
+                match item {
+                    Scanned::Record { at, payload } => match entry::decode(&payload) {
+                        Ok(e) => {
+                            entries.extend(segments::index_of(at, &payload));
+                            match e {
+                                Entry::Event(h, _) if at >= from => candidates.push((at, h)),
+                                Entry::Delivered(d) if at >= from => {
+                                    delivered.insert(d.job);
+                                }
+                                _ => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(segment = at.segment, offset = at.offset, error = %e, "journal: a record does not decode; skipped");
+                            report.damaged += 1;
+                        }
+                    },
+                    Scanned::Damaged { at, bytes } => {
+                        tracing::error!(segment = at.segment, offset = at.offset, bytes, "journal: damaged bytes (a bad checksum) skipped; the records after them are read");
+                        report.damaged += 1;
+                    }
+                }
+                true
+            })?;
+            if recent {
+                remember(&entries, &mut identities);
+            }
+            if seg.seq == active {
+                active_index = entries;
+            } else if index.is_none() {
+                if let Err(e) = segments::write_index(&i.journal_dir, seg.seq, &entries) {
+                    tracing::warn!(segment = seg.seq, error = %e, "could not write a journal index; the segment will be read again at the next start");
+                }
+            }
+        }
+        *i.dedupe.lock().unwrap_or_else(|p| p.into_inner()) = identities;
+        {
+            let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.journal.active_len() > HEADER_LEN {
+                w.active_since_ms = Some(now);
+            }
+            w.index = active_index;
+        }
+        report.events = candidates.len();
+        let mut spill = Vec::new();
+        for (at, header) in candidates {
+            let mut body = None;
+            for mut job in header.fresh_jobs() {
+                if delivered.contains(&job.id) || self.in_sled(&job.id)? {
+                    continue;
+                }
+                job.event_at = Some(at);
+                i.stats.add(&job.destination, Slot::Queued(job.state()));
+                report.recreated += 1;
+                if i.lane.has_room(1) {
+                    let body = match &body {
+                        Some(b) => Some(b),
+                        None => {
+                            body = Some(self.read_event(at)?.1);
+                            body.as_ref()
+                        }
+                    };
+                    if let Some(body) = body {
+                        i.lane.push(LaneJob {
+                            job,
+                            body: body.clone(),
+                            at,
+                        });
+                    }
+                } else {
+                    spill.push(job);
+                }
+            }
+        }
+        report.spilled = spill.len();
+        for chunk in spill.chunks(SPILL_CHUNK) {
+            let t = &i.trees;
+            (&t.jobs, &t.due)
+                .transaction(|(jobs, due)| -> TxResult<()> {
+                    for job in chunk {
+                        queue_job(jobs, due, job)?;
+                    }
+                    Ok(())
+                })
+                .map_err(StoreError::from)?;
+            for job in chunk {
+                self.add_ref(segment_of(job), 1);
+            }
+        }
+        *i.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = from;
+        tracing::info!(
+            from_segment = from.segment,
+            from_offset = from.offset,
+            events = report.events,
+            jobs_recreated = report.recreated,
+            jobs_to_retry_queue = report.spilled,
+            damaged = report.damaged,
+            "journal replayed from the checkpoint"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! How the retry queue's records are written in sled: a version byte, then postcard.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::journal::Position;
+use super::keys;
+use super::record::{JobRecord, JobState};
+use super::StoreError;
+
+/// The version of every value this code writes.
+const VALUE_VERSION: u8 = 1;
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Encodes a record for sled.
+pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain structs into a Vec cannot fail.
+    postcard::to_extend(v, vec![VALUE_VERSION]).unwrap_or_default()
+}
+
+/// Decodes a record written by [`encode`].
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(StoreError::Corrupt(format!("unknown record version {v}"))),
+        None => Err(StoreError::Corrupt("empty record".into())),
+    }
+}
+
+/// [`decode`] inside a transaction.
+pub(super) fn decode_tx<T: DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    decode(bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+/// The segment a job's event is in (0 when unknown: a job with no journal record).
+pub(super) fn segment_of(job: &JobRecord) -> u64 {
+    job.event_at.map_or(0, |p: Position| p.segment)
+}
+
+/// The value of a due entry: the job's state and its event's segment, so that opening the
+/// store counts the queue and the references into each segment from the due index alone.
+pub(super) fn due_value(state: JobState, segment: u64) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[0] = match state {
+        JobState::Pending => 0,
+        JobState::Retrying => 1,
+    };
+    v[1..].copy_from_slice(&segment.to_be_bytes());
+    v
+}
+
+/// Splits a due value.
+pub(super) fn parse_due_value(value: &[u8]) -> Option<(JobState, u64)> {
+    let state = match value.first()? {
+        0 => JobState::Pending,
+        1 => JobState::Retrying,
+        _ => return None,
+    };
+    let segment = u64::from_be_bytes(value.get(1..9)?.try_into().ok()?);
+    Some((state, segment))
+}
+
+/// Queues `job` in sled: its record and its due entry.
+pub(super) fn queue_job(
+    jobs: &TransactionalTree,
+    due: &TransactionalTree,
+    job: &JobRecord,
+) -> TxResult<()> {
+    jobs.insert(job.id.as_bytes(), encode(job))?;
+    due.insert(
+        keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
+        &due_value(job.state(), segment_of(job))[..],
+    )?;
+    Ok(())
+}
+
+/// Removes `job`'s due entry; returns the job as stored if it was queued (a job can be gone
+/// already: dead-lettered by an operator or retired while its attempt was in flight).
+pub(super) fn unqueue(
+    jobs: &TransactionalTree,
+    due: &TransactionalTree,
+    job: &JobRecord,
+) -> TxResult<Option<JobRecord>> {
+    let key = keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id);
+    if due.remove(key)?.is_none() {
+        return Ok(None);
+    }
+    match jobs.remove(job.id.as_bytes())? {
+        Some(bytes) => Ok(Some(decode_tx(&bytes)?)),
+        None => Ok(Some(job.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_values_round_trip_and_records_carry_a_version() {
+        assert_eq!(
+            parse_due_value(&due_value(JobState::Retrying, 77)),
+            Some((JobState::Retrying, 77))
+        );
+        assert_eq!(parse_due_value(&[0]), None);
+        let bytes = encode(&"x".to_string());
+        assert_eq!(bytes[0], VALUE_VERSION);
+        assert_eq!(decode::<String>(&bytes).unwrap(), "x");
+        assert!(decode::<String>(&[9, 1, b'x']).is_err());
+    }
+}
