@@ -249,12 +249,13 @@ impl Store {
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
             i.lane.oldest_live().unwrap_or_else(|| w.journal.end())
         };
-        self.sync_sled().map_err(|e| self.observe(e))?;
         let mut last = i.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
-        if at != *last {
-            checkpoint::write(&i.journal_dir, at).map_err(|e| self.observe(e.into()))?;
-            *last = at;
+        if at == *last {
+            return Ok(());
         }
+        self.sync_sled().map_err(|e| self.observe(e))?;
+        checkpoint::write(&i.journal_dir, at).map_err(|e| self.observe(e.into()))?;
+        *last = at;
         Ok(())
     }
 

@@ -363,7 +363,8 @@ impl Store {
     /// checkpoint. Called at shutdown and by housekeeping.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.sync_settles()?;
-        self.advance_checkpoint()
+        self.advance_checkpoint()?;
+        self.sync_sled().map_err(|e| self.observe(e))
     }
 
     /// Number of queued jobs (all destinations), from the in-memory counters.
