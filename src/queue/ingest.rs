@@ -127,7 +127,7 @@ impl Store {
                 offset: at.offset,
                 dedupe: ev.dedupe.as_ref().map(|d| dedupe_slot(&d.digest)),
             });
-            let fits = i.lane.has_room(ev.jobs.len());
+            let fits = i.lane.has_room(ev.jobs.len(), ev.body.len());
             for job in &ev.jobs {
                 let mut job = job.clone();
                 job.event_at = Some(at);

@@ -48,6 +48,8 @@ struct State {
     live: BTreeMap<Position, u32>,
     /// Waiting plus leased.
     len: usize,
+    /// Body bytes of those (a body shared by an event's jobs counts once per job).
+    bytes: usize,
 }
 
 /// The fast lane; shared by the committer, the workers and the checkpoint.
@@ -55,14 +57,16 @@ struct State {
 pub struct Lane {
     state: Mutex<State>,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 impl Lane {
-    /// A lane that holds at most `capacity` jobs.
-    pub fn new(capacity: usize) -> Lane {
+    /// A lane that holds at most `capacity` jobs and `capacity_bytes` of their bodies.
+    pub fn new(capacity: usize, capacity_bytes: usize) -> Lane {
         Lane {
             state: Mutex::new(State::default()),
             capacity,
+            capacity_bytes,
         }
     }
 
@@ -70,9 +74,12 @@ impl Lane {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether `n` more jobs fit.
-    pub fn has_room(&self, n: usize) -> bool {
-        self.with(|s| s.len + n <= self.capacity)
+    /// Whether `n` more jobs with a body of `body_len` bytes fit.
+    pub fn has_room(&self, n: usize, body_len: usize) -> bool {
+        self.with(|s| {
+            s.len + n <= self.capacity
+                && s.bytes.saturating_add(n.saturating_mul(body_len)) <= self.capacity_bytes
+        })
     }
 
     /// Jobs in the lane (waiting or leased).
@@ -90,6 +97,7 @@ impl Lane {
         self.with(|s| {
             *s.live.entry(job.at).or_default() += 1;
             s.len += 1;
+            s.bytes += job.body.len();
             s.waiting
                 .entry(job.job.destination.clone())
                 .or_default()
@@ -121,12 +129,13 @@ impl Lane {
     /// Ends the lease of `job_id`: its outcome is being recorded. The job stays live until
     /// [`Lane::release`] is called for its position.
     pub fn finish(&self, job_id: &Uuid) -> bool {
-        self.with(|s| {
-            let found = s.leased.remove(job_id).is_some();
-            if found {
+        self.with(|s| match s.leased.remove(job_id) {
+            Some(job) => {
                 s.len -= 1;
+                s.bytes -= job.body.len();
+                true
             }
-            found
+            None => false,
         })
     }
 
@@ -185,6 +194,7 @@ impl Lane {
                 !queue.is_empty()
             });
             s.len -= out.len();
+            s.bytes -= out.iter().map(|j| j.body.len()).sum::<usize>();
             out
         })
     }
@@ -269,11 +279,15 @@ mod tests {
 
     #[test]
     fn the_oldest_live_position_holds_until_every_job_of_it_is_released() {
-        let lane = Lane::new(3);
+        let lane = Lane::new(3, 1 << 20);
         lane.push(job("a", 16));
         lane.push(job("b", 16));
         lane.push(job("a", 90));
-        assert!(!lane.has_room(1));
+        assert!(!lane.has_room(1, 2));
+        assert!(
+            !Lane::new(10, 5).has_room(3, 2),
+            "bodies count against the byte bound"
+        );
         let taken = lane.take("a", 10);
         assert_eq!(taken.len(), 2);
         assert_eq!(lane.len(), 3, "leased jobs still take room");

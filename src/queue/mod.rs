@@ -169,6 +169,8 @@ pub struct StoreOptions {
     pub segment_bytes: u64,
     /// Jobs the fast lane holds before new ones go straight to sled.
     pub lane_capacity: usize,
+    /// Body bytes the fast lane holds (each job counting its event's body).
+    pub lane_capacity_bytes: usize,
 }
 
 impl StoreOptions {
@@ -181,6 +183,7 @@ impl StoreOptions {
             dedupe_window: Duration::from_secs(24 * 3600),
             segment_bytes: 64 * 1024 * 1024,
             lane_capacity: 10_000,
+            lane_capacity_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -54,7 +54,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
                 active_since_ms: None,
             }),
             settles: Mutex::new(Settles::default()),
-            lane: Lane::new(o.lane_capacity),
+            lane: Lane::new(o.lane_capacity, o.lane_capacity_bytes),
             dedupe: Mutex::new(HashMap::new()),
             refs: Mutex::new(BTreeMap::new()),
             stats: QueueStats::default(),
@@ -228,7 +228,7 @@ impl Store {
         report.events = candidates.len();
         let mut spill = Vec::new();
         for (at, header) in candidates {
-            let mut body = None;
+            let mut body: Option<bytes::Bytes> = None;
             for mut job in header.fresh_jobs() {
                 if delivered.contains(&job.id) || self.in_sled(&job.id)? {
                     continue;
@@ -236,21 +236,12 @@ impl Store {
                 job.event_at = Some(at);
                 i.stats.add(&job.destination, Slot::Queued(job.state()));
                 report.recreated += 1;
-                if i.lane.has_room(1) {
-                    let body = match &body {
-                        Some(b) => Some(b),
-                        None => {
-                            body = Some(self.read_event(at)?.1);
-                            body.as_ref()
-                        }
-                    };
-                    if let Some(body) = body {
-                        i.lane.push(LaneJob {
-                            job,
-                            body: body.clone(),
-                            at,
-                        });
-                    }
+                let body = match &body {
+                    Some(b) => b.clone(),
+                    None => body.insert(self.read_event(at)?.1).clone(),
+                };
+                if i.lane.has_room(1, body.len()) {
+                    i.lane.push(LaneJob { job, body, at });
                 } else {
                     spill.push(job);
                 }
