@@ -24,7 +24,7 @@ use super::ingest::uuid_ms;
 use super::keys::{self, Expiring};
 use super::lane::LaneJob;
 use super::record::{now_ms, DeadLetter, SettledJob};
-use super::retry_queue::{decode_tx, queue_job, segment_of, TxResult};
+use super::retry_queue::{decode_tx, segment_of, TxResult};
 use super::segments;
 use super::stats::Slot;
 use super::{Store, StoreError};
@@ -221,18 +221,8 @@ impl Store {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let t = &self.inner.trees;
-        (&t.jobs, &t.due)
-            .transaction(|(jobs_tree, due)| -> TxResult<()> {
-                for lj in &jobs {
-                    queue_job(jobs_tree, due, &lj.job)?;
-                }
-                Ok(())
-            })
-            .map_err(StoreError::from)
-            .map_err(|e| self.observe(e))?;
+        self.queue_in_sled(jobs.iter().map(|lj| &lj.job))?;
         for lj in &jobs {
-            self.add_ref(lj.at.segment, 1);
             self.inner.lane.release(lj.at);
         }
         Ok(jobs.len())

@@ -1,14 +1,12 @@
 //! Accepting a batch: de-duplication, one journal append, and placing each new job in the
 //! fast lane (or in sled when the lane is full).
 
-use sled::Transactional;
 use uuid::Uuid;
 
 use super::entry::{self, EventHeader, JobSeed};
 use super::journal::Position;
 use super::lane::LaneJob;
 use super::record::now_ms;
-use super::retry_queue::{queue_job, TxResult};
 use super::segments::{dedupe_slot, IndexEntry};
 use super::stats::Slot;
 use super::{Committed, NewEvent, Store, StoreError};
@@ -143,22 +141,7 @@ impl Store {
                 }
             }
         }
-        if spill.is_empty() {
-            return Ok(());
-        }
-        let t = &i.trees;
-        (&t.jobs, &t.due)
-            .transaction(|(jobs, due)| -> TxResult<()> {
-                for job in &spill {
-                    queue_job(jobs, due, job)?;
-                }
-                Ok(())
-            })
-            .map_err(StoreError::from)
-            .map_err(|e| self.observe(e))?;
-        for job in &spill {
-            self.add_ref(super::retry_queue::segment_of(job), 1);
-        }
+        self.queue_in_sled(&spill)?;
         Ok(())
     }
 

@@ -157,23 +157,12 @@ impl Store {
                 lane: Some(lj.at),
             })
             .collect();
-        let t = &self.inner.trees;
-        for item in t
-            .due
-            .scan_prefix(keys::due_prefix(destination))
-            .take(limit.saturating_sub(out.len()))
-        {
-            let (key, _) = item?;
-            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
-                if let Some(bytes) = t.jobs.get(job_id.as_bytes())? {
-                    out.push(Lease {
-                        job: decode(&bytes)?,
-                        body: None,
-                        lane: None,
-                    });
-                }
-            }
-        }
+        let sled = self.sled_jobs_of(destination, limit.saturating_sub(out.len()))?;
+        out.extend(sled.into_iter().map(|job| Lease {
+            job,
+            body: None,
+            lane: None,
+        }));
         Ok(out)
     }
 

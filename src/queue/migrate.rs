@@ -21,7 +21,7 @@ use super::entry::{self, EventHeader, JobSeed};
 use super::journal::Position;
 use super::keys::{self, Expiring};
 use super::record::{AttemptRecord, DeadLetter, EventRecord, JobRecord};
-use super::retry_queue::{due_value, encode, segment_of};
+use super::retry_queue::encode;
 use super::{Store, StoreError};
 
 /// The key in `v2.meta` that records the format.
@@ -176,15 +176,10 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
         .map(|j| j.id)
         .chain(letters.iter().map(|l| l.job.id))
         .collect();
-    for mut job in queued {
+    for job in &mut queued {
         job.event_at = positions.get(&job.event_id).copied();
-        t.jobs.insert(job.id.as_bytes(), encode(&job))?;
-        t.due.insert(
-            keys::due_key(&job.destination, job.next_attempt_at_ms, &job.id),
-            &due_value(job.state(), segment_of(&job))[..],
-        )?;
-        report.jobs += 1;
     }
+    report.jobs = store.queue_in_sled(&queued)?;
     let keep = store.dead_retention_ms();
     for mut letter in letters {
         letter.job.event_at = positions.get(&letter.job.event_id).copied();

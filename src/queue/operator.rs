@@ -303,19 +303,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<JobRecord>, StoreError> {
         let mut out = self.inner.lane.jobs_of(destination, limit);
-        let t = &self.inner.trees;
-        for item in t
-            .due
-            .scan_prefix(keys::due_prefix(destination))
-            .take(limit.saturating_sub(out.len()))
-        {
-            let (key, _) = item?;
-            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
-                if let Some(bytes) = t.jobs.get(job_id.as_bytes())? {
-                    out.push(decode(&bytes)?);
-                }
-            }
-        }
+        out.extend(self.sled_jobs_of(destination, limit.saturating_sub(out.len()))?);
         Ok(out)
     }
 

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use sled::Transactional;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,13 +22,10 @@ use super::journal::{Journal, Position, Scanned, HEADER_LEN};
 use super::lane::{Lane, LaneJob};
 use super::migrate;
 use super::record::{now_ms, DeadLetter, JobRecord};
-use super::retry_queue::{decode, parse_due_value, queue_job, segment_of, TxResult};
+use super::retry_queue::{decode, parse_due_value, segment_of};
 use super::segments::{self, IndexEntry};
 use super::stats::{QueueStats, Slot};
 use super::{keys, ms, Inner, Settles, Store, StoreError, StoreOptions, Trees, Writer};
-
-/// Jobs written to sled per transaction when replay spills past the lane.
-const SPILL_CHUNK: usize = 1000;
 
 /// Opens the store in `dir` (see [`Store::open`]).
 pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
@@ -248,20 +244,7 @@ impl Store {
             }
         }
         report.spilled = spill.len();
-        for chunk in spill.chunks(SPILL_CHUNK) {
-            let t = &i.trees;
-            (&t.jobs, &t.due)
-                .transaction(|(jobs, due)| -> TxResult<()> {
-                    for job in chunk {
-                        queue_job(jobs, due, job)?;
-                    }
-                    Ok(())
-                })
-                .map_err(StoreError::from)?;
-            for job in chunk {
-                self.add_ref(segment_of(job), 1);
-            }
-        }
+        self.queue_in_sled(&spill)?;
         *i.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = from;
         tracing::info!(
             from_segment = from.segment,

@@ -3,11 +3,16 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
 
 use super::journal::Position;
 use super::keys;
 use super::record::{JobRecord, JobState};
-use super::StoreError;
+use super::{Store, StoreError};
+
+/// Jobs written to sled per transaction: small transactions keep sled's memory bounded
+/// (its batches grow without bound, see `shared/notes` in the project history).
+const QUEUE_CHUNK: usize = 1000;
 
 /// The version of every value this code writes.
 const VALUE_VERSION: u8 = 1;
@@ -76,6 +81,59 @@ pub(super) fn queue_job(
         &due_value(job.state(), segment_of(job))[..],
     )?;
     Ok(())
+}
+
+impl Store {
+    /// Queues `jobs` in sled (each job's record and due entry), a chunk per transaction,
+    /// and counts their references into the journal. Their queue depth is not changed:
+    /// they were counted when they were accepted.
+    pub(super) fn queue_in_sled<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a JobRecord>,
+    ) -> Result<usize, StoreError> {
+        let t = &self.inner.trees;
+        let jobs: Vec<&JobRecord> = jobs.into_iter().collect();
+        for chunk in jobs.chunks(QUEUE_CHUNK) {
+            (&t.jobs, &t.due)
+                .transaction(|(jobs_tree, due)| -> TxResult<()> {
+                    for job in chunk {
+                        queue_job(jobs_tree, due, job)?;
+                    }
+                    Ok(())
+                })
+                .map_err(StoreError::from)
+                .map_err(|e| self.observe(e))?;
+            for job in chunk {
+                self.add_ref(segment_of(job), 1);
+            }
+        }
+        Ok(jobs.len())
+    }
+
+    /// Up to `limit` jobs of `destination` queued in sled, in due order.
+    pub(super) fn sled_jobs_of(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let t = &self.inner.trees;
+        let mut out = Vec::new();
+        for item in t.due.scan_prefix(keys::due_prefix(destination)).take(limit) {
+            let (key, _) = item?;
+            if let Some((_, _, job_id)) = keys::parse_due_key(&key) {
+                if let Some(bytes) = t.jobs.get(job_id.as_bytes())? {
+                    out.push(decode(&bytes)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves one reference from segment `old` to segment `new` (a record re-pointed).
+    pub(super) fn move_ref(&self, old: u64, new: u64) {
+        self.add_ref(old, -1);
+        self.add_ref(new, 1);
+    }
 }
 
 /// Removes `job`'s due entry; returns the job as stored if it was queued (a job can be gone

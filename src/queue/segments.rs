@@ -414,8 +414,7 @@ impl Store {
             .map_err(StoreError::from)
             .map_err(|e| self.observe(e))?;
         if done {
-            self.add_ref(old.segment, -1);
-            self.add_ref(new.segment, 1);
+            self.move_ref(old.segment, new.segment);
         }
         Ok(done)
     }
@@ -439,8 +438,7 @@ impl Store {
             .map_err(StoreError::from)
             .map_err(|e| self.observe(e))?;
         if done {
-            self.add_ref(old.segment, -1);
-            self.add_ref(new.segment, 1);
+            self.move_ref(old.segment, new.segment);
         }
         Ok(done)
     }
