@@ -96,6 +96,12 @@ impl Store {
         for at in settles.releases {
             i.lane.release(at);
         }
+        if !settles.jobs.is_empty() {
+            let mut unsynced = i.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            for job in &settles.jobs {
+                unsynced.remove(job);
+            }
+        }
         if !batch_slots.is_empty() {
             let mut map = i.dedupe.lock().unwrap_or_else(|p| p.into_inner());
             map.extend(batch_slots);

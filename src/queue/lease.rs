@@ -205,6 +205,10 @@ impl Store {
         let from = Slot::Queued(job.state());
         match transition {
             Transition::Delivered { attempt } => {
+                i.unsynced
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(job.id, attempt.clone());
                 let record = entry::delivered(&DeliveredEntry {
                     job: job.id,
                     event: job.event_id,
@@ -213,6 +217,7 @@ impl Store {
                 let mut s = i.settles.lock().unwrap_or_else(|p| p.into_inner());
                 s.records.push(record);
                 s.releases.push(at);
+                s.jobs.push(job.id);
                 drop(s);
                 i.stats.remove(&job.destination, from);
             }

@@ -257,6 +257,7 @@ struct Writer {
 struct Settles {
     records: Vec<Vec<u8>>,
     releases: Vec<Position>,
+    jobs: Vec<Uuid>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -274,6 +275,9 @@ struct Inner {
     journal: JournalReader,
     writer: Mutex<Writer>,
     settles: Mutex<Settles>,
+    /// Fast-lane jobs delivered whose Delivered record is not in the journal yet, with the
+    /// attempt, so `event show` sees the delivery at once.
+    unsynced: Mutex<HashMap<Uuid, AttemptRecord>>,
     lane: Lane,
     /// First 16 bytes of a de-duplication digest -> the event accepted under it.
     dedupe: Mutex<HashMap<u128, Uuid>>,

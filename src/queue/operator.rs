@@ -20,6 +20,8 @@ use bytes::Bytes;
 /// Segments searched after a job's event for its Delivered record: a fast-lane job is
 /// delivered or moved to sled within seconds, so its record is never far behind.
 const DELIVERED_SEARCH_SEGMENTS: usize = 3;
+/// How far a file's modification time may lag the clock that stamps job ids.
+const MTIME_SLACK_MS: u64 = 2_000;
 
 /// Where one job of an event stands now.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,14 +101,26 @@ impl Store {
         job_id: &Uuid,
         from: Option<Position>,
     ) -> Result<Option<AttemptRecord>, StoreError> {
+        if let Some(attempt) = self
+            .inner
+            .unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job_id)
+        {
+            return Ok(Some(attempt.clone()));
+        }
         let created = uuid_ms(job_id);
         let segments = self.inner.journal.segments();
         let start = match from {
             Some(p) => p,
             None => {
-                // The first segment still written to after the job was created.
+                // The first segment still written to after the job was created (file
+                // times come from a coarse clock: allow for it).
                 let Some(seg) = segments.iter().find(|s| {
-                    super::segments::modified_ms(&self.inner.journal_dir, s.seq) >= created
+                    super::segments::modified_ms(&self.inner.journal_dir, s.seq)
+                        .saturating_add(MTIME_SLACK_MS)
+                        >= created
                 }) else {
                     return Ok(None);
                 };
@@ -148,6 +162,15 @@ impl Store {
     /// The recorded attempts of `job_id`, in order (from sled, or the one attempt of a job
     /// delivered from the fast lane).
     pub fn attempts(&self, job_id: &Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.attempts_from(job_id, None)
+    }
+
+    /// [`Store::attempts`], searching the journal from `event_at` when it is known.
+    fn attempts_from(
+        &self,
+        job_id: &Uuid,
+        event_at: Option<Position>,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
         let t = &self.inner.trees;
         let stored: Vec<AttemptRecord> = t
             .attempts
@@ -198,10 +221,11 @@ impl Store {
         let Some((header, body)) = self.find_event(event_id, now_ms())? else {
             return Ok(None);
         };
+        let event_at = self.locate_event(event_id)?;
         let mut jobs = Vec::with_capacity(header.jobs.len());
         for job in header.fresh_jobs() {
             let status = self.job_status(&job.id)?;
-            let attempts = self.attempts(&job.id)?;
+            let attempts = self.attempts_from(&job.id, event_at)?;
             let status = match (status, attempts.last()) {
                 (None, Some(a)) => {
                     // Delivered from the fast lane: its only attempt is its whole story.

@@ -50,6 +50,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
                 active_since_ms: None,
             }),
             settles: Mutex::new(Settles::default()),
+            unsynced: Mutex::new(HashMap::new()),
             lane: Lane::new(o.lane_capacity, o.lane_capacity_bytes),
             dedupe: Mutex::new(HashMap::new()),
             refs: Mutex::new(BTreeMap::new()),

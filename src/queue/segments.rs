@@ -194,7 +194,7 @@ impl Writer {
 impl Store {
     /// Where the record of event `id` is, searching the active segment's list and then the
     /// sealed segments' indexes, newest first.
-    fn locate_event(&self, id: &Uuid) -> Result<Option<Position>, StoreError> {
+    pub(super) fn locate_event(&self, id: &Uuid) -> Result<Option<Position>, StoreError> {
         let i = &self.inner;
         let active = {
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
