@@ -185,7 +185,7 @@ impl Store {
             return Ok(stored);
         }
         Ok(self
-            .delivered_in_journal(job_id, None)?
+            .delivered_in_journal(job_id, event_at)?
             .into_iter()
             .collect())
     }
