@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use super::checkpoint;
 use super::ingest::uuid_ms;
+use super::journal::Position;
 use super::keys::{self, Expiring};
 use super::lane::LaneJob;
-use super::record::{now_ms, DeadLetter, SettledJob};
+use super::record::{now_ms, DeadLetter, JobRecord, SettledJob};
 use super::retry_queue::{decode_tx, segment_of, TxResult};
 use super::segments;
 use super::stats::Slot;
@@ -144,61 +145,104 @@ impl Store {
         for item in t.expiry.range(..end.to_vec()).take(PURGE_BATCH) {
             due_keys.push(item?.0);
         }
+        // A record of a job whose event is at or after the checkpoint is what tells a replay
+        // not to re-create the job: it waits until the checkpoint has passed its event.
+        let checkpoint = *self
+            .inner
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut purged = Purged::default();
         for key in &due_keys {
+            let mut later = None;
             match keys::parse_expiry_key(key) {
-                Some((_, Expiring::Settled, id)) => {
+                Some((_, what @ Expiring::Settled, id)) => {
                     if let Ok(id) = Uuid::from_slice(id) {
-                        purged.settled += usize::from(self.purge_settled(&id)?);
+                        match self.purge_settled(&id, checkpoint)? {
+                            Some(gone) => purged.settled += usize::from(gone),
+                            None => later = Some((what, id)),
+                        }
                     }
                 }
-                Some((_, Expiring::Dead, id)) => {
+                Some((_, what @ Expiring::Dead, id)) => {
                     if let Ok(id) = Uuid::from_slice(id) {
-                        purged.dead += usize::from(self.purge_dead(&id, now)?);
+                        match self.purge_dead(&id, now, checkpoint)? {
+                            Some(gone) => purged.dead += usize::from(gone),
+                            None => later = Some((what, id)),
+                        }
                     }
                 }
                 None => {}
             }
             t.expiry.remove(key)?;
+            if let Some((what, id)) = later {
+                // Just past this pass's range: the next pass tries again.
+                t.expiry.insert(
+                    keys::expiry_key(now.saturating_add(1), what, id.as_bytes()),
+                    &[][..],
+                )?;
+            }
         }
         Ok((purged, due_keys.len() == PURGE_BATCH))
     }
 
-    /// Removes a job settled through sled, with its attempts.
-    fn purge_settled(&self, job_id: &Uuid) -> Result<bool, StoreError> {
+    /// Removes a job settled through sled, with its attempts; `None` (kept for now) while
+    /// its event is at or after `checkpoint`.
+    fn purge_settled(
+        &self,
+        job_id: &Uuid,
+        checkpoint: Position,
+    ) -> Result<Option<bool>, StoreError> {
         let t = &self.inner.trees;
         Ok((&t.done, &t.attempts).transaction(|(done, attempts)| {
-            let Some(bytes) = done.remove(job_id.as_bytes())? else {
-                return Ok(false);
+            let Some(bytes) = done.get(job_id.as_bytes())? else {
+                return Ok(Some(false));
             };
             let settled: SettledJob = decode_tx(&bytes)?;
+            if replayable(&settled.job, checkpoint) {
+                return Ok(None);
+            }
+            done.remove(job_id.as_bytes())?;
             remove_attempts(job_id, settled.job.attempts, attempts)?;
-            Ok(true)
+            Ok(Some(true))
         })?)
     }
 
     /// Removes a dead letter past `dead_retention` with its attempts.
-    fn purge_dead(&self, job_id: &Uuid, now: u64) -> Result<bool, StoreError> {
+    /// `None` (kept for now) while its event is at or after `checkpoint`.
+    fn purge_dead(
+        &self,
+        job_id: &Uuid,
+        now: u64,
+        checkpoint: Position,
+    ) -> Result<Option<bool>, StoreError> {
         let t = &self.inner.trees;
         let keep_ms = self.dead_retention_ms();
-        let gone: Option<DeadLetter> = (&t.dead, &t.attempts).transaction(|(dead, attempts)| {
-            let Some(bytes) = dead.get(job_id.as_bytes())? else {
-                return Ok(None);
-            };
-            let letter: DeadLetter = decode_tx(&bytes)?;
-            // Dead-lettered again after a retry: a later expiry entry covers it.
-            if letter.dead_at_ms.saturating_add(keep_ms) > now {
-                return Ok(None);
-            }
-            dead.remove(job_id.as_bytes())?;
-            remove_attempts(job_id, letter.job.attempts, attempts)?;
-            Ok(Some(letter))
-        })?;
+        let gone: Result<Option<DeadLetter>, ()> =
+            (&t.dead, &t.attempts).transaction(|(dead, attempts)| {
+                let Some(bytes) = dead.get(job_id.as_bytes())? else {
+                    return Ok(Ok(None));
+                };
+                let letter: DeadLetter = decode_tx(&bytes)?;
+                // Dead-lettered again after a retry: a later expiry entry covers it.
+                if letter.dead_at_ms.saturating_add(keep_ms) > now {
+                    return Ok(Ok(None));
+                }
+                if replayable(&letter.job, checkpoint) {
+                    return Ok(Err(()));
+                }
+                dead.remove(job_id.as_bytes())?;
+                remove_attempts(job_id, letter.job.attempts, attempts)?;
+                Ok(Ok(Some(letter)))
+            })?;
+        let Ok(gone) = gone else {
+            return Ok(None);
+        };
         if let Some(letter) = &gone {
             self.add_ref(segment_of(&letter.job), -1);
             self.inner.stats.remove(&letter.job.destination, Slot::Dead);
         }
-        Ok(gone.is_some())
+        Ok(Some(gone.is_some()))
     }
 
     /// Forgets identities older than the de-duplication window.
@@ -276,6 +320,12 @@ impl Store {
             }
         }
     }
+}
+
+/// Whether a replay from `checkpoint` reads `job`'s event record (and would re-create the
+/// job if sled had no record of it).
+fn replayable(job: &JobRecord, checkpoint: Position) -> bool {
+    job.event_at.is_some_and(|at| at >= checkpoint)
 }
 
 fn remove_attempts(job_id: &Uuid, count: u32, attempts: &TransactionalTree) -> TxResult<()> {

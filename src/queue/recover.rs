@@ -39,6 +39,8 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
     let journal_dir = dir.join("journal");
     let (journal, _report) = Journal::open(&journal_dir, o.segment_bytes)?;
     let reader = journal.reader();
+    let seqs: Vec<u64> = reader.segments().iter().map(|s| s.seq).collect();
+    segments::remove_orphan_indexes(&journal_dir, &seqs);
     let store = Store {
         inner: Arc::new(Inner {
             trees,

@@ -134,6 +134,34 @@ fn remove_index(dir: &Path, seq: u64) {
     let _ = std::fs::remove_file(index_path(dir, seq));
 }
 
+/// Removes the indexes of segments that are gone: a crash between deleting a segment and
+/// its index leaves one behind, and nothing else would ever remove it.
+pub(super) fn remove_orphan_indexes(dir: &Path, segments: &[u64]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".idx"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if segments.binary_search(&seq).is_err() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(index = %entry.path().display(), "journal: removed the index of a segment that is gone (left by a crash during its deletion)")
+                }
+                Err(e) => {
+                    tracing::warn!(index = %entry.path().display(), error = %e, "journal: could not remove the index of a segment that is gone")
+                }
+            }
+        }
+    }
+}
+
 /// Last modification of segment `seq`, Unix ms (0 if unknown).
 pub(super) fn modified_ms(dir: &Path, seq: u64) -> u64 {
     std::fs::metadata(dir.join(format!("{seq:020}.seg")))
