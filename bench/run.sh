@@ -2,8 +2,8 @@
 # hookrouter benchmark: one command, reproducible, not part of CI.
 #
 #   apt-get install -y wrk nginx webhook     # once (Debian; webhook is adnanh/webhook 2.8)
-#   bench/run.sh                             # full run (about 15 minutes), writes bench/RESULTS.md
-#   BENCH_PENDING=100000 BENCH_SECONDS=5 bench/run.sh      # quick mode (about 3 minutes)
+#   bench/run.sh                             # full run (7-10 minutes on 2 cores), writes bench/RESULTS.md
+#   BENCH_PENDING=100000 BENCH_SECONDS=5 bench/run.sh      # quick mode (about 2 minutes)
 #   BENCH_NO_WRITE=1 ...                     # print the tables, leave bench/RESULTS.md alone
 #
 # Settings (environment): BENCH_SECONDS (10: length of each wrk run; the open-loop run is
