@@ -67,7 +67,7 @@ pub fn dedupe_key(kind: EventKind, payload: &Json, window: Duration) -> Option<D
 /// How long a job may wait in the fast lane before it moves to sled: the checkpoint cannot
 /// pass a job that is only in memory, so a slow or paused destination must not keep its
 /// jobs there.
-const LANE_MAX_WAIT: Duration = Duration::from_secs(10);
+const LANE_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// What one purge pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

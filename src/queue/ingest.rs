@@ -131,19 +131,18 @@ impl Store {
                 offset: at.offset,
                 dedupe: ev.dedupe.as_ref().map(|d| dedupe_slot(&d.digest)),
             });
-            let fits = i.lane.has_room(ev.jobs.len(), ev.body.len());
+            let room = i.lane.room(ev.jobs.len(), ev.body.len());
             for job in &ev.jobs {
                 let mut job = job.clone();
                 job.event_at = Some(at);
                 i.stats.add(&job.destination, Slot::Queued(job.state()));
-                if fits {
-                    i.lane.push(LaneJob {
+                match room {
+                    Some(with_body) => i.lane.push(LaneJob {
                         job,
-                        body: ev.body.clone(),
+                        body: with_body.then(|| ev.body.clone()),
                         at,
-                    });
-                } else {
-                    spill.push(job);
+                    }),
+                    None => spill.push(job),
                 }
             }
         }

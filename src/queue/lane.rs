@@ -21,13 +21,14 @@ use uuid::Uuid;
 use super::journal::Position;
 use super::record::JobRecord;
 
-/// A job in the lane, with its event's body and where that event is in the journal.
+/// A job in the lane, with its event's body (while the lane's byte budget allows; else the
+/// body is read from the journal when the job is leased) and where that event is.
 #[derive(Debug, Clone)]
 pub struct LaneJob {
     /// The job.
     pub job: JobRecord,
-    /// Its event's body (shared between the event's jobs).
-    pub body: Bytes,
+    /// Its event's body (shared between the event's jobs), if the lane holds it.
+    pub body: Option<Bytes>,
     /// Its event's journal record.
     pub at: Position,
 }
@@ -48,7 +49,7 @@ struct State {
     live: BTreeMap<Position, u32>,
     /// Waiting plus leased.
     len: usize,
-    /// Body bytes of those (a body shared by an event's jobs counts once per job).
+    /// Body bytes the lane holds (a body shared by an event's jobs counts once per job).
     bytes: usize,
 }
 
@@ -74,11 +75,13 @@ impl Lane {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether `n` more jobs with a body of `body_len` bytes fit.
-    pub fn has_room(&self, n: usize, body_len: usize) -> bool {
+    /// Whether `n` more jobs fit: `None` if not, `Some(true)` with their body of `body_len`
+    /// bytes, `Some(false)` only without it (the byte budget is spent; the body stays in
+    /// the journal and is read when the job is leased).
+    pub fn room(&self, n: usize, body_len: usize) -> Option<bool> {
         self.with(|s| {
-            s.len + n <= self.capacity
-                && s.bytes.saturating_add(n.saturating_mul(body_len)) <= self.capacity_bytes
+            (s.len + n <= self.capacity)
+                .then(|| s.bytes.saturating_add(n.saturating_mul(body_len)) <= self.capacity_bytes)
         })
     }
 
@@ -97,7 +100,7 @@ impl Lane {
         self.with(|s| {
             *s.live.entry(job.at).or_default() += 1;
             s.len += 1;
-            s.bytes += job.body.len();
+            s.bytes += job.body.as_ref().map_or(0, Bytes::len);
             s.waiting
                 .entry(job.job.destination.clone())
                 .or_default()
@@ -132,20 +135,21 @@ impl Lane {
         self.with(|s| match s.leased.remove(job_id) {
             Some(job) => {
                 s.len -= 1;
-                s.bytes -= job.body.len();
+                s.bytes -= job.body.as_ref().map_or(0, Bytes::len);
                 true
             }
             None => false,
         })
     }
 
-    /// Puts leased jobs back at the front of their queue, in order (a worker could not
-    /// start them).
-    pub fn put_back(&self, jobs: Vec<LaneJob>) {
+    /// Puts the leased jobs `job_ids` back at the front of their queue, in order (a worker
+    /// could not start them).
+    pub fn put_back(&self, job_ids: &[Uuid]) {
         let now = Instant::now();
         self.with(|s| {
-            for job in jobs.into_iter().rev() {
-                if s.leased.remove(&job.job.id).is_some() {
+            for id in job_ids.iter().rev() {
+                // The lane's own copy, as it was counted when it came in.
+                if let Some(job) = s.leased.remove(id) {
                     s.waiting
                         .entry(job.job.destination.clone())
                         .or_default()
@@ -194,7 +198,10 @@ impl Lane {
                 !queue.is_empty()
             });
             s.len -= out.len();
-            s.bytes -= out.iter().map(|j| j.body.len()).sum::<usize>();
+            s.bytes -= out
+                .iter()
+                .map(|j| j.body.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>();
             out
         })
     }
@@ -269,7 +276,7 @@ mod tests {
     fn job(dest: &str, at: u64) -> LaneJob {
         LaneJob {
             job: JobRecord::new(Uuid::now_v7(), EventKind::View, dest.into(), vec![], 1),
-            body: Bytes::from_static(b"{}"),
+            body: Some(Bytes::from_static(b"{}")),
             at: Position {
                 segment: 1,
                 offset: at,
@@ -283,11 +290,13 @@ mod tests {
         lane.push(job("a", 16));
         lane.push(job("b", 16));
         lane.push(job("a", 90));
-        assert!(!lane.has_room(1, 2));
-        assert!(
-            !Lane::new(10, 5).has_room(3, 2),
-            "bodies count against the byte bound"
+        assert_eq!(lane.room(1, 2), None);
+        assert_eq!(
+            Lane::new(10, 5).room(3, 2),
+            Some(false),
+            "over the byte budget, jobs come in without their body"
         );
+        assert_eq!(Lane::new(10, 6).room(3, 2), Some(true));
         let taken = lane.take("a", 10);
         assert_eq!(taken.len(), 2);
         assert_eq!(lane.len(), 3, "leased jobs still take room");

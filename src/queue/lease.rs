@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::entry::{self, DeliveredEntry};
 use super::journal::Position;
 use super::keys::{self, Expiring};
-use super::lane::LaneJob;
 use super::record::{now_ms, AttemptRecord, DeadLetter, JobRecord, SettledJob};
 use super::retry_queue::{decode, encode, queue_job, segment_of, unqueue};
 use super::stats::Slot;
@@ -133,9 +132,10 @@ impl Store {
         let room = limit.saturating_sub(scan.leases.len());
         if room > 0 {
             for lj in self.inner.lane.take(destination, room) {
+                let body = lj.body.or_else(|| self.body_of(&lj.job));
                 scan.leases.push(Lease {
                     job: lj.job,
-                    body: Some(lj.body),
+                    body,
                     lane: Some(lj.at),
                 });
             }
@@ -153,7 +153,7 @@ impl Store {
             .into_iter()
             .map(|lj| Lease {
                 job: lj.job,
-                body: Some(lj.body),
+                body: lj.body,
                 lane: Some(lj.at),
             })
             .collect();
@@ -169,17 +169,12 @@ impl Store {
     /// Gives back leases that were never attempted: fast-lane jobs return to the front of
     /// the lane; sled jobs need nothing (their due entries never moved).
     pub fn unlease(&self, leases: Vec<Lease>) {
-        let lane: Vec<LaneJob> = leases
-            .into_iter()
-            .filter_map(|l| {
-                l.lane.map(|at| LaneJob {
-                    body: l.body.unwrap_or_default(),
-                    job: l.job,
-                    at,
-                })
-            })
+        let lane: Vec<Uuid> = leases
+            .iter()
+            .filter(|l| l.lane.is_some())
+            .map(|l| l.job.id)
             .collect();
-        self.inner.lane.put_back(lane);
+        self.inner.lane.put_back(&lane);
     }
 
     /// Records what became of a leased job.

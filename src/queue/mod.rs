@@ -167,7 +167,8 @@ pub struct StoreOptions {
     pub dedupe_window: Duration,
     /// Size at which a journal segment is sealed.
     pub segment_bytes: u64,
-    /// Jobs the fast lane holds before new ones go straight to sled.
+    /// Jobs the fast lane holds before new ones go straight to sled (those beyond its byte
+    /// budget without their body, about 250 bytes each).
     pub lane_capacity: usize,
     /// Body bytes the fast lane holds (each job counting its event's body).
     pub lane_capacity_bytes: usize,
@@ -182,7 +183,7 @@ impl StoreOptions {
             dead_retention: Duration::from_secs(30 * 24 * 3600),
             dedupe_window: Duration::from_secs(24 * 3600),
             segment_bytes: 64 * 1024 * 1024,
-            lane_capacity: 10_000,
+            lane_capacity: 100_000,
             lane_capacity_bytes: 16 * 1024 * 1024,
         }
     }

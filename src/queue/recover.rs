@@ -239,10 +239,13 @@ impl Store {
                     Some(b) => b.clone(),
                     None => body.insert(self.read_event(at)?.1).clone(),
                 };
-                if i.lane.has_room(1, body.len()) {
-                    i.lane.push(LaneJob { job, body, at });
-                } else {
-                    spill.push(job);
+                match i.lane.room(1, body.len()) {
+                    Some(with_body) => i.lane.push(LaneJob {
+                        job,
+                        body: with_body.then_some(body),
+                        at,
+                    }),
+                    None => spill.push(job),
                 }
             }
         }

@@ -286,3 +286,41 @@ fn segments_past_retention_are_deleted_and_dead_letters_carried_forward() {
         .remove(0);
     assert_eq!(lease.body, Some(dead_event.body));
 }
+
+#[test]
+fn beyond_the_byte_budget_lane_jobs_read_their_body_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let tight = StoreOptions {
+        lane_capacity_bytes: 1,
+        ..options()
+    };
+    let store = Store::open(dir.path(), tight).unwrap();
+    let ev = new_event(&["crm", "slack"]);
+    store.commit_events(std::slice::from_ref(&ev)).unwrap();
+    assert_eq!(store.lane_len(), 2, "still in the lane, not in sled");
+    assert_eq!(store.inner.trees.jobs.len(), 0);
+    let lease = store
+        .lease("crm", now_ms(), 1, |_| false)
+        .unwrap()
+        .leases
+        .remove(0);
+    assert!(lease.from_lane());
+    assert_eq!(lease.body, Some(ev.body.clone()));
+    // Given back unattempted, it is leased again, body and all.
+    store.unlease(vec![lease]);
+    let again = store
+        .lease("crm", now_ms(), 1, |_| false)
+        .unwrap()
+        .leases
+        .remove(0);
+    assert_eq!(again.body, Some(ev.body));
+    store
+        .settle(
+            &again,
+            Transition::Delivered {
+                attempt: attempt(1, 200),
+            },
+        )
+        .unwrap();
+    assert_eq!(store.lane_len(), 1);
+}
