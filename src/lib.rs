@@ -288,7 +288,7 @@ impl Running {
         if self.store.failed().is_cancelled() {
             return Err(RunError::StoreFailed);
         }
-        self.store.flush().map_err(RunError::Flush)?;
+        self.store.close().map_err(RunError::Flush)?;
         tracing::info!(pending = self.store.pending_count(), "hookrouter stopped");
         Ok(())
     }

@@ -53,6 +53,7 @@ impl Store {
     /// event already accepted within its de-duplication window is not written and comes
     /// back as [`Committed::Duplicate`]. On failure nothing of the batch is queued.
     pub fn commit_events(&self, batch: &[NewEvent]) -> Result<Vec<Committed>, StoreError> {
+        self.check_open()?;
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut fresh: Vec<&NewEvent> = Vec::with_capacity(batch.len());

@@ -179,6 +179,7 @@ impl Store {
 
     /// Records what became of a leased job.
     pub fn settle(&self, lease: &Lease, transition: Transition) -> Result<(), StoreError> {
+        self.check_open()?;
         match lease.lane {
             Some(at) => self.settle_lane(lease, at, transition),
             None => self.settle_sled(&lease.job, transition),

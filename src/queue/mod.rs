@@ -295,6 +295,8 @@ struct Inner {
     checkpoint: Mutex<Position>,
     /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
     failed: CancellationToken,
+    /// Set by [`Store::close`]: nothing is written after the counts were saved.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -373,6 +375,30 @@ impl Store {
         self.sync_settles()?;
         self.advance_checkpoint()?;
         self.sync_sled().map_err(|e| self.observe(e))
+    }
+
+    /// Stops the store cleanly: jobs still waiting in the fast lane move to sled (so the
+    /// next start replays nothing), everything is synced, the checkpoint goes to the end,
+    /// and the queue counts are saved so the next start need not walk the due index. Any
+    /// write after this is refused (a delivery that finishes later stays queued).
+    pub fn close(&self) -> Result<(), StoreError> {
+        let waiting = self.inner.lane.take_waiting(None, Duration::ZERO);
+        self.spill(waiting)?;
+        self.flush()?;
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        recover::save_counts(self)?;
+        self.sync_sled().map_err(|e| self.observe(e))
+    }
+
+    /// Refuses a write once the store is closed.
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Number of queued jobs (all destinations), from the in-memory counters.

@@ -264,11 +264,10 @@ impl Store {
 
     /// The event record at `at` and its body.
     pub(super) fn read_event(&self, at: Position) -> Result<(EventHeader, Bytes), StoreError> {
-        let bytes = self.inner.journal.read_at(at)?;
+        let bytes = Bytes::from(self.inner.journal.read_at(at)?);
         match entry::decode(&bytes)? {
-            Entry::Event(h, body) | Entry::Carried(h, body) => {
-                Ok((h, Bytes::copy_from_slice(body)))
-            }
+            // The body shares the record's buffer: no second copy.
+            Entry::Event(h, body) | Entry::Carried(h, body) => Ok((h, bytes.slice_ref(body))),
             Entry::Delivered(_) => Err(StoreError::Corrupt(format!(
                 "segment {} offset {} holds no event",
                 at.segment, at.offset

@@ -107,6 +107,16 @@ impl QueueStats {
     pub fn snapshot(&self) -> BTreeMap<String, Depth> {
         self.with(|m| m.iter().map(|(k, c)| (k.clone(), Self::depth(c))).collect())
     }
+
+    /// The raw counters, to be saved at a clean stop.
+    pub(super) fn export(&self) -> Vec<(String, [i64; 3])> {
+        self.with(|m| m.iter().map(|(k, c)| (k.clone(), *c)).collect())
+    }
+
+    /// Replaces every counter with saved ones.
+    pub(super) fn import(&self, saved: Vec<(String, [i64; 3])>) {
+        self.with(|m| *m = saved.into_iter().collect());
+    }
 }
 
 #[cfg(test)]

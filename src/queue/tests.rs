@@ -324,3 +324,53 @@ fn beyond_the_byte_budget_lane_jobs_read_their_body_from_the_journal() {
         .unwrap();
     assert_eq!(store.lane_len(), 1);
 }
+
+#[test]
+fn a_clean_close_moves_the_lane_to_sled_and_saves_the_counts_for_one_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (new_event(&["crm", "slack"]), new_event(&["crm"]));
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.commit_events(&[a, b.clone()]).unwrap();
+        let lease = store
+            .lease("slack", now_ms(), 1, |_| false)
+            .unwrap()
+            .leases
+            .remove(0);
+        store.settle(&lease, retry_of(&lease, 60_000)).unwrap();
+        store.close().unwrap();
+        assert_eq!(store.lane_len(), 0, "the waiting jobs went to sled");
+        assert!(matches!(
+            store.commit_events(std::slice::from_ref(&b)),
+            Err(StoreError::Closed)
+        ));
+    }
+    let check = |store: &Store| {
+        let depth = store.stats().snapshot();
+        assert_eq!(
+            (depth["crm"].pending, depth["slack"].retrying),
+            (2, 1),
+            "{depth:?}"
+        );
+        assert_eq!(store.refs_of(1), 3, "every sled job points into segment 1");
+    };
+    let store = Store::open(dir.path(), options()).unwrap();
+    check(&store);
+    assert_eq!(store.lane_len(), 0, "nothing to replay after a clean stop");
+    assert!(
+        store.inner.trees.meta.get(b"counts").unwrap().is_none(),
+        "saved counts serve one open"
+    );
+    drop(store);
+    // Reopened without a clean stop: counted from the due index, the same.
+    let store = Store::open(dir.path(), options()).unwrap();
+    check(&store);
+    assert_eq!(
+        store
+            .lease("crm", now_ms(), 10, |_| false)
+            .unwrap()
+            .leases
+            .len(),
+        2
+    );
+}
