@@ -82,6 +82,17 @@ pub struct Purged {
     pub segments: usize,
 }
 
+/// What one purge of one record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    /// Removed.
+    Gone,
+    /// Nothing to remove (already gone, or not yet expired).
+    Nothing,
+    /// Expired but needed until the checkpoint passes its event: try again next pass.
+    Later,
+}
+
 /// Records in the store, for diagnostics and tests (counting walks trees and reads the
 /// segment indexes: not for hot paths).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -159,16 +170,18 @@ impl Store {
                 Some((_, what @ Expiring::Settled, id)) => {
                     if let Ok(id) = Uuid::from_slice(id) {
                         match self.purge_settled(&id, checkpoint)? {
-                            Some(gone) => purged.settled += usize::from(gone),
-                            None => later = Some((what, id)),
+                            Purge::Gone => purged.settled += 1,
+                            Purge::Nothing => {}
+                            Purge::Later => later = Some((what, id)),
                         }
                     }
                 }
                 Some((_, what @ Expiring::Dead, id)) => {
                     if let Ok(id) = Uuid::from_slice(id) {
                         match self.purge_dead(&id, now, checkpoint)? {
-                            Some(gone) => purged.dead += usize::from(gone),
-                            None => later = Some((what, id)),
+                            Purge::Gone => purged.dead += 1,
+                            Purge::Nothing => {}
+                            Purge::Later => later = Some((what, id)),
                         }
                     }
                 }
@@ -186,63 +199,59 @@ impl Store {
         Ok((purged, due_keys.len() == PURGE_BATCH))
     }
 
-    /// Removes a job settled through sled, with its attempts; `None` (kept for now) while
-    /// its event is at or after `checkpoint`.
-    fn purge_settled(
-        &self,
-        job_id: &Uuid,
-        checkpoint: Position,
-    ) -> Result<Option<bool>, StoreError> {
+    /// Removes a job settled through sled, with its attempts; kept for now
+    /// ([`Purge::Later`]) while its event is at or after `checkpoint`.
+    fn purge_settled(&self, job_id: &Uuid, checkpoint: Position) -> Result<Purge, StoreError> {
         let t = &self.inner.trees;
         Ok((&t.done, &t.attempts).transaction(|(done, attempts)| {
             let Some(bytes) = done.get(job_id.as_bytes())? else {
-                return Ok(Some(false));
+                return Ok(Purge::Nothing);
             };
             let settled: SettledJob = decode_tx(&bytes)?;
             if replayable(&settled.job, checkpoint) {
-                return Ok(None);
+                return Ok(Purge::Later);
             }
             done.remove(job_id.as_bytes())?;
             remove_attempts(job_id, settled.job.attempts, attempts)?;
-            Ok(Some(true))
+            Ok(Purge::Gone)
         })?)
     }
 
-    /// Removes a dead letter past `dead_retention` with its attempts.
-    /// `None` (kept for now) while its event is at or after `checkpoint`.
+    /// Removes a dead letter past `dead_retention` with its attempts; kept for now
+    /// ([`Purge::Later`]) while its event is at or after `checkpoint`.
     fn purge_dead(
         &self,
         job_id: &Uuid,
         now: u64,
         checkpoint: Position,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<Purge, StoreError> {
         let t = &self.inner.trees;
         let keep_ms = self.dead_retention_ms();
-        let gone: Result<Option<DeadLetter>, ()> =
+        let gone: Result<DeadLetter, Purge> =
             (&t.dead, &t.attempts).transaction(|(dead, attempts)| {
                 let Some(bytes) = dead.get(job_id.as_bytes())? else {
-                    return Ok(Ok(None));
+                    return Ok(Err(Purge::Nothing));
                 };
                 let letter: DeadLetter = decode_tx(&bytes)?;
                 // Dead-lettered again after a retry: a later expiry entry covers it.
                 if letter.dead_at_ms.saturating_add(keep_ms) > now {
-                    return Ok(Ok(None));
+                    return Ok(Err(Purge::Nothing));
                 }
                 if replayable(&letter.job, checkpoint) {
-                    return Ok(Err(()));
+                    return Ok(Err(Purge::Later));
                 }
                 dead.remove(job_id.as_bytes())?;
                 remove_attempts(job_id, letter.job.attempts, attempts)?;
-                Ok(Ok(Some(letter)))
+                Ok(Ok(letter))
             })?;
-        let Ok(gone) = gone else {
-            return Ok(None);
-        };
-        if let Some(letter) = &gone {
-            self.add_ref(segment_of(&letter.job), -1);
-            self.inner.stats.remove(&letter.job.destination, Slot::Dead);
+        match gone {
+            Ok(letter) => {
+                self.add_ref(segment_of(&letter.job), -1);
+                self.inner.stats.remove(&letter.job.destination, Slot::Dead);
+                Ok(Purge::Gone)
+            }
+            Err(kept) => Ok(kept),
         }
-        Ok(Some(gone.is_some()))
     }
 
     /// Forgets identities older than the de-duplication window.
