@@ -134,18 +134,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
 async fn delivered_events_and_dead_letters_are_kept_for_their_retention_then_purged() {
     let (crm, gone) = (Receiver::start().await, Receiver::start().await);
     gone.set_default(Reply::status(410));
-    let config = format!(
-        r#"
-destinations:
-  crm: {{ url: "{}" }}
-  gone: {{ url: "{}" }}
-routes:
-  - {{ name: leads, event: lead, to: [crm] }}
-  - {{ name: views, event: view, to: [gone] }}
-"#,
-        crm.url("/crm"),
-        gone.url("/gone")
-    );
+    let config = common::leads_delivered_views_dead(&crm, &gone);
     let dir = tempfile::tempdir().unwrap();
     let daemon =
         TestDaemon::start_with_server(dir, "  retention: 1s\n  dead_retention: 2s\n", &config)

@@ -33,20 +33,14 @@ fn write_config(dir: &Path, crm: SocketAddr, audit: Option<SocketAddr>, extra: &
         None => (String::new(), "[crm]"),
     };
     let text = format!(
-        r#"server:
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  data_dir: {data:?}
-  shutdown_grace: 2s
-  dedupe_window: 0s
-{extra}keys: ["{KEY}"]
+        r#"{server}{extra}keys: ["{KEY}"]
 retry: {{ initial_interval: 50ms, multiplier: 2.0, max_interval: 200ms, max_elapsed: 1h }}
 destinations:
   crm: {{ url: "http://{crm}/crm" }}
 {audit_dest}routes:
   - {{ name: leads, event: lead, to: {to} }}
 "#,
-        data = dir.join("data").display().to_string(),
+        server = common::server_block(&dir.join("data")),
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -21,12 +21,7 @@ const BODY_CHUNK: usize = 64 * 1024;
 fn write_config(dir: &Path, receiver: &Receiver) -> PathBuf {
     let path = dir.join("routes.yaml");
     let text = format!(
-        r#"server:
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  data_dir: {data:?}
-  shutdown_grace: 2s
-keys: ["{KEY}"]
+        r#"{server}keys: ["{KEY}"]
 retry: {{ initial_interval: 50ms, multiplier: 2.0, max_interval: 200ms, max_elapsed: 1h }}
 destinations:
   crm: {{ url: "{crm}" }}
@@ -34,19 +29,12 @@ destinations:
 routes:
   - {{ name: leads, event: lead, to: [crm, audit] }}
 "#,
-        data = dir.join("data").display().to_string(),
+        server = common::server_block(&dir.join("data")),
         crm = receiver.url("/crm"),
         audit = receiver.url("/audit"),
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// `due` key: destination, NUL, due ms (u64 BE), job id.
@@ -125,7 +113,7 @@ fn write_old_store(data: &Path) -> OldStore {
         tree("expiry"),
         tree("seen"),
     );
-    let now = now_ms();
+    let now = hookrouter::queue::now_ms();
     let to_vec = |v: &Value| serde_json::to_vec(v).unwrap();
     let add_event = |job_ids: &[Uuid], body: &[u8]| -> Uuid {
         let id = Uuid::now_v7();

@@ -33,18 +33,7 @@ fn bytes_under(dir: &Path) -> u64 {
 async fn the_journal_shrinks_after_retention_and_a_dead_letter_keeps_its_body() {
     let (crm, gone) = (Receiver::start().await, Receiver::start().await);
     gone.set_default(Reply::status(410));
-    let config = format!(
-        r#"
-destinations:
-  crm: {{ url: "{}" }}
-  gone: {{ url: "{}" }}
-routes:
-  - {{ name: leads, event: lead, to: [crm] }}
-  - {{ name: views, event: view, to: [gone] }}
-"#,
-        crm.url("/crm"),
-        gone.url("/gone")
-    );
+    let config = common::leads_delivered_views_dead(&crm, &gone);
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_with_server(dir, "  retention: 1s\n", &config).await;
     let data = daemon.dir().join("data");

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::housekeeping::DedupeKey;
 use super::operator::JobStatus;
-use super::tests::new_event;
+use super::tests::{attempt, new_event};
 use super::*;
 
 const DESTS: [&str; 3] = ["a", "b", "c"];
@@ -179,17 +179,6 @@ impl Model {
             (self.count(Kind::Queued), self.count(Kind::Dead)),
             "queued and dead counts after {step}"
         );
-    }
-}
-
-fn attempt(n: u32, status: u16) -> AttemptRecord {
-    AttemptRecord {
-        attempt: n,
-        at_ms: now_ms(),
-        latency_ms: 1,
-        status: Some(status),
-        outcome: if status < 300 { "delivered" } else { "retry" }.into(),
-        error: (status >= 300).then(|| format!("HTTP {status}")),
     }
 }
 

@@ -37,7 +37,8 @@ fn options() -> StoreOptions {
     }
 }
 
-fn attempt(n: u32, status: u16) -> AttemptRecord {
+/// An attempt numbered `n` that got `status` (2xx delivered, anything else a retry).
+pub(crate) fn attempt(n: u32, status: u16) -> AttemptRecord {
     AttemptRecord {
         attempt: n,
         at_ms: now_ms(),

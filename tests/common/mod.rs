@@ -265,6 +265,23 @@ pub fn server_block(data_dir: &Path) -> String {
     )
 }
 
+/// Destinations and routes for the retention tests: leads go to `crm`, which takes them;
+/// views go to `gone`, which the test makes answer 410, so each view becomes a dead letter.
+pub fn leads_delivered_views_dead(crm: &Receiver, gone: &Receiver) -> String {
+    format!(
+        r#"
+destinations:
+  crm: {{ url: "{}" }}
+  gone: {{ url: "{}" }}
+routes:
+  - {{ name: leads, event: lead, to: [crm] }}
+  - {{ name: views, event: view, to: [gone] }}
+"#,
+        crm.url("/crm"),
+        gone.url("/gone")
+    )
+}
+
 /// The daemon, in-process, on an ephemeral port with a temp store.
 pub struct TestDaemon {
     pub addr: SocketAddr,
