@@ -79,12 +79,13 @@ impl Store {
         if fresh.is_empty() && settles.records.is_empty() {
             return Ok(outcomes);
         }
-        let headers: Vec<EventHeader> = fresh.iter().map(|ev| header_of(ev)).collect();
         let mut records = settles.records;
         let first_event = records.len();
-        for (h, ev) in headers.iter().zip(&fresh) {
-            records.push(entry::event(h, &ev.body));
-        }
+        records.extend(
+            fresh
+                .iter()
+                .map(|ev| entry::event(&header_of(ev), &ev.body)),
+        );
         let i = &self.inner;
         let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let positions = w

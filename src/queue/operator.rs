@@ -39,12 +39,14 @@ impl Store {
     pub fn event(&self, event_id: &Uuid) -> Result<Option<EventRecord>, StoreError> {
         Ok(self
             .find_event(event_id, now_ms())?
-            .map(|(h, body)| h.record(body.len())))
+            .map(|(_, h, body)| h.record(body.len())))
     }
 
     /// The stored body of `event_id`, while the event is kept.
     pub fn load_body(&self, event_id: &Uuid) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.find_event(event_id, now_ms())?.map(|(_, body)| body))
+        Ok(self
+            .find_event(event_id, now_ms())?
+            .map(|(_, _, body)| body))
     }
 
     /// The queued job `job_id` (in the fast lane or in sled).
@@ -218,14 +220,13 @@ impl Store {
         )>,
         StoreError,
     > {
-        let Some((header, body)) = self.find_event(event_id, now_ms())? else {
+        let Some((event_at, header, body)) = self.find_event(event_id, now_ms())? else {
             return Ok(None);
         };
-        let event_at = self.locate_event(event_id)?;
         let mut jobs = Vec::with_capacity(header.jobs.len());
         for job in header.fresh_jobs() {
             let status = self.job_status(&job.id)?;
-            let attempts = self.attempts_from(&job.id, event_at)?;
+            let attempts = self.attempts_from(&job.id, Some(event_at))?;
             let status = match (status, attempts.last()) {
                 (None, Some(a)) => {
                     // Delivered from the fast lane: its only attempt is its whole story.

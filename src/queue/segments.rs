@@ -222,7 +222,7 @@ impl Writer {
 impl Store {
     /// Where the record of event `id` is, searching the active segment's list and then the
     /// sealed segments' indexes, newest first.
-    pub(super) fn locate_event(&self, id: &Uuid) -> Result<Option<Position>, StoreError> {
+    fn locate_event(&self, id: &Uuid) -> Result<Option<Position>, StoreError> {
         let i = &self.inner;
         let active = {
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,7 +275,7 @@ impl Store {
         }
     }
 
-    /// Finds event `id` in the journal, with its body, while it is kept: it has a job
+    /// Finds event `id` in the journal, with its position and body, while it is kept: it has a job
     /// queued or dead, or it was received less than `server.retention` ago. (Space goes
     /// back a whole segment at a time; an event past its retention is gone for readers even
     /// while its segment still waits for deletion.)
@@ -283,20 +283,20 @@ impl Store {
         &self,
         id: &Uuid,
         now: u64,
-    ) -> Result<Option<(EventHeader, Bytes)>, StoreError> {
+    ) -> Result<Option<(Position, EventHeader, Bytes)>, StoreError> {
         let Some(at) = self.locate_event(id)? else {
             return Ok(None);
         };
         let (header, body) = self.read_event(at)?;
         if header.received_at_ms.saturating_add(self.retention_ms()) > now {
-            return Ok(Some((header, body)));
+            return Ok(Some((at, header, body)));
         }
         for job in &header.jobs {
             if self.inner.lane.job(&job.id).is_some()
                 || self.inner.trees.jobs.contains_key(job.id.as_bytes())?
                 || self.inner.trees.dead.contains_key(job.id.as_bytes())?
             {
-                return Ok(Some((header, body)));
+                return Ok(Some((at, header, body)));
             }
         }
         Ok(None)
