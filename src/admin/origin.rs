@@ -3,10 +3,13 @@
 //! A web page anywhere can make the operator's browser POST a form to
 //! `http://127.0.0.1:9091/dead/retry` (a "simple" request needs no CORS preflight), and
 //! with the status page's cookie, or with no `admin_token` at all, it would act. Browsers
-//! say where such a request comes from: `Sec-Fetch-Site` (every current browser) and
-//! `Origin` (on every POST). A request that is not a GET or HEAD is refused when either
-//! says another site, whatever the path, so the JSON API is covered too. Clients that are
-//! not browsers (the CLI, curl, Prometheus) send neither header and are not affected.
+//! say where such a request comes from, and a page's script cannot change it. The rule is
+//! the one Go's `http.CrossOriginProtection` follows: `Sec-Fetch-Site` (every current
+//! browser) decides when present, `same-origin` or `none` (typed by the user) passing;
+//! without it, an `Origin` header must name the host the request is addressed to. A
+//! request that is not a GET or HEAD is checked whatever the path, so the JSON API is
+//! covered too. Clients that are not browsers (the CLI, curl, Prometheus) send neither
+//! header and are not affected.
 
 use http::{header, HeaderMap, Method};
 
@@ -31,7 +34,7 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers
         .get(name)
         .map(|v| v.to_str().unwrap_or("(not text)"))
@@ -61,9 +64,11 @@ pub fn check(method: &Method, headers: &HeaderMap) -> Result<(), CrossSite> {
         return Ok(());
     }
     if let Some(site) = text(headers, header::HeaderName::from_static("sec-fetch-site")) {
-        if !matches!(site, "same-origin" | "none") {
-            return Err(CrossSite::FetchSite(site.to_string()));
-        }
+        // The browser's own word; `Origin` may then be "null" (a no-referrer policy).
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(CrossSite::FetchSite(site.to_string())),
+        };
     }
     let Some(origin) = text(headers, header::ORIGIN) else {
         return Ok(());
@@ -110,6 +115,16 @@ mod tests {
             ("sec-fetch-site", "same-origin"),
         ];
         assert_eq!(check(&post, &headers(&own)), Ok(()));
+        // A form posted under `Referrer-Policy: no-referrer` says Origin: null.
+        let own_form = [host, ("origin", "null"), ("sec-fetch-site", "same-origin")];
+        assert_eq!(check(&post, &headers(&own_form)), Ok(()));
+        // The browser's header decides: a matching Origin does not excuse a cross-site one.
+        let mixed = [
+            host,
+            ("origin", "http://127.0.0.1:9091"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert!(check(&post, &headers(&mixed)).is_err());
         // Behind a TLS proxy that keeps the Host header.
         let proxied = [
             ("host", "ops.example.com"),

@@ -181,7 +181,9 @@ async fn read_selection(req: Request<Incoming>) -> Result<Selection, AdminError>
             "expected {{\"ids\": [...]}} or {{\"all\": true, \"destination\": ..., \"reason\": ...}}: {e}"
         ))
     })?;
-    if selection.all == !selection.ids.is_empty() {
+    // Exactly one of the two: ids, or all.
+    let has_ids = !selection.ids.is_empty();
+    if selection.all == has_ids {
         return Err(AdminError::InvalidBody(
             "give either ids or \"all\": true (with optional destination and reason)".into(),
         ));

@@ -125,7 +125,7 @@ function stateCell(d) {
   } else if (d.url === null) {
     cell.append(el("span", { class: "pill", text: "removed from config" }));
   } else {
-    cell.append(el("span", { class: "pill ok", text: "sending" }));
+    cell.append(el("span", { class: "pill ok", text: "not paused" }));
   }
   // Destination health (healthy / failing / held) arrives with issue 12.
   if (d.health) cell.append(" ", el("span", { class: "pill", text: d.health }));
@@ -369,7 +369,7 @@ function jobTimeline(job, receivedAt) {
         "li",
         { class: "t-attempt " + cls },
         el("span", { class: "t-at", text: when(a.at) }),
-        " attempt " + a.attempt + ": " + (a.status === null ? "no response" : "HTTP " + a.status) + ", " + a.outcome + " in " + ms(a.latency_ms) + (a.error ? " (" + a.error + ")" : "")
+        " attempt " + a.attempt + " · " + (a.status === null ? "no response" : "HTTP " + a.status) + " · " + ms(a.latency_ms) + " · " + a.outcome + (a.error ? " · " + a.error : "")
       )
     );
   }
@@ -379,7 +379,7 @@ function jobTimeline(job, receivedAt) {
   items.append(el("li", { class: "t-status t-" + job.status }, el("strong", { text: end })));
   return el(
     "div",
-    { class: "job", "data-job": job.id, "data-status": job.status },
+    { class: "job", "data-job": job.id, "data-destination": job.destination, "data-status": job.status },
     el("h4", {}, job.destination || "(purged)", " ", el("span", { class: "pill status-" + job.status, text: job.status }), " ", el("code", { class: "muted small", text: job.id })),
     items
   );
