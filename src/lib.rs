@@ -18,7 +18,7 @@
 //! [`echo`] is the little receiver operators use to try routes locally; [`inspect`] holds
 //! `check` and `route`, the offline views of a config.
 //!
-//! Operating it: [`admin`] (the admin API and the CLI that talks to it), [`metrics`]
+//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
 //! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]

@@ -21,6 +21,8 @@
 //! does), the admin token never leaves the login form's POST, and conditions on `${VAR}`
 //! values show `<secret>` in explanations as in `route --explain`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -111,7 +113,13 @@ fn login_page(status: StatusCode, refused: bool) -> JsonResponse {
     } else {
         ""
     };
-    html(status, LOGIN_HTML.replace("{{MESSAGE}}", message))
+    let mut r = html(status, LOGIN_HTML.replace("{{MESSAGE}}", message));
+    if status == StatusCode::UNAUTHORIZED {
+        // Bearer, not Basic: a browser shows the form rather than its own password prompt.
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
 }
 
 /// The page itself, with a logout button when there is a login to end.
@@ -161,7 +169,7 @@ async fn login(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
 }
 
 /// `/ui/...`: the page's data, for a logged-in browser (or a bearer token).
-async fn ui(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
+async fn ui(state: &Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {
     if !authorized(state, req.headers()) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -201,7 +209,7 @@ fn with_security_headers(mut r: JsonResponse) -> JsonResponse {
 }
 
 /// Answers a request for one of the page's paths ([`serves`]).
-pub async fn handle(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
+pub async fn handle(state: &Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let response = match (&method, path.as_str()) {

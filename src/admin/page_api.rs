@@ -12,6 +12,7 @@
 //! API's views.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -257,18 +258,34 @@ fn ok<T: Serialize>(value: &T) -> JsonResponse {
     json(StatusCode::OK, value)
 }
 
+/// Runs `read` (store scans of up to thousands of records) off the async threads.
+async fn blocking<T: Serialize + Send + 'static>(
+    state: &Arc<AdminState>,
+    read: impl FnOnce(&AdminState) -> Result<T, AdminError> + Send + 'static,
+) -> Result<JsonResponse, AdminError> {
+    let state = state.clone();
+    let value = tokio::task::spawn_blocking(move || read(&state))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))??;
+    Ok(ok(&value))
+}
+
 /// Answers one authorized `/ui/` request.
-pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
+pub async fn route(state: &Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = query_pairs(req.uri().query());
     let result = match (&method, path.as_str()) {
-        (&Method::GET, "/ui/overview") => super::overview::build(state)
-            .map(|o| ok(&o))
-            .map_err(AdminError::from),
-        (&Method::GET, "/ui/dead") => dead_page(state, &query).map(|p| ok(&p)),
+        (&Method::GET, "/ui/overview") => {
+            blocking(state, |s| {
+                super::overview::build(s).map_err(AdminError::from)
+            })
+            .await
+        }
+        (&Method::GET, "/ui/dead") => blocking(state, move |s| dead_page(s, &query)).await,
         (&Method::GET, "/ui/event") => {
-            super::lookup::lookup(state, query.get("q").map_or("", String::as_str)).map(|l| ok(&l))
+            let q = query.get("q").cloned().unwrap_or_default();
+            blocking(state, move |s| super::lookup::lookup(s, &q)).await
         }
         (&Method::POST, "/ui/dead/retry") => retry_selected(state, req).await.map(|r| ok(&r)),
         (&Method::POST, "/ui/dead/drop") => drop_selected(state, req).await.map(|r| ok(&r)),
