@@ -1,9 +1,10 @@
 //! The status page (issue 13). Over plain HTTP: it needs the admin token (a wrong one sees
 //! no data), its login cookie is HttpOnly and SameSite=Strict and opens the page only, a
 //! cross-site POST changes nothing, and no secret is printed. In a real headless Chromium
-//! against the real binary: log in, see a failing destination's counts and its dead letter,
-//! retry it (with the confirmation) to a receiver that now answers 200, and see the job
-//! delivered in the event's timeline.
+//! against the real binary: a wrong token sees no data; log in, see a failing destination's
+//! counts and its dead letter; another site's page posting a forged retry is refused; retry
+//! it (with the confirmation) to a receiver that now answers 200, and see the job delivered
+//! in the event's timeline.
 //!
 //! `HOOKROUTER_SCREENSHOTS=docs/img cargo test --test status_page` writes the README's
 //! screenshots from the browser run.
@@ -503,6 +504,39 @@ routes:
     let source = c.source().await.unwrap();
     assert!(!source.contains(PATH_SECRET) && !source.contains("XXXX") && !source.contains(TOKEN));
     browser.screenshot(shots.as_deref(), "overview.png").await;
+
+    // Another site's page (another port: same site, so the SameSite=Strict cookie goes
+    // along) posts a form to the retry action as soon as it loads: refused, nothing retried.
+    let evil = Receiver::start().await;
+    evil.set_default(
+        Reply::status(200)
+            .header("content-type", "text/html")
+            .body(&format!(
+                r#"<form method="post" action="{admin}/ui/dead/retry" enctype="text/plain">
+                     <input type="hidden" name='{{"all":true,"x":"' value='"}}'></form>
+                   <script>document.forms[0].submit()</script>"#
+            )),
+    );
+    c.goto(&evil.url("/")).await.expect("open the other site");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let source = c.source().await.unwrap_or_default();
+        if source.contains("cross_site") {
+            assert!(source.contains("Sec-Fetch-Site: same-site"), "{source}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged POST was not refused: {source}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, dead, _) =
+        status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
+    assert_eq!(dead["total"], 1, "nothing was retried: {dead}");
+    c.goto(&format!("{admin}/"))
+        .await
+        .expect("back to the page");
 
     // The dead letter, its attempts and response; Retry with the confirmation.
     browser.click("#nav-dead").await;
