@@ -177,6 +177,25 @@ async fn the_page_needs_the_token_shows_no_secret_and_refuses_cross_site_posts()
     )
     .await;
     assert_eq!(status, 401, "the JSON API stays bearer-only");
+    assert_eq!(o["config"]["last_reload"], Value::Null);
+    // A reload refused, then one applied: the overview says how the last one went.
+    daemon.rewrite_config("routes:\n  - { name: broken, to: [nowhere] }\n");
+    let reload = || client.post(format!("{admin}/reload")).bearer_auth(TOKEN);
+    assert_eq!(status_and_json(reload()).await.0, 422);
+    let (_, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
+    let last = &o["config"]["last_reload"];
+    assert_eq!(last["ok"], false, "{o}");
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown destination \"nowhere\""),
+        "{o}"
+    );
+    daemon.rewrite_config(&crm_config(&crm));
+    assert_eq!(status_and_json(reload()).await.0, 200);
+    let (_, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
+    assert_eq!(o["config"]["last_reload"]["ok"], true, "{o}");
 
     // The dead letter with its attempts; the event by our id and by Mindstamp's.
     let (_, dead, _) = status_and_json(
