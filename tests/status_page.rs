@@ -350,13 +350,15 @@ async fn the_page_needs_the_token_shows_no_secret_and_refuses_cross_site_posts()
 }
 
 #[tokio::test]
-async fn without_a_token_the_page_is_open_but_cross_site_posts_are_still_refused() {
+async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_posts_are_refused() {
     let crm = Receiver::start().await;
     crm.set_default(Reply::status(410));
     let daemon = TestDaemon::start(&crm_config(&crm)).await;
-    daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+    for _ in 0..3 {
+        daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+    }
     let store = daemon.running().store().clone();
-    common::eventually(WAIT, "a dead letter", || store.dead_count() == 1).await;
+    common::eventually(WAIT, "three dead letters", || store.dead_count() == 3).await;
     let admin = daemon.admin_url();
     let client = http();
     let (status, page, _) = status_and_json(client.get(format!("{admin}/"))).await;
@@ -377,11 +379,74 @@ async fn without_a_token_the_page_is_open_but_cross_site_posts_are_still_refused
         (status, &body["error"]),
         (StatusCode::FORBIDDEN, &Value::from("cross_site"))
     );
-    assert_eq!(store.dead_count(), 1);
+    assert_eq!(store.dead_count(), 3);
+
+    // The page's actions: bad selections are refused, one dropped, the rest retried by filter.
+    let action = |verb: &str, body: Value| {
+        client
+            .post(format!("{admin}/ui/dead/{verb}"))
+            .header("x-hookrouter-page", "1")
+            .header("sec-fetch-site", "same-origin")
+            .json(&body)
+    };
+    for (body, code) in [
+        (serde_json::json!({}), "invalid_body"),
+        (
+            serde_json::json!({"all": true, "ids": ["x"]}),
+            "invalid_body",
+        ),
+        (serde_json::json!({"every": true}), "invalid_body"),
+        (serde_json::json!({"ids": ["not-a-uuid"]}), "invalid_id"),
+    ] {
+        let (status, answer, _) = status_and_json(action("retry", body.clone())).await;
+        assert_eq!(
+            (status, &answer["error"]),
+            (StatusCode::BAD_REQUEST, &Value::from(code)),
+            "{body}: {answer}"
+        );
+    }
+    let ids: Vec<String> = store
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(|l| l.job.id.to_string())
+        .collect();
+    let (status, dropped, _) =
+        status_and_json(action("drop", serde_json::json!({"ids": [ids[0]]}))).await;
+    assert_eq!(status, 200, "{dropped}");
+    assert_eq!(dropped["dropped"], serde_json::json!([ids[0]]));
+    let (_, again, _) = status_and_json(action("drop", serde_json::json!({"ids": [ids[0]]}))).await;
+    assert_eq!(again["skipped"][0]["id"], ids[0].as_str(), "{again}");
+    crm.set_default(Reply::status(200));
+    // A filter that matches nothing retries nothing; the right one retries the other two.
+    let (_, none, _) = status_and_json(action(
+        "retry",
+        serde_json::json!({"all": true, "destination": "crm", "reason": "retries exhausted"}),
+    ))
+    .await;
+    assert_eq!(none["retried"], serde_json::json!([]), "{none}");
+    let (_, retried, _) = status_and_json(action(
+        "retry",
+        serde_json::json!({"all": true, "destination": "crm", "reason": "permanent failure"}),
+    ))
+    .await;
+    let mut got: Vec<String> = retried["retried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want = ids[1..].to_vec();
+    want.sort();
+    assert_eq!(got, want, "{retried}");
+    common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
+    crm.wait_for(5, WAIT).await;
+
     // The CLI's requests (no browser headers) work as before.
     let (status, body) = daemon.admin(Method::POST, "/dead/retry").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["retried"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["retried"], serde_json::json!([]));
     daemon.stop().await;
 }
 
