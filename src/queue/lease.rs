@@ -16,7 +16,7 @@ use super::entry::{self, DeliveredEntry};
 use super::journal::Position;
 use super::keys::{self, Expiring};
 use super::record::{now_ms, AttemptRecord, DeadLetter, JobRecord, SettledJob};
-use super::retry_queue::{decode, encode, queue_job, segment_of, unqueue};
+use super::retry_queue::{decode, encode, parse_due_value, queue_job, segment_of, unqueue};
 use super::stats::Slot;
 use super::{Store, StoreError};
 
@@ -123,9 +123,16 @@ impl Store {
                         lane: None,
                     });
                 }
-                // A due entry without its job cannot be delivered: drop the stray entry.
+                // A due entry without its job cannot be delivered: drop the stray entry, and
+                // the count and segment reference that opening the store gave it.
                 None => {
-                    t.due.remove(&key)?;
+                    if let Some(value) = t.due.remove(&key)? {
+                        if let Some((state, segment)) = parse_due_value(&value) {
+                            self.inner.stats.remove(destination, Slot::Queued(state));
+                            self.add_ref(segment, -1);
+                        }
+                        tracing::warn!(destination, delivery_id = %job_id, "a due entry without its job record was dropped");
+                    }
                 }
             }
         }

@@ -507,3 +507,29 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
     assert_eq!(ids.len(), 22, "no job re-created twice");
     assert_eq!(store.pending_count(), 0);
 }
+
+#[test]
+fn a_stray_due_entry_is_dropped_and_uncounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let ev = new_event(&["crm"]);
+    store.commit_events(std::slice::from_ref(&ev)).unwrap();
+    let lease = store
+        .lease("crm", now_ms(), 1, |_| false)
+        .unwrap()
+        .leases
+        .remove(0);
+    store.settle(&lease, retry_of(&lease, 0)).unwrap();
+    assert_eq!(store.pending_count(), 1);
+    // Its job record lost (a damaged store): only the due entry is left.
+    store
+        .inner
+        .trees
+        .jobs
+        .remove(ev.jobs[0].id.as_bytes())
+        .unwrap();
+    let scan = store.lease("crm", now_ms(), 1, |_| false).unwrap();
+    assert!(scan.leases.is_empty());
+    assert_eq!(store.inner.trees.due.len(), 0, "the stray entry is gone");
+    assert_eq!(store.pending_count(), 0, "and no longer counted");
+}

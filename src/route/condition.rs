@@ -138,7 +138,9 @@ impl Condition {
                             None => ctx.problems.push(&ipath, "expected a condition map"),
                         }
                     }
-                    if children.is_empty() && ctx.problems.is_empty() {
+                    // An empty list is a problem of its own, whatever else the file has wrong
+                    // (a list of invalid maps has had each map reported already).
+                    if items.is_empty() {
                         ctx.problems
                             .push(&kpath, format!("{key} needs at least one condition map"));
                     }

@@ -223,6 +223,13 @@ fn errors_name_line_column_route_and_field() {
         err.contains("match.tag1.exists: expected true or false"),
         "{err}"
     );
+    // An empty list is reported even beside another problem.
+    let err = problems_of("      a: { gt: x }\n      any: []\n");
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("match.any: any needs at least one condition map"),
+        "{err}"
+    );
     // Several problems are all reported, in file order.
     let err = problems_of("      a: { gt: x }\n      b: { lt: y }\n");
     assert_eq!(err.lines().count(), 2, "{err}");
