@@ -16,7 +16,7 @@ use super::entry::{self, DeliveredEntry};
 use super::journal::Position;
 use super::keys::{self, Expiring};
 use super::record::{now_ms, AttemptRecord, DeadLetter, JobRecord, SettledJob};
-use super::retry_queue::{decode, encode, parse_due_value, queue_job, segment_of, unqueue};
+use super::retry_queue::{decode, encode_with, parse_due_value, queue_job, segment_of, unqueue};
 use super::stats::Slot;
 use super::{Store, StoreError};
 
@@ -233,14 +233,9 @@ impl Store {
             Transition::Retry { mut job, attempt } => {
                 job.event_at = Some(at);
                 let t = &i.trees;
-                (&t.jobs, &t.due, &t.attempts)
-                    .transaction(|(jobs, due, attempts)| {
-                        queue_job(jobs, due, &job)?;
-                        attempts.insert(
-                            &keys::attempt_key(&job.id, attempt.attempt),
-                            encode(&attempt),
-                        )?;
-                        Ok(())
+                (&t.jobs, &t.due)
+                    .transaction(|(jobs, due)| {
+                        queue_job(jobs, due, &job, std::slice::from_ref(&attempt))
                     })
                     .map_err(StoreError::from)?;
                 self.add_ref(at.segment, 1);
@@ -274,34 +269,32 @@ impl Store {
         let t = &self.inner.trees;
         let expires = letter.dead_at_ms.saturating_add(self.dead_retention_ms());
         Ok(
-            (&t.jobs, &t.due, &t.attempts, &t.dead, &t.expiry).transaction(
-                |(jobs, due, attempts, dead, expiry)| {
-                    let mut letter = letter.clone();
-                    let was = match queued {
-                        Some(q) => {
-                            let was = unqueue(jobs, due, q)?;
-                            // The stored record knows where the event is now (carried forward).
-                            if let Some(stored) = &was {
-                                letter.job.event_at = stored.event_at;
-                            }
-                            was
+            (&t.jobs, &t.due, &t.dead, &t.expiry).transaction(|(jobs, due, dead, expiry)| {
+                let mut letter = letter.clone();
+                let mut history = Vec::new();
+                let was = match queued {
+                    Some(q) => match unqueue(jobs, due, q)? {
+                        Some((stored, attempts)) => {
+                            // The stored record knows where the event is now (carried
+                            // forward).
+                            letter.job.event_at = stored.event_at;
+                            history = attempts;
+                            Some(stored)
                         }
                         None => None,
-                    };
-                    if let Some(a) = attempt {
-                        attempts
-                            .insert(&keys::attempt_key(&letter.job.id, a.attempt), encode(a))?;
-                    }
-                    let replaced = dead
-                        .insert(letter.job.id.as_bytes(), encode(&letter))?
-                        .is_some();
-                    expiry.insert(
-                        keys::expiry_key(expires, Expiring::Dead, letter.job.id.as_bytes()),
-                        &[][..],
-                    )?;
-                    Ok((was, replaced))
-                },
-            )?,
+                    },
+                    None => None,
+                };
+                history.extend(attempt.cloned());
+                let replaced = dead
+                    .insert(letter.job.id.as_bytes(), encode_with(&letter, &history))?
+                    .is_some();
+                expiry.insert(
+                    keys::expiry_key(expires, Expiring::Dead, letter.job.id.as_bytes()),
+                    &[][..],
+                )?;
+                Ok((was, replaced))
+            })?,
         )
     }
 
@@ -313,9 +306,9 @@ impl Store {
             Transition::Delivered { attempt } => {
                 let retention = self.retention_ms();
                 let now = now_ms();
-                let was = (&t.jobs, &t.due, &t.attempts, &t.done, &t.expiry)
-                    .transaction(|(jobs, due, attempts, done, expiry)| {
-                        let Some(stored) = unqueue(jobs, due, old)? else {
+                let was = (&t.jobs, &t.due, &t.done, &t.expiry)
+                    .transaction(|(jobs, due, done, expiry)| {
+                        let Some((stored, mut history)) = unqueue(jobs, due, old)? else {
                             return Ok(None);
                         };
                         let mut settled = stored.clone();
@@ -330,11 +323,8 @@ impl Store {
                             outcome: "delivered".into(),
                             settled_at_ms: now,
                         };
-                        attempts.insert(
-                            &keys::attempt_key(&old.id, attempt.attempt),
-                            encode(&attempt),
-                        )?;
-                        done.insert(old.id.as_bytes(), encode(&record))?;
+                        history.push(attempt.clone());
+                        done.insert(old.id.as_bytes(), encode_with(&record, &history))?;
                         expiry.insert(
                             keys::expiry_key(
                                 now.saturating_add(retention),
@@ -352,19 +342,18 @@ impl Store {
                 }
             }
             Transition::Retry { mut job, attempt } => {
-                let was = (&t.jobs, &t.due, &t.attempts)
-                    .transaction(|(jobs, due, attempts)| {
+                let was = (&t.jobs, &t.due)
+                    .transaction(|(jobs, due)| {
                         let stored = unqueue(jobs, due, old)?;
                         let mut job = job.clone();
-                        if let Some(s) = &stored {
+                        let mut history = Vec::new();
+                        if let Some((s, attempts)) = &stored {
                             job.event_at = s.event_at;
+                            history.clone_from(attempts);
                         }
-                        queue_job(jobs, due, &job)?;
-                        attempts.insert(
-                            &keys::attempt_key(&job.id, attempt.attempt),
-                            encode(&attempt),
-                        )?;
-                        Ok(stored)
+                        history.push(attempt.clone());
+                        queue_job(jobs, due, &job, &history)?;
+                        Ok(stored.map(|(s, _)| s))
                     })
                     .map_err(StoreError::from)?;
                 let to = Slot::Queued(job.state());

@@ -24,11 +24,15 @@
 //! # The retry queue in sled
 //! | tree          | key                                         | value (version byte + postcard) |
 //! |---------------|---------------------------------------------|---------------------------------|
-//! | `v2.jobs`     | job id (16 bytes, UUID v7)                  | [`JobRecord`], with the journal position of its event |
+//! | `v2.jobs`     | job id (16 bytes, UUID v7)                  | [`JobRecord`], with the journal position of its event, and its attempts |
 //! | `v2.due`      | destination, NUL, due ms (u64 BE), job id   | job state (1 byte) + segment of its event (u64 BE) |
-//! | `v2.attempts` | job id + attempt number (u32 BE)            | [`AttemptRecord`]               |
-//! | `v2.dead`     | job id                                      | [`DeadLetter`]                  |
-//! | `v2.done`     | job id                                      | [`SettledJob`] (a job settled through sled) |
+//! | `v2.attempts` | job id + attempt number (u32 BE)            | [`AttemptRecord`]: written only by earlier versions (and migration), still read |
+//! | `v2.dead`     | job id                                      | [`DeadLetter`] and its attempts |
+//! | `v2.done`     | job id                                      | [`SettledJob`] (a job settled through sled) and its attempts |
+//!
+//! A job's attempts travel inside its record (value version 2: the record, then its
+//! attempts) as it moves between `jobs`, `dead` and `done`: one sled record per retrying
+//! job besides its due entry, since sled spends about 190 bytes of disk on every record.
 //! | `v2.expiry`   | expiry ms (u64 BE), tag, job id             | empty: what housekeeping purges when |
 //! | `v2.meta`     | `format`                                    | the store format (2)            |
 //!

@@ -12,7 +12,7 @@ use super::keys::{self, Expiring};
 use super::record::{
     now_ms, AttemptRecord, DeadLetter, EventRecord, JobRecord, JobState, SettledJob,
 };
-use super::retry_queue::{decode, encode, queue_job, segment_of};
+use super::retry_queue::{decode, decode_with, encode_with, queue_job, segment_of};
 use super::stats::Slot;
 use super::{Store, StoreError};
 use bytes::Bytes;
@@ -174,16 +174,28 @@ impl Store {
         event_at: Option<Position>,
     ) -> Result<Vec<AttemptRecord>, StoreError> {
         let t = &self.inner.trees;
-        let stored: Vec<AttemptRecord> = t
+        // Attempts written by an earlier version, one record each.
+        let mut stored: Vec<AttemptRecord> = t
             .attempts
             .scan_prefix(job_id.as_bytes())
             .map(|item| decode(&item?.1))
             .collect::<Result<_, _>>()?;
-        if !stored.is_empty()
-            || t.jobs.contains_key(job_id.as_bytes())?
-            || t.dead.contains_key(job_id.as_bytes())?
-            || t.done.contains_key(job_id.as_bytes())?
-        {
+        // The history inside the job's own record, wherever it is now.
+        let key = job_id.as_bytes();
+        let history = if let Some(bytes) = t.jobs.get(key)? {
+            Some(decode_with::<JobRecord>(&bytes)?.1)
+        } else if let Some(bytes) = t.dead.get(key)? {
+            Some(decode_with::<DeadLetter>(&bytes)?.1)
+        } else if let Some(bytes) = t.done.get(key)? {
+            Some(decode_with::<SettledJob>(&bytes)?.1)
+        } else {
+            None
+        };
+        let in_sled = history.is_some();
+        stored.extend(history.into_iter().flatten());
+        if in_sled || !stored.is_empty() {
+            stored.sort_by_key(|a| a.attempt);
+            stored.dedup_by_key(|a| a.attempt);
             return Ok(stored);
         }
         Ok(self
@@ -266,13 +278,13 @@ impl Store {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
                 };
-                let letter: DeadLetter =
-                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                let (letter, history): (DeadLetter, _) =
+                    decode_with(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let mut job = letter.job;
                 job.attempt_base = job.attempts;
                 job.first_attempt_at_ms = None;
                 job.next_attempt_at_ms = now;
-                queue_job(jobs, due, &job)?;
+                queue_job(jobs, due, &job, &history)?;
                 Ok(Some(job))
             })
             .map_err(StoreError::from)
@@ -299,14 +311,14 @@ impl Store {
                 let Some(bytes) = dead.remove(job_id.as_bytes())? else {
                     return Ok(None);
                 };
-                let letter: DeadLetter =
-                    decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                let (letter, history): (DeadLetter, _) =
+                    decode_with(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let settled = SettledJob {
                     job: letter.job.clone(),
                     outcome: "dropped".into(),
                     settled_at_ms: now,
                 };
-                done.insert(job_id.as_bytes(), encode(&settled))?;
+                done.insert(job_id.as_bytes(), encode_with(&settled, &history))?;
                 expiry.insert(
                     keys::expiry_key(
                         now.saturating_add(retention),

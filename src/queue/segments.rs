@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::entry::{self, Entry, EventHeader};
 use super::journal::{frame_len, JournalError, Position, Scanned, HEADER_LEN};
 use super::record::{DeadLetter, JobRecord};
-use super::retry_queue::{decode, decode_tx, due_value, encode, parse_due_value};
+use super::retry_queue::{decode, decode_with_tx, due_value, encode_with, parse_due_value};
 use super::{keys, Store, StoreError, Writer};
 
 const INDEX_MAGIC: [u8; 4] = *b"HRJI";
@@ -431,7 +431,7 @@ impl Store {
                 let Some(bytes) = jobs.get(id.as_bytes())? else {
                     return Ok(false);
                 };
-                let mut job: JobRecord = decode_tx(&bytes)?;
+                let (mut job, history): (JobRecord, _) = decode_with_tx(&bytes)?;
                 if job.event_at != Some(old) {
                     return Ok(false);
                 }
@@ -440,7 +440,7 @@ impl Store {
                     return Ok(false);
                 }
                 job.event_at = Some(new);
-                jobs.insert(id.as_bytes(), encode(&job))?;
+                jobs.insert(id.as_bytes(), encode_with(&job, &history))?;
                 due.insert(key, &due_value(job.state(), new.segment)[..])?;
                 Ok(true)
             })
@@ -460,12 +460,12 @@ impl Store {
                 let Some(bytes) = dead.get(id.as_bytes())? else {
                     return Ok(false);
                 };
-                let mut letter: DeadLetter = decode_tx(&bytes)?;
+                let (mut letter, history): (DeadLetter, _) = decode_with_tx(&bytes)?;
                 if letter.job.event_at != Some(old) {
                     return Ok(false);
                 }
                 letter.job.event_at = Some(new);
-                dead.insert(id.as_bytes(), encode(&letter))?;
+                dead.insert(id.as_bytes(), encode_with(&letter, &history))?;
                 Ok(true)
             })
             .map_err(StoreError::from)
