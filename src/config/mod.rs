@@ -218,6 +218,12 @@ impl Problems {
         self.items.is_empty()
     }
 
+    /// True when something was recorded at exactly `path` (a value whose `${VAR}` could not
+    /// be expanded need not also be reported as malformed).
+    pub fn has(&self, path: &str) -> bool {
+        self.items.iter().any(|(p, _)| p == path)
+    }
+
     /// Rewrites every message recorded at exactly `path`; true if there was one.
     fn amend(&mut self, path: &str, rewrite: impl Fn(&str) -> String) -> bool {
         let mut found = false;
