@@ -159,6 +159,8 @@ async fn serve_warns_at_start_and_on_reload_but_takes_the_key_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "127.0.0.1:0", &format!("[{DEV_KEY:?}]"));
     let mut daemon = DaemonProcess::spawn(&path);
+    // spawn returns on the ready line, before it is added to the log: what the log holds
+    // now was logged before the daemon said it was ready, the first thing an operator reads.
     let log = daemon.log();
     let warning = log
         .lines()
@@ -170,10 +172,6 @@ async fn serve_warns_at_start_and_on_reload_but_takes_the_key_on_loopback() {
         ),
         "{warning}"
     );
-    // Logged before the daemon says it is ready, so it is the first thing an operator reads.
-    let ready = log.find("hookrouter is ready").unwrap();
-    assert!(log.find("WARN").unwrap() < ready, "{log}");
-
     // On loopback it is accepted: trying hookrouter out with the README's curl works.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let resp = client
