@@ -303,13 +303,6 @@ impl Config {
         }
         Err(locate_problems(text, &file, &root, problems))
     }
-
-    /// True when one of the accepted keys is [`DEVELOPMENT_KEY`].
-    pub fn accepts_development_key(&self) -> bool {
-        self.keys
-            .verify(Some(DEVELOPMENT_KEY.as_bytes()), ())
-            .is_ok()
-    }
 }
 
 fn locate_problems(text: &str, file: &str, root: &Value, problems: Problems) -> ConfigError {
