@@ -20,7 +20,7 @@
 //! skeleton. [`cli_args`] is the command line itself, which `build.rs` also compiles to
 //! generate the shell completions and man pages.
 //!
-//! Operating it: [`admin`] (the admin API and the CLI that talks to it), [`metrics`]
+//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
 //! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]
@@ -173,17 +173,23 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             addr: server.admin_listen,
             source,
         })?;
+    let recent_ids = Arc::new(ingress::recent::RecentIds::default());
     let state = Arc::new(IngressState {
         config: config.clone(),
         committer,
         dispatcher: dispatcher.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
+        recent_ids: recent_ids.clone(),
     });
     let reloader = Reloader {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
         store: store.clone(),
+        history: Arc::new(std::sync::Mutex::new(ReloadHistory {
+            loaded_at_ms: queue::now_ms(),
+            last: None,
+        })),
     };
     let admin_state = Arc::new(admin::AdminState {
         store: store.clone(),
@@ -191,6 +197,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         dispatcher: dispatcher.clone(),
         metrics,
         reloader: reloader.clone(),
+        recent_ids,
     });
     let tasks = TaskTracker::new();
     tasks.spawn(admin::serve(
@@ -305,6 +312,26 @@ pub struct Reloader {
     config: SharedConfig,
     dispatcher: Dispatcher,
     store: Store,
+    history: Arc<std::sync::Mutex<ReloadHistory>>,
+}
+
+/// When the config in force was loaded and how the last reload went, for the status page
+/// (a reload by SIGHUP leaves only a log line otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadHistory {
+    /// When the daemon first loaded its config (Unix ms).
+    pub loaded_at_ms: u64,
+    /// The last reload attempted, if any.
+    pub last: Option<LastReload>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it ran (Unix ms).
+    pub at_ms: u64,
+    /// `None` when it applied; the problems found when it was refused.
+    pub error: Option<String>,
 }
 
 impl Reloader {
@@ -319,7 +346,20 @@ impl Reloader {
         notify::reloading();
         let result = self.swap();
         notify::ready();
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.last = Some(LastReload {
+            at_ms: queue::now_ms(),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         result
+    }
+
+    /// When the config was loaded and how the last reload went.
+    pub fn history(&self) -> ReloadHistory {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn swap(&self) -> Result<ReloadSummary, ConfigError> {

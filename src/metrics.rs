@@ -5,6 +5,11 @@
 //! daemons in one process, and each must count only its own traffic. Counters and histograms
 //! are updated where things happen (ingress, delivery); queue gauges are read from the
 //! store's counters at scrape time, so they can never drift from the store.
+//!
+//! The same calls feed [`recent`], the last few minutes kept in memory for the status page
+//! (rates and percentiles that Prometheus leaves to PromQL).
+
+pub mod recent;
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -64,6 +69,7 @@ pub struct Metrics {
     oldest: Family<DestinationLabels, Gauge<f64, AtomicU64>>,
     delivery_latency: Latency,
     ingest_latency: Latency,
+    recent: recent::Recent,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +90,14 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
+    fn recent(self) -> recent::Outcome {
+        match self {
+            DeliveryOutcome::Delivered => recent::Outcome::Delivered,
+            DeliveryOutcome::Retried => recent::Outcome::Retried,
+            DeliveryOutcome::Dead => recent::Outcome::Dead,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             DeliveryOutcome::Delivered => "delivered",
@@ -133,6 +147,7 @@ impl Metrics {
             oldest: Family::default(),
             delivery_latency: Family::new_with_constructor(delivery_buckets as fn() -> Histogram),
             ingest_latency: Family::new_with_constructor(ingest_buckets as fn() -> Histogram),
+            recent: recent::Recent::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +196,7 @@ impl Metrics {
     /// Counts one webhook answered with `outcome` (`accepted`, `unrouted`, `duplicate`), or
     /// rejected with `reason` when `outcome` is `rejected`.
     pub fn webhook(&self, kind: EventKind, outcome: &str, reason: Option<&str>) {
+        self.recent.webhook(outcome, reason);
         let kind = kind.as_str().to_string();
         self.webhooks
             .get_or_create(&WebhookLabels {
@@ -200,6 +216,7 @@ impl Metrics {
 
     /// Counts one delivery attempt's outcome and how long the attempt took.
     pub fn delivery(&self, destination: &str, outcome: DeliveryOutcome, attempt: Option<Duration>) {
+        self.recent.delivery(destination, outcome.recent(), attempt);
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 destination: destination.to_string(),
@@ -223,6 +240,17 @@ impl Metrics {
                 destination: destination.to_string(),
             })
             .observe(Duration::from_millis(ms).as_secs_f64());
+    }
+
+    /// Notes that `destination` asked for a pause (`Retry-After`) of `delay` from now, for
+    /// the status page; the worker itself holds the destination.
+    pub fn paused(&self, destination: &str, delay: Duration) {
+        self.recent.paused(destination, delay);
+    }
+
+    /// The last few minutes of traffic, for the status page.
+    pub fn recent(&self) -> &recent::Recent {
+        &self.recent
     }
 
     /// Marks a delivery to `destination` in flight until the guard is dropped.

@@ -60,12 +60,18 @@ pub enum AdminError {
     /// `limit=` is not a number.
     #[error("limit must be a whole number, found {0:?}")]
     InvalidLimit(String),
+    /// A request body is not what the endpoint takes.
+    #[error("{0}")]
+    InvalidBody(String),
     /// No such dead letter.
     #[error("no dead letter {0} (retried, dropped or purged?)")]
     NoDeadLetter(Uuid),
     /// No such event.
     #[error("no event {0} (never accepted, or purged after server.retention)")]
     NoEvent(Uuid),
+    /// No event has this id, ours or Mindstamp's.
+    #[error("no event with the event id or Mindstamp id {0:?} (Mindstamp ids are known for events accepted since the daemon started, and for dead letters; events are purged after server.retention)")]
+    NoEventFor(String),
     /// Retrying to a destination the config no longer has would only dead-letter again.
     #[error("destination {0:?} is not in the config; add it back (and reload) before retrying")]
     UnknownDestination(String),
@@ -97,9 +103,11 @@ impl AdminError {
         let (status, code) = match &self {
             AdminError::InvalidId(..) => (StatusCode::BAD_REQUEST, "invalid_id"),
             AdminError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
-            AdminError::NoDeadLetter(_) | AdminError::NoEvent(_) | AdminError::NotFound(_) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            AdminError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            AdminError::NoDeadLetter(_)
+            | AdminError::NoEvent(_)
+            | AdminError::NoEventFor(_)
+            | AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::UnknownDestination(_) => (StatusCode::CONFLICT, "unknown_destination"),
             AdminError::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
             AdminError::MethodNotAllowed { .. } => {
@@ -118,7 +126,7 @@ impl AdminError {
     }
 }
 
-fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
+pub(super) fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     let Some(q) = query else {
         return BTreeMap::new();
     };
@@ -128,11 +136,17 @@ fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn parse_id(id: &str, what: &'static str) -> Result<Uuid, AdminError> {
+pub(super) fn parse_id(id: &str, what: &'static str) -> Result<Uuid, AdminError> {
     Uuid::parse_str(id).map_err(|_| AdminError::InvalidId(id.to_string(), what))
 }
 
 fn queue(state: &AdminState) -> Answer {
+    Ok(json(StatusCode::OK, &queue_view(state)?))
+}
+
+/// The queue of every configured destination and every destination with jobs left (for
+/// `GET /queue` and the status page).
+pub(super) fn queue_view(state: &AdminState) -> Result<QueueView, StoreError> {
     let snapshot = state.store.stats().snapshot();
     let config = state.config.load();
     let mut names: std::collections::BTreeSet<String> =
@@ -164,7 +178,7 @@ fn queue(state: &AdminState) -> Answer {
             };
         view.destinations.insert(name, q);
     }
-    Ok(json(StatusCode::OK, &view))
+    Ok(view)
 }
 
 fn metrics(state: &AdminState) -> Answer {
@@ -244,6 +258,57 @@ fn retry_one(state: &AdminState, id: &str) -> Answer {
             skipped: Vec::new(),
         },
     ))
+}
+
+/// Retries each of `ids` that is still a dead letter of a configured destination, and says
+/// why it left the others alone (for the status page's selections). Runs off the async
+/// threads, then wakes every worker.
+pub(super) async fn retry_ids(
+    state: &AdminState,
+    ids: Vec<Uuid>,
+) -> Result<RetryResult, AdminError> {
+    let store = state.store.clone();
+    let config = state.config.load_full();
+    let result = tokio::task::spawn_blocking(move || -> Result<RetryResult, StoreError> {
+        let mut result = RetryResult::default();
+        for id in ids {
+            let skip = |reason: String| Skipped {
+                id: id.to_string(),
+                reason,
+            };
+            let Some(letter) = store.dead_letter(&id)? else {
+                result.skipped.push(skip(
+                    "no such dead letter (retried, dropped or purged?)".into(),
+                ));
+                continue;
+            };
+            if !config.destinations.contains_key(&letter.job.destination) {
+                result.skipped.push(skip(format!(
+                    "destination {:?} is not in the config",
+                    letter.job.destination
+                )));
+                continue;
+            }
+            match store.retry_dead(&id)? {
+                Some(_) => result.retried.push(id.to_string()),
+                None => result.skipped.push(skip(
+                    "no such dead letter (retried, dropped or purged?)".into(),
+                )),
+            }
+        }
+        Ok(result)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.to_string()))??;
+    if let Err(e) = state.dispatcher.reconcile() {
+        tracing::error!(error = %e, "could not wake the delivery workers");
+    }
+    tracing::info!(
+        retried = result.retried.len(),
+        skipped = result.skipped.len(),
+        "dead letters retried by an operator on the status page"
+    );
+    Ok(result)
 }
 
 async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {

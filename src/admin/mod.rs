@@ -5,11 +5,21 @@
 //! It is separate from the webhook listener so that it is never reachable where webhooks
 //! are (a reverse proxy forwards only the webhook port), and it can be guarded by a bearer
 //! token (`server.admin_token`). Every answer is JSON, errors as
-//! `{"error": code, "message": sentence}` like ingress, except `/metrics` (Prometheus text).
+//! `{"error": code, "message": sentence}` like ingress, except `/metrics` (Prometheus text)
+//! and the status page ([`page`]) at `/`, which a browser opens.
+//!
+//! Any request that changes state and comes from another site's page in a browser is
+//! refused first ([`origin`]), whatever the path.
 
 pub mod cli;
 pub mod client;
 pub mod handlers;
+pub mod lookup;
+pub mod origin;
+pub mod overview;
+pub mod page;
+pub mod page_api;
+pub mod session;
 pub mod table;
 pub mod views;
 
@@ -49,6 +59,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Runs `POST /reload`.
     pub reloader: Reloader,
+    /// Mindstamp ids of accepted events, for the page's event lookup.
+    pub recent_ids: Arc<crate::ingress::recent::RecentIds>,
 }
 
 /// Does the request carry the configured bearer token (or is none configured)?
@@ -67,6 +79,13 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
 }
 
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {
+    if let Err(e) = origin::check(req.method(), req.headers()) {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), reason = %e, "cross-site admin request refused");
+        return error(StatusCode::FORBIDDEN, "cross_site", e.to_string());
+    }
+    if page::serves(req.uri().path()) {
+        return page::handle(&state, req).await;
+    }
     // Health stays open so a load balancer or systemd probe needs no token.
     if req.uri().path() != "/healthz" && !authorized(&state, &req) {
         let mut r = error(

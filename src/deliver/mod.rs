@@ -205,6 +205,7 @@ impl Worker {
                     ids.remove(&task);
                     match result {
                         Ok(Some(delay)) if !delay.is_zero() => {
+                            self.inner.metrics.paused(&self.name, delay);
                             if pacer.pause(Instant::now(), delay) {
                                 tracing::warn!(destination = %self.name, pause_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "the destination asked to slow down (Retry-After); pausing all its deliveries");
                             }

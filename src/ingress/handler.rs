@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::recent::{mindstamp_id, RecentIds};
 use super::response::{error, json, ErrorCode, JsonResponse};
 use crate::config::ServerSettings;
 use crate::deliver::Dispatcher;
@@ -36,6 +37,8 @@ pub struct IngressState {
     pub store: Store,
     /// Counts every answer by kind and outcome.
     pub metrics: Arc<Metrics>,
+    /// Mindstamp ids of accepted events, for the status page's lookup.
+    pub recent_ids: Arc<RecentIds>,
 }
 
 /// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
@@ -196,6 +199,7 @@ async fn receive(
         });
     }
     let dedupe = dedupe_key(kind, &verified.get().json, config.server.dedupe_window);
+    let source_id = mindstamp_id(&verified.get().json);
     let now = now_ms();
     let event_id = Uuid::now_v7();
     let jobs: Vec<JobRecord> = decision
@@ -217,7 +221,11 @@ async fn receive(
         dedupe,
     };
     match state.committer.commit(new_event).await {
-        Ok(Committed::New) => {}
+        Ok(Committed::New) => {
+            if let Some(id) = source_id {
+                state.recent_ids.record(id, event_id);
+            }
+        }
         Ok(Committed::Duplicate { event_id: first }) => {
             tracing::info!(event_id = %first, %kind, outcome = "duplicate", "webhook already accepted; not forwarded again");
             return ok(&Accepted {

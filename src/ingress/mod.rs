@@ -4,6 +4,7 @@
 
 pub mod handler;
 pub mod listener;
+pub mod recent;
 pub mod response;
 
 use std::convert::Infallible;

@@ -281,7 +281,8 @@ impl Store {
         Ok(jobs.len())
     }
 
-    /// Advances the checkpoint to the oldest journal position with a job only in memory:
+    /// Advances the checkpoint to the oldest journal position with a job only in memory or
+    /// waiting in the journal for the lane:
     /// sled is flushed and synced first, so every job moved there before is durable.
     pub(super) fn advance_checkpoint(&self) -> Result<(), StoreError> {
         let i = &self.inner;
@@ -290,7 +291,12 @@ impl Store {
         }
         let at = {
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
-            i.lane.oldest_live().unwrap_or_else(|| w.journal.end())
+            let waiting = w.overflow.values().map(|o| o.from).min();
+            match (i.lane.oldest_live(), waiting) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => w.journal.end(),
+            }
         };
         let mut last = i.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
         if at == *last {
@@ -308,6 +314,7 @@ impl Store {
     pub fn maintain(&self, now: u64) -> Result<Purged, StoreError> {
         self.sync_settles()?;
         let spilled = self.spill_waiting()?;
+        self.refill_all()?;
         if spilled > 0 {
             tracing::debug!(
                 jobs = spilled,

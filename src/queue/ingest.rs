@@ -1,15 +1,16 @@
 //! Accepting a batch: de-duplication, one journal append, and placing each new job in the
-//! fast lane (or in sled when the lane is full).
+//! fast lane (or, when the lane is full, leaving it in the journal for later).
 
 use uuid::Uuid;
 
 use super::entry::{self, EventHeader, JobSeed};
 use super::journal::Position;
 use super::lane::LaneJob;
+use super::overflow::Overflow;
 use super::record::now_ms;
 use super::segments::{dedupe_slot, IndexEntry};
 use super::stats::Slot;
-use super::{Committed, NewEvent, Store, StoreError};
+use super::{Committed, NewEvent, Store, StoreError, Writer};
 
 /// Milliseconds since the Unix epoch encoded in a UUID v7 (0 for other versions).
 pub(super) fn uuid_ms(id: &Uuid) -> u64 {
@@ -93,7 +94,7 @@ impl Store {
             .map_err(|e| self.observe(e.into()))?;
         // Durable from here: the jobs are placed while the writer is held, so that the
         // checkpoint (computed under the same lock) never passes a job not yet placed.
-        let placed = self.place(&fresh, &positions[first_event..], &mut w.index);
+        self.place(&fresh, &positions[first_event..], &mut w);
         drop(w);
         for at in settles.releases {
             i.lane.release(at);
@@ -108,48 +109,44 @@ impl Store {
             let mut map = i.dedupe.lock().unwrap_or_else(|p| p.into_inner());
             map.extend(batch_slots);
         }
-        if let Err(e) = placed {
-            // Durable in the journal but not queued: only a restart's replay can queue
-            // them, and the checkpoint must not pass them before it.
-            tracing::error!(error = %e, "accepted events could not be queued; stopping so that a restart replays them from the journal");
-            i.failed.cancel();
-            return Err(e);
-        }
         Ok(outcomes)
     }
 
-    /// Puts the jobs of durable events in the lane, or in sled where the lane is full.
-    fn place(
-        &self,
-        events: &[&NewEvent],
-        positions: &[Position],
-        index: &mut Vec<IndexEntry>,
-    ) -> Result<(), StoreError> {
+    /// Puts the jobs of durable events in the lane; where a destination's share of it is
+    /// full, that destination's jobs wait in the journal (see [`super::overflow`]) until
+    /// the lane has caught up with them. Called with the writer held (`w`).
+    fn place(&self, events: &[&NewEvent], positions: &[Position], w: &mut Writer) {
         let i = &self.inner;
-        let mut spill = Vec::new();
         for (ev, &at) in events.iter().zip(positions) {
-            index.push(IndexEntry {
+            w.index.push(IndexEntry {
                 id: ev.event.id,
                 offset: at.offset,
                 dedupe: ev.dedupe.as_ref().map(|d| dedupe_slot(&d.digest)),
             });
-            let room = i.lane.room(ev.jobs.len(), ev.body.len());
             for job in &ev.jobs {
+                i.stats.add(&job.destination, Slot::Queued(job.state()));
+                let room = match w.overflow.get_mut(&job.destination) {
+                    Some(o) => {
+                        o.jobs += 1;
+                        continue;
+                    }
+                    None => i.lane.room(&job.destination, ev.body.len()),
+                };
+                let Some(with_body) = room else {
+                    let mut o = Overflow::new(at, ev.event.received_at_ms);
+                    o.jobs = 1;
+                    w.overflow.insert(job.destination.clone(), o);
+                    continue;
+                };
                 let mut job = job.clone();
                 job.event_at = Some(at);
-                i.stats.add(&job.destination, Slot::Queued(job.state()));
-                match room {
-                    Some(with_body) => i.lane.push(LaneJob {
-                        job,
-                        body: with_body.then(|| ev.body.clone()),
-                        at,
-                    }),
-                    None => spill.push(job),
-                }
+                i.lane.push(LaneJob {
+                    job,
+                    body: with_body.then(|| ev.body.clone()),
+                    at,
+                });
             }
         }
-        self.queue_in_sled(&spill)?;
-        Ok(())
     }
 
     /// Appends the delivered records waiting for a batch, when no ingress batch came to

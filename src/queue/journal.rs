@@ -585,6 +585,22 @@ impl JournalReader {
             .collect()
     }
 
+    /// Valid bytes of segment `seq`, if it exists.
+    pub fn segment_len(&self, seq: u64) -> Option<u64> {
+        self.shared.len_of(seq)
+    }
+
+    /// The first segment after `seq`, if there is one.
+    pub fn segment_after(&self, seq: u64) -> Option<u64> {
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(seq + 1..)
+            .next()
+            .map(|(&s, _)| s)
+    }
+
     /// Bytes of every segment together.
     pub fn size(&self) -> u64 {
         self.segments().iter().map(|s| s.len).sum()

@@ -3,8 +3,9 @@
 //! A job is born here when its event is durable in the journal, and on a healthy
 //! destination it never leaves memory: its delivery is recorded as a small journal record.
 //! A job that fails an attempt, or waits longer than the lane allows, moves to sled (the
-//! retry queue); when the lane is full, new jobs go to sled at once. So the lane is bounded
-//! and holds only young jobs.
+//! retry queue). The lane holds at most `capacity` jobs per destination; beyond that a
+//! destination's new jobs wait in the journal ([`super::overflow`]). So the lane is bounded,
+//! holds only young jobs, and one slow destination cannot fill it for the others.
 //!
 //! The lane also tells the checkpoint how far the journal is settled: [`Lane::oldest_live`]
 //! is the position of the oldest event that still has a job only here (waiting, in flight,
@@ -49,8 +50,30 @@ struct State {
     live: BTreeMap<Position, u32>,
     /// Waiting plus leased.
     len: usize,
+    /// Waiting (not leased), per destination: what the lane's bound is about. Leased jobs
+    /// are bounded by each destination's concurrency, and a lease must never wait for its
+    /// own destination's earlier leases to end.
+    waiting_of: HashMap<String, usize>,
     /// Body bytes the lane holds (a body shared by an event's jobs counts once per job).
     bytes: usize,
+}
+
+impl State {
+    fn count(&mut self, destination: &str, by: isize) {
+        match self.waiting_of.get_mut(destination) {
+            Some(n) => {
+                *n = n.saturating_add_signed(by);
+                if *n == 0 {
+                    self.waiting_of.remove(destination);
+                }
+            }
+            None if by > 0 => {
+                self.waiting_of
+                    .insert(destination.to_string(), by.unsigned_abs());
+            }
+            None => {}
+        }
+    }
 }
 
 /// The fast lane; shared by the committer, the workers and the checkpoint.
@@ -62,7 +85,8 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// A lane that holds at most `capacity` jobs and `capacity_bytes` of their bodies.
+    /// A lane that holds at most `capacity` waiting jobs per destination (and those in
+    /// flight) and `capacity_bytes` of their bodies in all.
     pub fn new(capacity: usize, capacity_bytes: usize) -> Lane {
         Lane {
             state: Mutex::new(State::default()),
@@ -75,13 +99,14 @@ impl Lane {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether `n` more jobs fit: `None` if not, `Some(true)` with their body of `body_len`
-    /// bytes, `Some(false)` only without it (the byte budget is spent; the body stays in
-    /// the journal and is read when the job is leased).
-    pub fn room(&self, n: usize, body_len: usize) -> Option<bool> {
+    /// Whether one more job of `destination` fits (it has fewer than `capacity` waiting):
+    /// `None` if not, `Some(true)` with its
+    /// body of `body_len` bytes, `Some(false)` only without it (the byte budget is spent;
+    /// the body stays in the journal and is read when the job is leased).
+    pub fn room(&self, destination: &str, body_len: usize) -> Option<bool> {
         self.with(|s| {
-            (s.len + n <= self.capacity)
-                .then(|| s.bytes.saturating_add(n.saturating_mul(body_len)) <= self.capacity_bytes)
+            (s.waiting_of.get(destination).copied().unwrap_or(0) < self.capacity)
+                .then(|| s.bytes.saturating_add(body_len) <= self.capacity_bytes)
         })
     }
 
@@ -100,6 +125,7 @@ impl Lane {
         self.with(|s| {
             *s.live.entry(job.at).or_default() += 1;
             s.len += 1;
+            s.count(&job.job.destination, 1);
             s.bytes += job.body.as_ref().map_or(0, Bytes::len);
             s.waiting
                 .entry(job.job.destination.clone())
@@ -125,6 +151,7 @@ impl Lane {
             for job in &taken {
                 s.leased.insert(job.job.id, job.clone());
             }
+            s.count(destination, -(taken.len() as isize));
             taken
         })
     }
@@ -150,6 +177,7 @@ impl Lane {
             for id in job_ids.iter().rev() {
                 // The lane's own copy, as it was counted when it came in.
                 if let Some(job) = s.leased.remove(id) {
+                    s.count(&job.job.destination, 1);
                     s.waiting
                         .entry(job.job.destination.clone())
                         .or_default()
@@ -198,6 +226,9 @@ impl Lane {
                 !queue.is_empty()
             });
             s.len -= out.len();
+            for job in &out {
+                s.count(&job.job.destination, -1);
+            }
             s.bytes -= out
                 .iter()
                 .map(|j| j.body.as_ref().map_or(0, Bytes::len))
@@ -286,20 +317,33 @@ mod tests {
 
     #[test]
     fn the_oldest_live_position_holds_until_every_job_of_it_is_released() {
-        let lane = Lane::new(3, 1 << 20);
+        let lane = Lane::new(2, 1 << 20);
         lane.push(job("a", 16));
         lane.push(job("b", 16));
         lane.push(job("a", 90));
-        assert_eq!(lane.room(1, 2), None);
+        assert_eq!(lane.room("a", 2), None, "a has its two");
         assert_eq!(
-            Lane::new(10, 5).room(3, 2),
+            lane.room("b", 2),
+            Some(true),
+            "a full share of a leaves b room"
+        );
+        assert_eq!(
+            Lane::new(10, 5).room("a", 6),
             Some(false),
             "over the byte budget, jobs come in without their body"
         );
-        assert_eq!(Lane::new(10, 6).room(3, 2), Some(true));
+        assert_eq!(Lane::new(10, 6).room("a", 6), Some(true));
         let taken = lane.take("a", 10);
         assert_eq!(taken.len(), 2);
-        assert_eq!(lane.len(), 3, "leased jobs still take room");
+        assert_eq!(lane.len(), 3, "leased jobs are in the lane");
+        assert_eq!(
+            lane.room("a", 2),
+            Some(true),
+            "a's leased jobs leave room for the next ones"
+        );
+        lane.put_back(&[taken[1].job.id]);
+        assert_eq!(lane.room("a", 2), Some(true));
+        assert_eq!(lane.take("a", 1)[0].job.id, taken[1].job.id);
         assert!(lane.finish(&taken[0].job.id));
         assert!(!lane.finish(&taken[0].job.id), "a lease ends once");
         assert_eq!(lane.len(), 2);

@@ -131,7 +131,13 @@ impl Store {
         }
         let room = limit.saturating_sub(scan.leases.len());
         if room > 0 {
-            for lj in self.inner.lane.take(destination, room) {
+            let mut fresh = self.inner.lane.take(destination, room);
+            if fresh.len() < room && self.overflowing(destination) {
+                // Jobs wait in the journal for the lane: bring the next ones in.
+                self.refill_lane(destination)?;
+                fresh.extend(self.inner.lane.take(destination, room - fresh.len()));
+            }
+            for lj in fresh {
                 let body = lj.body.or_else(|| self.body_of(&lj.job));
                 scan.leases.push(Lease {
                     job: lj.job,

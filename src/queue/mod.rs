@@ -5,17 +5,19 @@
 //! ```text
 //! accept ──▶ journal (event + body, one write + fdatasync per batch) ──200──▶ Mindstamp
 //!               │
-//!               └─▶ fast lane (memory, bounded) ──delivered──▶ journal: Delivered record
-//!                        │ fails an attempt, waits too long, or the lane is full
-//!                        ▼
-//!                   sled retry queue (job, due index, attempts) ──▶ done / dead letter
+//!               ├─▶ fast lane (memory, bounded per destination) ──delivered──▶ journal: Delivered record
+//!               │      ▲                 │ fails an attempt, or waits too long
+//!               │      │ read back       ▼
+//!               └─▶ beyond a destination's share of the lane, its jobs wait in the journal
+//!                   (`overflow`)     sled retry queue (job, due index, attempts) ──▶ done / dead letter
 //! ```
 //! On a healthy destination a job never touches sled: the only writes are the event record
 //! in the journal and, after delivery, a small Delivered record appended with a later batch.
 //!
 //! # The journal ([`journal`], [`entry`])
 //! Segment files under `data_dir/journal/`, records framed with length and CRC32C, encoded
-//! with postcard. A sealed segment gets an index file ([`segments`]) listing its events (id,
+//! with postcard; an event's body follows its header, compressed with zstd (level 1) where
+//! that is smaller, which halves the disk a backlog of Mindstamp's JSON takes. A sealed segment gets an index file ([`segments`]) listing its events (id,
 //! offset, de-duplication digest), so `event show` finds an event without reading segments
 //! and a restart rebuilds the de-duplication memory from small files.
 //!
@@ -72,6 +74,7 @@ pub mod lane;
 mod lease;
 mod migrate;
 pub mod operator;
+mod overflow;
 pub mod record;
 mod recover;
 mod retry_queue;
@@ -167,8 +170,8 @@ pub struct StoreOptions {
     pub dedupe_window: Duration,
     /// Size at which a journal segment is sealed.
     pub segment_bytes: u64,
-    /// Jobs the fast lane holds before new ones go straight to sled (those beyond its byte
-    /// budget without their body, about 250 bytes each).
+    /// Jobs the fast lane holds per destination before that destination's new jobs wait in
+    /// the journal (those beyond the byte budget without their body, about 250 bytes each).
     pub lane_capacity: usize,
     /// Body bytes the fast lane holds (each job counting its event's body).
     pub lane_capacity_bytes: usize,
@@ -183,7 +186,7 @@ impl StoreOptions {
             dead_retention: Duration::from_secs(30 * 24 * 3600),
             dedupe_window: Duration::from_secs(24 * 3600),
             segment_bytes: 64 * 1024 * 1024,
-            lane_capacity: 100_000,
+            lane_capacity: 50_000,
             lane_capacity_bytes: 16 * 1024 * 1024,
         }
     }
@@ -250,6 +253,9 @@ struct Writer {
     index: Vec<IndexEntry>,
     /// When the first record went into the active segment (Unix ms), if one has.
     active_since_ms: Option<u64>,
+    /// Per destination, jobs waiting in the journal for room in the fast lane. Under the
+    /// writer's lock because placing a new event's jobs decides by it.
+    overflow: HashMap<String, overflow::Overflow>,
 }
 
 /// Delivered records waiting for the next journal append, and the lane positions they
@@ -293,6 +299,8 @@ struct Inner {
     segment_bytes: u64,
     /// The checkpoint last written.
     checkpoint: Mutex<Position>,
+    /// Held by the one thread moving jobs from the journal into the lane.
+    refilling: Mutex<()>,
     /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
     failed: CancellationToken,
     /// Set by [`Store::close`]: nothing is written after the counts were saved.

@@ -182,9 +182,18 @@ impl Model {
     }
 }
 
-/// What the store says of a job, and its due time when queued.
-fn observe(store: &Store, id: &Uuid) -> (Kind, u64) {
-    match store.job_status(id).expect("job_status") {
+/// What the store says of a job, and its due time when queued: as `event show` tells it
+/// (a job waiting in the journal for the fast lane is found through its event).
+fn observe(store: &Store, id: &Uuid, event: &Uuid) -> (Kind, u64) {
+    let status = match store.event_story(event).expect("event_story") {
+        Some((_, _, jobs)) => jobs
+            .into_iter()
+            .find(|(job, _, _)| job == id)
+            .and_then(|(_, status, _)| status),
+        // The event is gone (past retention): so is every record of the job.
+        None => None,
+    };
+    match status {
         Some(JobStatus::Queued(job)) => (Kind::Queued, job.next_attempt_at_ms),
         Some(JobStatus::Dead(_)) => (Kind::Dead, 0),
         Some(JobStatus::Settled(_)) | None => (Kind::Done, 0),
@@ -195,7 +204,8 @@ fn observe(store: &Store, id: &Uuid) -> (Kind, u64) {
 /// its last durable point), and the model takes what the store has.
 fn check_all(store: &Store, model: &mut Model, crashed: bool) {
     for id in &model.order {
-        let (kind, due_ms) = observe(store, id);
+        let event = model.jobs[id].event;
+        let (kind, due_ms) = observe(store, id, &event);
         let job = model.jobs.get_mut(id).expect("a known job");
         if crashed {
             assert!(

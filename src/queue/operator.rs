@@ -228,6 +228,12 @@ impl Store {
             let status = self.job_status(&job.id)?;
             let attempts = self.attempts_from(&job.id, Some(event_at))?;
             let status = match (status, attempts.last()) {
+                // Waiting in the journal for room in the fast lane.
+                (None, None) if self.waits_in_journal(&job.destination, &job.id, event_at) => {
+                    let mut queued = job.clone();
+                    queued.event_at = Some(event_at);
+                    Some(JobStatus::Queued(queued))
+                }
                 (None, Some(a)) => {
                     // Delivered from the fast lane: its only attempt is its whole story.
                     let mut settled = job.clone();
@@ -332,9 +338,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Destination names that have queued jobs (in the fast lane or in sled).
+    /// Destination names that have queued jobs (in the fast lane, waiting in the journal for
+    /// it, or in sled).
     pub fn destinations_with_jobs(&self) -> Result<Vec<String>, StoreError> {
         let mut names = self.inner.lane.destinations();
+        names.extend(self.overflowed_destinations());
         let due = &self.inner.trees.due;
         let mut from: Vec<u8> = Vec::new();
         while let Some((key, _)) = due.range(from.clone()..).next().transpose()? {
@@ -360,6 +368,9 @@ impl Store {
         scan_limit: usize,
     ) -> Result<Option<u64>, StoreError> {
         let mut oldest = self.inner.lane.oldest_created_ms(destination);
+        if let Some((_, since)) = self.overflowed(destination) {
+            oldest = Some(oldest.map_or(since, |o| o.min(since)));
+        }
         for item in self
             .inner
             .trees

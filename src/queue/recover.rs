@@ -21,6 +21,7 @@ use super::ingest::uuid_ms;
 use super::journal::{Journal, Position, Scanned, HEADER_LEN};
 use super::lane::{Lane, LaneJob};
 use super::migrate;
+use super::overflow::Overflow;
 use super::record::{now_ms, DeadLetter, JobRecord};
 use super::retry_queue::{decode, encode, parse_due_value, segment_of};
 use super::segments::{self, IndexEntry};
@@ -40,8 +41,16 @@ struct SavedCounts {
 /// Saves the counts for the next open (see [`Store::close`]).
 pub(super) fn save_counts(store: &Store) -> Result<(), StoreError> {
     let i = &store.inner;
+    // Jobs waiting in the journal for the lane are counted again by the next replay.
+    let waiting = store.overflowed_counts();
+    let mut stats = i.stats.export();
+    for (dest, counts) in &mut stats {
+        if let Some(n) = waiting.get(dest) {
+            counts[0] -= i64::try_from(*n).unwrap_or(i64::MAX);
+        }
+    }
     let saved = SavedCounts {
-        stats: i.stats.export(),
+        stats,
         refs: i
             .refs
             .lock()
@@ -79,6 +88,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
                 journal,
                 index: Vec::new(),
                 active_since_ms: None,
+                overflow: HashMap::new(),
             }),
             settles: Mutex::new(Settles::default()),
             unsynced: Mutex::new(HashMap::new()),
@@ -91,6 +101,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             dedupe_window_ms: AtomicU64::new(ms(o.dedupe_window)),
             segment_bytes: o.segment_bytes,
             checkpoint: Mutex::new(Position::start_of(0)),
+            refilling: Mutex::new(()),
             failed: CancellationToken::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             journal_dir,
@@ -120,7 +131,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
 struct Replayed {
     events: usize,
     recreated: usize,
-    spilled: usize,
+    waiting: usize,
     damaged: usize,
 }
 
@@ -282,39 +293,48 @@ impl Store {
             w.index = active_index;
         }
         report.events = candidates.len();
-        let mut spill = Vec::new();
+        // The lane takes the jobs while it has room (their bodies are read when they are
+        // leased); from the first event that does not fit, they wait in the journal, as
+        // they would have if the daemon had not stopped.
+        let mut overflow: HashMap<String, Overflow> = HashMap::new();
         for (at, header) in candidates {
-            let mut body: Option<bytes::Bytes> = None;
             for mut job in header.fresh_jobs() {
+                let waiting = overflow.get_mut(&job.destination);
                 if delivered.contains(&job.id) || self.in_sled(&job.id)? {
+                    if let Some(o) = waiting {
+                        o.skip.insert(job.id);
+                    }
                     continue;
                 }
-                job.event_at = Some(at);
                 i.stats.add(&job.destination, Slot::Queued(job.state()));
                 report.recreated += 1;
-                let body = match &body {
-                    Some(b) => b.clone(),
-                    None => body.insert(self.read_event(at)?.1).clone(),
+                let o = match waiting {
+                    Some(o) => o,
+                    None if i.lane.room(&job.destination, 0).is_some() => {
+                        job.event_at = Some(at);
+                        i.lane.push(LaneJob {
+                            job,
+                            body: None,
+                            at,
+                        });
+                        continue;
+                    }
+                    None => overflow
+                        .entry(job.destination.clone())
+                        .or_insert(Overflow::new(at, header.received_at_ms)),
                 };
-                match i.lane.room(1, body.len()) {
-                    Some(with_body) => i.lane.push(LaneJob {
-                        job,
-                        body: with_body.then_some(body),
-                        at,
-                    }),
-                    None => spill.push(job),
-                }
+                o.jobs += 1;
+                report.waiting += 1;
             }
         }
-        report.spilled = spill.len();
-        self.queue_in_sled(&spill)?;
+        i.writer.lock().unwrap_or_else(|p| p.into_inner()).overflow = overflow;
         *i.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = from;
         tracing::info!(
             from_segment = from.segment,
             from_offset = from.offset,
             events = report.events,
             jobs_recreated = report.recreated,
-            jobs_to_retry_queue = report.spilled,
+            jobs_waiting_in_journal = report.waiting,
             damaged = report.damaged,
             "journal replayed from the checkpoint"
         );

@@ -266,8 +266,14 @@ impl Store {
     pub(super) fn read_event(&self, at: Position) -> Result<(EventHeader, Bytes), StoreError> {
         let bytes = Bytes::from(self.inner.journal.read_at(at)?);
         match entry::decode(&bytes)? {
-            // The body shares the record's buffer: no second copy.
-            Entry::Event(h, body) | Entry::Carried(h, body) => Ok((h, bytes.slice_ref(body))),
+            // A body stored as is shares the record's buffer: no second copy.
+            Entry::Event(h, body) | Entry::Carried(h, body) => {
+                let body = match body.bytes()? {
+                    std::borrow::Cow::Borrowed(b) => bytes.slice_ref(b),
+                    std::borrow::Cow::Owned(b) => Bytes::from(b),
+                };
+                Ok((h, body))
+            }
             Entry::Delivered(_) => Err(StoreError::Corrupt(format!(
                 "segment {} offset {} holds no event",
                 at.segment, at.offset

@@ -1,0 +1,192 @@
+//! The journal as the fast lane's overflow.
+//!
+//! When a destination's share of the lane is full, the jobs of newly accepted events for it
+//! are not written anywhere else: their event record in the journal already says what is
+//! needed to re-create them (job id, destination, routes). The store remembers only where
+//! the first such event is ([`Overflow::from`]); from then on every new job of that
+//! destination waits in the journal too, so that its jobs keep their order.
+//! [`Store::refill_lane`] reads them back into the lane as room appears, and once it
+//! reaches the journal's end the lane takes that destination's new jobs directly again.
+//!
+//! So a burst larger than the lane costs no write beyond the journal's (sled stays off the
+//! happy path however far ingest runs ahead of delivery), the backlog costs memory only for
+//! the lane's window of it, and one slow destination holds up no other (each has its own
+//! position). The checkpoint never passes an [`Overflow::from`], so a restart replays these
+//! events and re-creates their jobs as it does for the lane's.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::entry::{self, Entry};
+use super::journal::{frame_len, Position};
+use super::lane::LaneJob;
+use super::{Store, StoreError};
+
+/// Jobs one refill moves into the lane at most: a refill runs on the thread that leases,
+/// so it stays short (reads of recently written records, from the page cache).
+const REFILL_CHUNK: usize = 4096;
+
+/// One destination's jobs waiting in the journal because its share of the lane was full.
+#[derive(Debug, Clone)]
+pub(super) struct Overflow {
+    /// The first event record with a job of this destination not in the lane yet; every
+    /// later job of the destination is in the same case.
+    pub from: Position,
+    /// When the event at `from` was received (Unix ms): a bound on the age of the oldest
+    /// job waiting here.
+    pub from_ms: u64,
+    /// Jobs waiting here.
+    pub jobs: u64,
+    /// Jobs of events after `from` that must not be re-created (delivered or in sled
+    /// already): only after a restart, whose replay found them.
+    pub skip: HashSet<Uuid>,
+}
+
+impl Overflow {
+    /// Jobs start waiting in the journal from the event at `from`, received at `from_ms`.
+    pub fn new(from: Position, from_ms: u64) -> Overflow {
+        Overflow {
+            from,
+            from_ms,
+            jobs: 0,
+            skip: HashSet::new(),
+        }
+    }
+}
+
+impl Store {
+    /// Whether jobs of `destination` wait in the journal for room in the lane.
+    pub(super) fn overflowing(&self, destination: &str) -> bool {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .overflow
+            .contains_key(destination)
+    }
+
+    /// Refills the lane for every destination with jobs waiting in the journal.
+    pub(super) fn refill_all(&self) -> Result<usize, StoreError> {
+        let names = self.overflowed_destinations();
+        let mut n = 0;
+        for name in names {
+            n += self.refill_lane(&name)?;
+        }
+        Ok(n)
+    }
+
+    /// Moves up to [`REFILL_CHUNK`] jobs of `destination` waiting in the journal into the
+    /// lane, oldest first, while its share of the lane has room; returns how many.
+    pub(super) fn refill_lane(&self, destination: &str) -> Result<usize, StoreError> {
+        let i = &self.inner;
+        // One refill at a time, so that two never re-create the same job.
+        let _one = i.refilling.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut at, end, mut skip) = {
+            let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let end = w.journal.end();
+            match w.overflow.get_mut(destination) {
+                None => return Ok(0),
+                Some(o) => (o.from, end, std::mem::take(&mut o.skip)),
+            }
+        };
+        let mut from_ms = None;
+        let mut n = 0;
+        while at < end && n < REFILL_CHUNK {
+            let len = i.journal.segment_len(at.segment).unwrap_or(0);
+            if at.offset >= len {
+                match i.journal.segment_after(at.segment) {
+                    Some(next) => {
+                        at = Position::start_of(next);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let payload = match i.journal.read_at(at) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Damaged on disk since it was written: what follows in this segment
+                    // cannot be found by its length. Its jobs stay counted as queued but
+                    // cannot be re-created; the rest of the journal can.
+                    tracing::error!(destination, segment = at.segment, offset = at.offset, error = %e, "journal: a record waiting for the fast lane cannot be read; going on with the next segment");
+                    match i.journal.segment_after(at.segment) {
+                        Some(next) => {
+                            at = Position::start_of(next);
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            };
+            if let Ok(Entry::Event(header, _)) = entry::decode(&payload) {
+                let job = header
+                    .fresh_jobs()
+                    .find(|j| j.destination == destination && !skip.remove(&j.id));
+                if let Some(mut job) = job {
+                    if i.lane.room(destination, 0).is_none() {
+                        from_ms = Some(header.received_at_ms);
+                        break;
+                    }
+                    job.event_at = Some(at);
+                    i.lane.push(LaneJob {
+                        job,
+                        body: None,
+                        at,
+                    });
+                    n += 1;
+                }
+            }
+            at = Position {
+                segment: at.segment,
+                offset: at.offset + frame_len(payload.len()),
+            };
+        }
+        let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let caught_up = at >= w.journal.end();
+        if let Some(o) = w.overflow.get_mut(destination) {
+            o.jobs = o.jobs.saturating_sub(n as u64);
+            o.from = at;
+            if let Some(ms) = from_ms {
+                o.from_ms = ms;
+            }
+            o.skip = skip;
+            if caught_up {
+                w.overflow.remove(destination);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Destinations with jobs waiting in the journal for the lane.
+    pub(super) fn overflowed_destinations(&self) -> Vec<String> {
+        let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.overflow.keys().cloned().collect()
+    }
+
+    /// Whether job `job_id` of `destination`, of the event at `at`, waits in the journal for
+    /// the lane (for one found nowhere else).
+    pub(super) fn waits_in_journal(&self, destination: &str, job_id: &Uuid, at: Position) -> bool {
+        let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.overflow
+            .get(destination)
+            .is_some_and(|o| at >= o.from && !o.skip.contains(job_id))
+    }
+
+    /// Jobs waiting in the journal per destination: a clean stop saves the queue counts
+    /// without them, since the next start's replay counts them again.
+    pub(super) fn overflowed_counts(&self) -> HashMap<String, u64> {
+        let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.overflow
+            .iter()
+            .map(|(d, o)| (d.clone(), o.jobs))
+            .collect()
+    }
+
+    /// Jobs of `destination` waiting in the journal for the lane, and a bound on when the
+    /// oldest of them was received.
+    pub(super) fn overflowed(&self, destination: &str) -> Option<(u64, u64)> {
+        let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.overflow.get(destination).map(|o| (o.jobs, o.from_ms))
+    }
+}
