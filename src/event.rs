@@ -35,6 +35,17 @@ impl EventKind {
     }
 }
 
+impl From<crate::cli_args::EventKindArg> for EventKind {
+    fn from(arg: crate::cli_args::EventKindArg) -> Self {
+        use crate::cli_args::EventKindArg;
+        match arg {
+            EventKindArg::View => EventKind::View,
+            EventKindArg::Interaction => EventKind::Interaction,
+            EventKindArg::Lead => EventKind::Lead,
+        }
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -16,7 +16,9 @@
 //!    a dead letter.
 //!
 //! [`echo`] is the little receiver operators use to try routes locally; [`inspect`] holds
-//! `check` and `route`, the offline views of a config.
+//! `check` and `route`, the offline views of a config; [`init`] writes a production
+//! skeleton. [`cli_args`] is the command line itself, which `build.rs` also compiles to
+//! generate the shell completions and man pages.
 //!
 //! Operating it: [`admin`] (the admin API, the status page and the CLI), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
@@ -24,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli_args;
 pub mod config;
 pub mod deliver;
 pub mod echo;
 pub mod event;
 pub mod ingress;
+pub mod init;
 pub mod inspect;
 pub mod metrics;
 pub mod notify;
@@ -109,6 +113,7 @@ pub struct Running {
 /// Opens the store, starts delivery and binds the listener. Returns once the daemon is
 /// ready to accept webhooks.
 pub async fn start(config: Config) -> Result<Running, RunError> {
+    log_warnings(&config);
     let server = config.server.clone();
     let options = StoreOptions {
         retention: server.retention,
@@ -360,6 +365,7 @@ impl Reloader {
     fn swap(&self) -> Result<ReloadSummary, ConfigError> {
         let current = self.config.load_full();
         let next = Config::load(&current.source)?;
+        log_warnings(&next);
         let summary = summarize(&current, &next);
         self.store
             .set_retention(next.server.retention, next.server.dead_retention);
@@ -369,6 +375,14 @@ impl Reloader {
             tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
         }
         Ok(summary)
+    }
+}
+
+/// Logs what the config allows but should not (the development key), at start and after
+/// every reload, so the journal says so whenever such a config comes into force.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -1,102 +1,19 @@
 //! The `hookrouter` command: CLI parsing, logging set-up, signals and exit codes.
 //! Everything else lives in the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use hookrouter::admin::cli::{AdminArgs, CliError, DeadCommand, EventCommand, Operation};
+use clap::Parser;
+use hookrouter::admin::cli::{AdminArgs, CliError, Operation};
+use hookrouter::cli_args::{Cli, Command, LogFormat};
 use hookrouter::config::{Config, ConfigError};
 
 /// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
 const EXIT_CONFIG: u8 = 64;
 /// EX_DATAERR: the input given to a command (a payload for `route`) is not usable.
 const EXIT_DATA: u8 = 65;
-
-#[derive(Parser)]
-#[command(
-    name = "hookrouter",
-    version,
-    about = "Receives Mindstamp webhooks, routes them by the rules in routes.yaml and forwards them durably, with retries."
-)]
-struct Cli {
-    /// Log format: plain text (journald adds the time) or JSON lines for log shippers.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon.
-    Serve {
-        /// The routes file.
-        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
-        config: PathBuf,
-    },
-    /// Validate the config exactly as `serve` would, print a summary, exit 0 (or 64 with
-    /// every problem, each as FILE:LINE:COL: ...).
-    Check {
-        /// The routes file.
-        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
-        config: PathBuf,
-    },
-    /// Dry run: show which routes a payload matches and where it would go. Sends nothing.
-    Route {
-        /// The routes file.
-        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
-        config: PathBuf,
-        /// The kind of webhook (the ingress path it would arrive on).
-        #[arg(long)]
-        event: hookrouter::event::EventKind,
-        /// Show, for every route, each condition, the value it saw and whether it held.
-        #[arg(long)]
-        explain: bool,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Also print each request that would be sent (method, URL, headers, body; secrets
-        /// redacted), rendered with the destination's format and templates.
-        #[arg(long)]
-        render: bool,
-        /// The payload file; standard input when omitted or "-".
-        payload: Option<PathBuf>,
-    },
-    /// Show the queue per destination: pending, retrying, in flight, dead, oldest pending.
-    Status {
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// List, show, retry or drop dead letters (through the admin API).
-    Dead {
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[command(subcommand)]
-        command: DeadCommand,
-    },
-    /// Show an event, its routes and every delivery attempt (through the admin API).
-    Event {
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[command(subcommand)]
-        command: EventCommand,
-    },
-    /// Run a receiver that prints every request it gets and answers 200.
-    Echo {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: SocketAddr,
-    },
-}
 
 /// Installs the logger. Lines go through a bounded channel to one writer thread, which
 /// writes whatever has queued up in one `write` to stderr: threads that log never take
@@ -145,6 +62,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(config).await,
             Command::Check { config } => check(config),
+            Command::Init { dir } => init(&dir),
             Command::Route {
                 config,
                 event,
@@ -154,7 +72,7 @@ fn main() -> ExitCode {
                 payload,
             } => route(
                 config,
-                event,
+                event.into(),
                 RouteOutput {
                     explain,
                     json,
@@ -205,7 +123,30 @@ enum Failure {
 
 fn check(path: PathBuf) -> Result<(), Failure> {
     let config = Config::load(&path).map_err(Failure::Config)?;
+    // On standard error, where the operator looks for problems; the summary stays clean
+    // for scripts.
+    for warning in &config.warnings {
+        eprintln!("hookrouter: {warning}");
+    }
     print!("{}", hookrouter::inspect::check_summary(&config));
+    Ok(())
+}
+
+fn init(dir: &Path) -> Result<(), Failure> {
+    let written = hookrouter::init::write_skeleton(dir)
+        .with_context(|| format!("init {}", dir.display()))
+        .map_err(Failure::Other)?;
+    let (routes, env) = (written.routes.display(), written.env.display());
+    println!("wrote {routes}: the routes, keys and destinations (placeholders to fill in)");
+    println!("wrote {env}: their secrets (mode 0600)");
+    println!();
+    println!("next:");
+    println!(
+        "  1. set MINDSTAMP_WEBHOOK_KEY (the X-KEY Mindstamp sends) and SLACK_WEBHOOK_URL in {env}"
+    );
+    println!("  2. put your destinations and routes in {routes}");
+    println!("  3. check it with the secrets loaded (it refuses until a key is configured):");
+    println!("     sh -c 'set -a; . {env}; exec hookrouter check --config {routes}'");
     Ok(())
 }
 

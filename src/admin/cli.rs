@@ -5,9 +5,7 @@
 //! dispatches.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::client::{base_url_for, encode_query, AdminClient, ClientError};
@@ -15,79 +13,8 @@ use super::table::{clip, render};
 use super::views::{DeadLetterView, DeadList, EventView, QueueView, RetryResult};
 use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
 
-/// How to reach the admin API; shared by every operator command.
-#[derive(Debug, Clone, Args)]
-pub struct AdminArgs {
-    /// Admin API base URL; default: `server.admin_listen` from the config file.
-    #[arg(long, global = true, env = "HOOKROUTER_ADMIN")]
-    pub admin: Option<String>,
-    /// The routes file to read `server.admin_listen` and `server.admin_token` from.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKROUTER_CONFIG",
-        default_value = "routes.yaml"
-    )]
-    pub config: PathBuf,
-    /// Bearer token; default: `server.admin_token` from the config file.
-    #[arg(
-        long,
-        global = true,
-        env = "HOOKROUTER_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// Print the API's JSON instead of a table (for scripts).
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-/// `hookrouter dead ...`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum DeadCommand {
-    /// List dead letters, oldest first.
-    List {
-        /// Only those of this destination.
-        #[arg(long)]
-        destination: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-    /// Show one dead letter with the original body.
-    Show {
-        /// The delivery id.
-        id: String,
-    },
-    /// Put dead letters back in the queue with a fresh attempt budget.
-    Retry {
-        /// Delivery ids to retry.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        ids: Vec<String>,
-        /// Retry every dead letter (of `--destination`, if given).
-        #[arg(long)]
-        all: bool,
-        /// With `--all`: only this destination's dead letters.
-        #[arg(long, requires = "all")]
-        destination: Option<String>,
-    },
-    /// Drop dead letters for good (their history stays readable for `server.retention`).
-    Drop {
-        /// Delivery ids to drop.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-}
-
-/// `hookrouter event ...`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum EventCommand {
-    /// Show an event, its routes and every attempt of every delivery.
-    Show {
-        /// The event id (the `event_id` hookrouter answered Mindstamp with).
-        id: String,
-    },
-}
+// The arguments are defined with the rest of the command line, where `build.rs` can see them.
+pub use crate::cli_args::{AdminArgs, DeadCommand, EventCommand};
 
 /// One operator command.
 #[derive(Debug, Clone)]

@@ -153,6 +153,10 @@ fn validate_one(
 }
 
 fn validate_url(raw: &str, path: &str, problems: &mut Problems) -> Option<reqwest::Url> {
+    if problems.has(&format!("{path}.url")) {
+        // Its variable is unset or its file unreadable: that is the problem to report.
+        return None;
+    }
     match reqwest::Url::parse(raw) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
         // Never echo the URL: Slack webhook URLs are secrets.

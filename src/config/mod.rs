@@ -35,6 +35,15 @@ use crate::retry::RetryPolicy;
 use crate::route::RuleSet;
 use crate::verify::KeySet;
 
+/// The key the repository's example `routes.yaml` falls back to, documented in the README
+/// so a first webhook can be sent by hand. Anyone can read it, so a config that accepts it
+/// is warned about loudly, and refused when the webhook listener is not on loopback.
+pub const DEVELOPMENT_KEY: &str = "dev-only-insecure-key";
+
+/// What to do about a missing key, appended to every problem with `keys:`, so the operator
+/// of a fresh install (whose config asks for `${MINDSTAMP_WEBHOOK_KEY}`) reads where it goes.
+pub const CONFIGURE_A_KEY: &str = "configure a key: the X-KEY value Mindstamp sends, in the variable this entry names (for the service: a MINDSTAMP_WEBHOOK_KEY=... line in /etc/hookrouter/env, then `systemctl restart hookrouter`)";
+
 /// A validated configuration: everything `serve` needs, nothing left to check.
 #[derive(Debug)]
 pub struct Config {
@@ -48,6 +57,9 @@ pub struct Config {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Compiled routes, in file order.
     pub rules: RuleSet,
+    /// Things that are allowed but dangerous (the development key on loopback), located
+    /// like problems; `check` prints them and `serve` logs them at start and on reload.
+    pub warnings: Vec<LocatedProblem>,
 }
 
 /// A downstream endpoint, validated, with its templates compiled.
@@ -205,6 +217,24 @@ impl Problems {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// True when something was recorded at exactly `path` (a value whose `${VAR}` could not
+    /// be expanded need not also be reported as malformed).
+    pub fn has(&self, path: &str) -> bool {
+        self.items.iter().any(|(p, _)| p == path)
+    }
+
+    /// Rewrites every message recorded at exactly `path`; true if there was one.
+    fn amend(&mut self, path: &str, rewrite: impl Fn(&str) -> String) -> bool {
+        let mut found = false;
+        for (p, message) in &mut self.items {
+            if p == path {
+                *message = rewrite(message);
+                found = true;
+            }
+        }
+        found
+    }
 }
 
 /// What validation of a single value needs to know: where it is and whether it is secret.
@@ -256,14 +286,18 @@ impl Config {
             });
         }
         let mut problems = Problems::default();
+        let mut warnings = Problems::default();
         let secrets = expand::expand_tree(&mut root, env, &mut problems);
         let mut ctx = Ctx {
             problems: &mut problems,
             secrets: &secrets,
         };
-        let config = validate(&root, path, &mut ctx);
+        let config = validate(&root, path, &mut ctx, &mut warnings);
         if problems.is_empty() {
-            if let Some(config) = config {
+            if let Some(mut config) = config {
+                if !warnings.is_empty() {
+                    config.warnings = locate(text, &file, &root, warnings);
+                }
                 return Ok(config);
             }
         }
@@ -272,6 +306,13 @@ impl Config {
 }
 
 fn locate_problems(text: &str, file: &str, root: &Value, problems: Problems) -> ConfigError {
+    ConfigError::Invalid {
+        problems: locate(text, file, root, problems),
+    }
+}
+
+/// Gives every recorded item its line, column and label, in file order.
+fn locate(text: &str, file: &str, root: &Value, problems: Problems) -> Vec<LocatedProblem> {
     let index = locate::PositionIndex::build(text);
     let mut located: Vec<LocatedProblem> = problems
         .items
@@ -284,7 +325,7 @@ fn locate_problems(text: &str, file: &str, root: &Value, problems: Problems) -> 
         })
         .collect();
     located.sort_by_key(|p| p.position.map_or((usize::MAX, 0), |p| (p.line, p.col)));
-    ConfigError::Invalid { problems: located }
+    located
 }
 
 /// `routes.0.match.x` -> `route "name": match.x`; `destinations.crm.url` ->
@@ -367,7 +408,12 @@ fn duration_or(
 
 const TOP_LEVEL_KEYS: [&str; 5] = ["server", "keys", "retry", "destinations", "routes"];
 
-fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
+fn validate(
+    root: &Value,
+    source: &Path,
+    ctx: &mut Ctx<'_>,
+    warnings: &mut Problems,
+) -> Option<Config> {
     if let Some(map) = root.as_mapping() {
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
@@ -383,7 +429,7 @@ fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
         }
     }
     let server = server::validate_server(root.get("server"), ctx.problems);
-    let keys = validate_keys(root.get("keys"), ctx.problems);
+    let keys = validate_keys(root.get("keys"), server.listen, ctx.problems, warnings);
     let raw_retry: raw::RawRetry = match root.get("retry") {
         Some(v) if !v.is_null() => deserialize_at(v, "retry", ctx.problems).unwrap_or_default(),
         _ => raw::RawRetry::default(),
@@ -408,6 +454,7 @@ fn validate(root: &Value, source: &Path, ctx: &mut Ctx<'_>) -> Option<Config> {
         keys: keys?,
         destinations,
         rules,
+        warnings: Vec::new(),
     })
 }
 
@@ -424,25 +471,57 @@ fn parse_yaml(text: &str, file: &str) -> Result<Value, ConfigError> {
     })
 }
 
-fn validate_keys(value: Option<&Value>, problems: &mut Problems) -> Option<KeySet> {
+/// `keys:`: at least one, none empty. A key that could not be expanded (its variable is
+/// unset, its file unreadable) or is empty is reported with [`CONFIGURE_A_KEY`]. The
+/// development key is a warning on a loopback listener and a problem on any other.
+fn validate_keys(
+    value: Option<&Value>,
+    listen: std::net::SocketAddr,
+    problems: &mut Problems,
+    warnings: &mut Problems,
+) -> Option<KeySet> {
     let Some(value) = value else {
         problems.push(
             "keys",
-            "at least one key is required (the X-KEY Mindstamp sends)",
+            format!("at least one key is required; {CONFIGURE_A_KEY}"),
         );
         return None;
     };
+    // Expansion has already said what is wrong with such a key; add what to do.
+    let count = value.as_sequence().map_or(0, Vec::len);
+    let mut unexpanded = false;
+    for i in 0..count {
+        unexpanded |= problems.amend(&format!("keys.{i}"), |m| format!("{m}; {CONFIGURE_A_KEY}"));
+    }
+    if unexpanded {
+        return None;
+    }
     let keys: Vec<String> = deserialize_at(value, "keys", problems)?;
     if keys.is_empty() {
         problems.push(
             "keys",
-            "at least one key is required (the X-KEY Mindstamp sends)",
+            format!("at least one key is required; {CONFIGURE_A_KEY}"),
         );
         return None;
     }
     for (i, k) in keys.iter().enumerate() {
+        let path = format!("keys.{i}");
         if k.is_empty() {
-            problems.push(&format!("keys.{i}"), "a key must not be empty");
+            problems.push(&path, format!("a key must not be empty; {CONFIGURE_A_KEY}"));
+        } else if k == DEVELOPMENT_KEY && !listen.ip().is_loopback() {
+            problems.push(
+                &path,
+                format!(
+                    "{DEVELOPMENT_KEY:?} is the documented development key, which anyone can read, and server.listen ({listen}) is not a loopback address; refusing to accept webhooks with it; {CONFIGURE_A_KEY}"
+                ),
+            );
+        } else if k == DEVELOPMENT_KEY {
+            warnings.push(
+                &path,
+                format!(
+                    "WARNING: {DEVELOPMENT_KEY:?} is the documented development key: anyone who has read the README can send webhooks with it. Fine on loopback for trying hookrouter out; before server.listen leaves loopback (where serve refuses this key), {CONFIGURE_A_KEY}"
+                ),
+            );
         }
     }
     Some(KeySet::new(&keys))
