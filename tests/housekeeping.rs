@@ -223,6 +223,9 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_stays_bounded_under_steady_traffic() {
     const PER_ROUND: usize = 1000;
+    // A store holding nothing: sled's files and the journal's empty active segment (a round
+    // of 1,000 leads takes about 500 KB while it is kept).
+    const EMPTY_BOUND: u64 = 64 * 1024;
     let crm = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_with_server(
@@ -241,16 +244,18 @@ async fn the_store_stays_bounded_under_steady_traffic() {
             store.pending_count() == 0 && store.record_counts().is_empty()
         })
         .await;
-        store.flush().unwrap();
+        // Every round gives its space back (the store does not grow with the traffic it
+        // saw). The last Delivered records may sit in a newer segment than their events for
+        // one more seal-and-retention cycle, so this waits for the space itself.
+        eventually(
+            Duration::from_secs(20),
+            "the round's space to be returned",
+            || store.flush().is_ok() && store.size_on_disk().unwrap() <= EMPTY_BOUND,
+        )
+        .await;
         sizes.push(store.size_on_disk().unwrap());
     }
     eprintln!("size on disk after each round of {PER_ROUND} purged events: {sizes:?}");
-    // Later rounds reuse the space the purged ones freed rather than add to it.
-    let (first, last) = (sizes[0] as f64, sizes[3] as f64);
-    assert!(
-        last < first * 2.0,
-        "the store grew from {first} to {last} bytes over four purged rounds: {sizes:?}"
-    );
     daemon.stop().await;
 }
 
