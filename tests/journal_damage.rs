@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{eventually, fixture_json, response_json, DaemonProcess, Receiver, Recorded, KEY};
 
-const WAIT: Duration = Duration::from_secs(20);
+/// How long a test waits for deliveries: generous, since a passing run needs a second or two
+/// and a loaded 2-core CI machine once took longer than 20 s.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A port nothing listens on (yet): a destination that is down.
 fn down_port() -> SocketAddr {
