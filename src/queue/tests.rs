@@ -50,6 +50,15 @@ pub(crate) fn attempt(n: u32, status: u16) -> AttemptRecord {
     }
 }
 
+/// The first due job of `destination`, leased.
+fn lease_one(store: &Store, destination: &str) -> Lease {
+    store
+        .lease(destination, now_ms(), 1, |_| false)
+        .unwrap()
+        .leases
+        .remove(0)
+}
+
 fn retry_of(lease: &Lease, in_ms: u64) -> Transition {
     let mut job = lease.job.clone();
     job.attempts += 1;
@@ -162,11 +171,7 @@ fn a_retried_job_reads_its_body_from_the_journal_and_settles_in_sled() {
     let store = Store::open(dir.path(), options()).unwrap();
     let ev = new_event(&["crm"]);
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
-    let lease = store
-        .lease("crm", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let lease = lease_one(&store, "crm");
     store.settle(&lease, retry_of(&lease, 0)).unwrap();
     assert_eq!(store.stats().snapshot()["crm"].retrying, 1);
     let again = store
@@ -242,11 +247,7 @@ fn segments_past_retention_are_deleted_and_dead_letters_carried_forward() {
     for n in 0..400 {
         let ev = new_event(&["crm"]);
         store.commit_events(std::slice::from_ref(&ev)).unwrap();
-        let lease = store
-            .lease("crm", now_ms(), 1, |_| false)
-            .unwrap()
-            .leases
-            .remove(0);
+        let lease = lease_one(&store, "crm");
         let t = if n == 3 {
             dead_event = Some(ev);
             Transition::Dead {
@@ -281,11 +282,7 @@ fn segments_past_retention_are_deleted_and_dead_letters_carried_forward() {
         Some(dead_event.body.clone())
     );
     store.retry_dead(&dead_event.jobs[0].id).unwrap().unwrap();
-    let lease = store
-        .lease("crm", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let lease = lease_one(&store, "crm");
     assert_eq!(lease.body, Some(dead_event.body));
 }
 
@@ -301,20 +298,12 @@ fn beyond_the_byte_budget_lane_jobs_read_their_body_from_the_journal() {
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
     assert_eq!(store.lane_len(), 2, "still in the lane, not in sled");
     assert_eq!(store.inner.trees.jobs.len(), 0);
-    let lease = store
-        .lease("crm", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let lease = lease_one(&store, "crm");
     assert!(lease.from_lane());
     assert_eq!(lease.body, Some(ev.body.clone()));
     // Given back unattempted, it is leased again, body and all.
     store.unlease(vec![lease]);
-    let again = store
-        .lease("crm", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let again = lease_one(&store, "crm");
     assert_eq!(again.body, Some(ev.body));
     store
         .settle(
@@ -334,11 +323,7 @@ fn a_clean_close_moves_the_lane_to_sled_and_saves_the_counts_for_one_open() {
     {
         let store = Store::open(dir.path(), options()).unwrap();
         store.commit_events(&[a, b.clone()]).unwrap();
-        let lease = store
-            .lease("slack", now_ms(), 1, |_| false)
-            .unwrap()
-            .leases
-            .remove(0);
+        let lease = lease_one(&store, "slack");
         store.settle(&lease, retry_of(&lease, 60_000)).unwrap();
         store.close().unwrap();
         assert_eq!(store.lane_len(), 0, "the waiting jobs went to sled");
@@ -474,11 +459,7 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
             )
             .unwrap();
     }
-    let slack = store
-        .lease("slack", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let slack = lease_one(&store, "slack");
     store.settle(&slack, retry_of(&slack, 0)).unwrap();
     store.sync_settles().unwrap();
     store.flush().unwrap();
@@ -514,11 +495,7 @@ fn a_stray_due_entry_is_dropped_and_uncounted() {
     let store = Store::open(dir.path(), options()).unwrap();
     let ev = new_event(&["crm"]);
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
-    let lease = store
-        .lease("crm", now_ms(), 1, |_| false)
-        .unwrap()
-        .leases
-        .remove(0);
+    let lease = lease_one(&store, "crm");
     store.settle(&lease, retry_of(&lease, 0)).unwrap();
     assert_eq!(store.pending_count(), 1);
     // Its job record lost (a damaged store): only the due entry is left.
