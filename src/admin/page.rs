@@ -23,7 +23,6 @@
 
 use std::sync::Arc;
 
-use crate::config::SecretString;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -32,6 +31,7 @@ use hyper::body::Incoming;
 use super::handlers::query_pairs;
 use super::session;
 use super::AdminState;
+use crate::config::SecretString;
 use crate::ingress::response::{error, JsonResponse};
 use crate::queue::now_ms;
 

@@ -68,7 +68,7 @@ impl fmt::Debug for HeaderSpec {
 pub const BUILTIN_SLACK: [(EventKind, &str); 3] = [
     (
         EventKind::View,
-        "{% if flag %}{{ flag }} {% endif %}*{{ viewer_name | default('Someone') | slack_escape }}* \
+        "{% if flag %}{{ flag | slack_escape }} {% endif %}*{{ viewer_name | default('Someone') | slack_escape }}* \
          watched *{{ video_title | default('a video') | slack_escape }}*\
          {% if percentage is number %} ({{ percentage }}%){% endif %}",
     ),
