@@ -383,7 +383,8 @@ async fn classify_response(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let location = header(http::header::LOCATION);
+    // A redirect's target goes into the dead letter's reason: masked like the body.
+    let location = header(http::header::LOCATION).map(|l| mask(l, secrets));
     let retry_after = header(http::header::RETRY_AFTER);
     // Read (up to 64 KiB) even after a 2xx, so the connection can be reused. Masked before
     // the snippet is cut, so no part of a secret is kept at the cut either.
