@@ -236,6 +236,20 @@ routes:
     for (method, path, status, code) in [
         (Method::GET, "/dead/not-a-uuid", 400, "invalid_id"),
         (Method::GET, "/dead?limit=many", 400, "invalid_limit"),
+        // Capped: one answer never loads more than 1,000 records.
+        (Method::GET, "/dead?limit=1001", 400, "invalid_limit"),
+        (
+            Method::GET,
+            "/dead?limit=18446744073709551615",
+            400,
+            "invalid_limit",
+        ),
+        (
+            Method::GET,
+            "/ui/dead?limit=18446744073709551616",
+            400,
+            "invalid_limit",
+        ),
         (
             Method::GET,
             "/events/0190b6a0-0000-7000-8000-000000000000",
@@ -255,6 +269,69 @@ routes:
     }
     let (status, health) = daemon.admin(Method::GET, "/healthz").await;
     assert_eq!((status, &health["status"]), (200, &Value::from("ok")));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn retry_all_goes_through_more_than_a_batch_and_lists_at_most_1000_skipped() {
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    a.set_default(Reply::status(410));
+    b.set_default(Reply::status(410));
+    let both = |with_b: bool| {
+        format!(
+            "destinations:\n  a: {{ url: \"{}\" }}\n{}routes:\n  - {{ name: all, to: [a{}] }}\n",
+            a.url("/a"),
+            if with_b {
+                format!("  b: {{ url: \"{}\" }}\n", b.url("/b"))
+            } else {
+                String::new()
+            },
+            if with_b { ", b" } else { "" }
+        )
+    };
+    let daemon = TestDaemon::start(&both(true)).await;
+    // More than one batch of a's, and more of b's than a bulk retry names.
+    const N: u64 = 1005;
+    for _ in 0..N {
+        let (status, _) = daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+        assert_eq!(status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, q) = daemon.admin(Method::GET, "/queue").await;
+        if q["total"]["dead"] == 2 * N {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all dead yet: {q}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // b leaves the config: its dead letters are skipped, the first 1,000 by id.
+    daemon.rewrite_config(&both(false));
+    let (status, reloaded) = daemon.admin(Method::POST, "/reload").await;
+    assert_eq!(status, 200, "{reloaded}");
+    a.set_default(Reply::status(200));
+    let (status, r) = daemon.admin(Method::POST, "/dead/retry").await;
+    assert_eq!(status, 200);
+    let retried = r["retried"].as_array().unwrap();
+    assert_eq!(retried.len() as u64, N, "every one of a's, in batches");
+    let unique: std::collections::BTreeSet<&str> =
+        retried.iter().filter_map(Value::as_str).collect();
+    assert_eq!(unique.len() as u64, N, "none twice");
+    assert_eq!(r["skipped"].as_array().unwrap().len(), 1000);
+    assert_eq!(r["skipped_unlisted"], N - 1000);
+    assert!(r["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("\"b\" is not in the config"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, q) = daemon.admin(Method::GET, "/queue").await;
+        if q["total"]["dead"] == N && q["total"]["pending"] == 0 && q["total"]["retrying"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a's not delivered: {q}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop().await;
 }
 

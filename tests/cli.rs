@@ -103,6 +103,36 @@ fn check_prints_a_summary_without_secrets() {
 }
 
 #[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = format!("server:\n  admin_listen: 0.0.0.0:9090\n{CONFIG}");
+    let config = write(dir.path(), "routes.yaml", &open);
+    let out = hookrouter(&["check", "--config", &config], None, &SECRETS);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("routes.yaml:2:3: server.admin_listen: is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("set server.admin_token"), "{stderr}");
+    // With a token it is fine, and so is loopback (v4 or v6) without one.
+    for server in [
+        "server:\n  admin_listen: 0.0.0.0:9090\n  admin_token: \"${HR_CRM_TOKEN}\"\n",
+        "server:\n  admin_listen: 127.0.0.1:9090\n",
+        "server:\n  admin_listen: \"[::1]:9090\"\n",
+    ] {
+        let config = write(dir.path(), "routes.yaml", &format!("{server}{CONFIG}"));
+        let out = hookrouter(&["check", "--config", &config], None, &SECRETS);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{server}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn check_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let bad = CONFIG

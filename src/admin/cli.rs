@@ -330,11 +330,18 @@ fn retry_lines(r: &RetryResult, out: &mut String) {
     for s in &r.skipped {
         let _ = writeln!(out, "{}: skipped: {}", s.id, s.reason);
     }
+    if r.skipped_unlisted > 0 {
+        let _ = writeln!(
+            out,
+            "(and {} more skipped, of destinations not in the config)",
+            r.skipped_unlisted
+        );
+    }
     let _ = writeln!(
         out,
         "{} retried, {} skipped",
         r.retried.len(),
-        r.skipped.len()
+        r.skipped.len() as u64 + r.skipped_unlisted
     );
 }
 

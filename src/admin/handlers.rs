@@ -15,10 +15,16 @@ use super::views::{
 use super::AdminState;
 use crate::config::ConfigError;
 use crate::ingress::response::{error, json, JsonResponse};
-use crate::queue::{now_ms, StoreError};
+use crate::queue::{now_ms, Store, StoreError};
 
 /// Dead letters listed when `limit` is not given.
 const DEFAULT_LIST_LIMIT: usize = 100;
+/// Most records any `limit=` query parameter asks for (the dead letter lists): one answer
+/// is built in memory, so a huge limit would load the whole store at once.
+pub const MAX_LIMIT: usize = 1000;
+/// Dead letters a bulk retry loads and requeues at a time, so retrying a million of them
+/// never holds more than this many records.
+const RETRY_BATCH: usize = 1000;
 /// Due keys read per destination to find its oldest queued job.
 const OLDEST_SCAN_LIMIT: usize = 100_000;
 
@@ -60,6 +66,9 @@ pub enum AdminError {
     /// `limit=` is not a number.
     #[error("limit must be a whole number, found {0:?}")]
     InvalidLimit(String),
+    /// `limit=` is above [`MAX_LIMIT`].
+    #[error("limit must be at most {MAX_LIMIT}, found {0}; page with destination filters, or use the retry and drop actions for bulk work")]
+    LimitTooLarge(String),
     /// A request body is not what the endpoint takes.
     #[error("{0}")]
     InvalidBody(String),
@@ -102,7 +111,9 @@ impl AdminError {
     pub fn into_response(self) -> JsonResponse {
         let (status, code) = match &self {
             AdminError::InvalidId(..) => (StatusCode::BAD_REQUEST, "invalid_id"),
-            AdminError::InvalidLimit(_) => (StatusCode::BAD_REQUEST, "invalid_limit"),
+            AdminError::InvalidLimit(_) | AdminError::LimitTooLarge(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_limit")
+            }
             AdminError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             AdminError::NoDeadLetter(_)
             | AdminError::NoEvent(_)
@@ -134,6 +145,25 @@ pub(super) fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     reqwest::Url::parse(&format!("http://admin/?{q}"))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default()
+}
+
+/// The `limit=` query parameter: `default` when absent, refused when not a number or above
+/// [`MAX_LIMIT`].
+pub(super) fn parse_limit(
+    query: &BTreeMap<String, String>,
+    default: usize,
+) -> Result<usize, AdminError> {
+    let Some(l) = query.get("limit") else {
+        return Ok(default);
+    };
+    // Digits beyond usize are still a number, only too large.
+    if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) {
+        return match l.parse::<usize>() {
+            Ok(n) if n <= MAX_LIMIT => Ok(n),
+            _ => Err(AdminError::LimitTooLarge(l.clone())),
+        };
+    }
+    Err(AdminError::InvalidLimit(l.clone()))
 }
 
 pub(super) fn parse_id(id: &str, what: &'static str) -> Result<Uuid, AdminError> {
@@ -200,12 +230,7 @@ fn list_dead(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
         .get("destination")
         .map(String::as_str)
         .filter(|d| !d.is_empty());
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIST_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| AdminError::InvalidLimit(l.clone()))?,
-    };
+    let limit = parse_limit(query, DEFAULT_LIST_LIMIT)?;
     let letters = state.store.dead_letters_of(destination, limit)?;
     let total = match destination {
         Some(d) => state.store.stats().snapshot().get(d).map_or(0, |x| x.dead),
@@ -255,7 +280,7 @@ fn retry_one(state: &AdminState, id: &str) -> Answer {
         StatusCode::OK,
         &RetryResult {
             retried: vec![id.to_string()],
-            skipped: Vec::new(),
+            ..RetryResult::default()
         },
     ))
 }
@@ -317,18 +342,22 @@ async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answ
     let config = state.config.load_full();
     let result = tokio::task::spawn_blocking(move || -> Result<RetryResult, StoreError> {
         let mut result = RetryResult::default();
-        let letters = store.dead_letters_of(destination.as_deref(), usize::MAX)?;
-        for letter in letters {
-            let job = &letter.job;
-            if !config.destinations.contains_key(&job.destination) {
-                result.skipped.push(Skipped {
-                    id: job.id.to_string(),
-                    reason: format!("destination {:?} is not in the config", job.destination),
-                });
-                continue;
-            }
-            if store.retry_dead(&job.id)?.is_some() {
-                result.retried.push(job.id.to_string());
+        // Destinations with dead letters (the counters, no scan), or the one asked for.
+        let names: Vec<String> = match destination {
+            Some(d) => vec![d],
+            None => store
+                .stats()
+                .snapshot()
+                .into_iter()
+                .filter(|(_, depth)| depth.dead > 0)
+                .map(|(name, _)| name)
+                .collect(),
+        };
+        for name in names {
+            if config.destinations.contains_key(&name) {
+                retry_destination(&store, &name, &mut result)?;
+            } else {
+                skip_destination(&store, &name, &mut result)?;
             }
         }
         Ok(result)
@@ -341,10 +370,66 @@ async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answ
     }
     tracing::info!(
         retried = result.retried.len(),
-        skipped = result.skipped.len(),
+        skipped = result.skipped.len() as u64 + result.skipped_unlisted,
         "dead letters retried by an operator"
     );
     Ok(json(StatusCode::OK, &result))
+}
+
+/// Requeues every dead letter of `destination`, [`RETRY_BATCH`] records at a time: each
+/// batch leaves the dead letters as it is requeued, so the next read starts with the rest.
+/// A job that fails again and comes back while this runs is not retried a second time.
+fn retry_destination(
+    store: &Store,
+    destination: &str,
+    result: &mut RetryResult,
+) -> Result<(), StoreError> {
+    let mut done = std::collections::HashSet::new();
+    loop {
+        // Jobs retried here that are dead again sit among the batch: read past them (up to
+        // ten batches' worth; beyond that the operator retries again).
+        let again = done.len().min(RETRY_BATCH * 10);
+        let batch = store.dead_letters_of(Some(destination), again + RETRY_BATCH)?;
+        let mut progressed = false;
+        for letter in batch {
+            let id = letter.job.id;
+            if done.contains(&id) {
+                continue;
+            }
+            if store.retry_dead(&id)?.is_some() {
+                result.retried.push(id.to_string());
+            }
+            done.insert(id);
+            progressed = true;
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
+}
+
+/// Lists dead letters of a destination the config no longer has as skipped (retrying them
+/// would only dead-letter them again): the first [`MAX_LIMIT`] by id, the rest counted.
+fn skip_destination(
+    store: &Store,
+    destination: &str,
+    result: &mut RetryResult,
+) -> Result<(), StoreError> {
+    let listed = store.dead_letters_of(Some(destination), MAX_LIMIT)?;
+    let total = store
+        .stats()
+        .snapshot()
+        .get(destination)
+        .map_or(0, |d| d.dead);
+    result.skipped_unlisted += total.saturating_sub(listed.len() as u64);
+    let reason = format!("destination {destination:?} is not in the config");
+    result
+        .skipped
+        .extend(listed.into_iter().map(|letter| Skipped {
+            id: letter.job.id.to_string(),
+            reason: reason.clone(),
+        }));
+    Ok(())
 }
 
 fn drop_dead(state: &AdminState, id: &str) -> Answer {

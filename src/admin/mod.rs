@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,7 +74,7 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    presented.as_bytes().ct_eq(token.expose().as_bytes()).into()
+    token.matches(presented.as_bytes())
 }
 
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse {

@@ -27,11 +27,11 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
 use super::handlers::query_pairs;
 use super::session;
 use super::AdminState;
+use crate::config::SecretString;
 use crate::ingress::response::{error, JsonResponse};
 use crate::queue::now_ms;
 
@@ -57,14 +57,8 @@ pub fn serves(path: &str) -> bool {
 }
 
 /// What the configured token is, if any.
-fn configured_token(state: &AdminState) -> Option<String> {
-    state
-        .config
-        .load()
-        .server
-        .admin_token
-        .as_ref()
-        .map(|t| t.expose().to_string())
+fn configured_token(state: &AdminState) -> Option<SecretString> {
+    state.config.load().server.admin_token.clone()
 }
 
 /// Does the request carry the token (as a bearer token or a login cookie), or is none
@@ -78,10 +72,10 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if let Some(presented) = bearer {
-        return presented.as_bytes().ct_eq(token.as_bytes()).into();
+        return token.matches(presented.as_bytes());
     }
     let now = now_ms();
-    session::cookies(headers, session::COOKIE).any(|c| session::valid(c, &token, now))
+    session::cookies(headers, session::COOKIE).any(|c| session::valid(c, token.expose(), now))
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> JsonResponse {
@@ -158,9 +152,9 @@ async fn login(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
     };
     let form = query_pairs(std::str::from_utf8(&body).ok());
     let presented = form.get("token").map(String::as_str).unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+    if token.matches(presented.as_bytes()) {
         tracing::info!("status page login");
-        let cookie = session::set_cookie(&session::issue(&token, now_ms()), secure);
+        let cookie = session::set_cookie(&session::issue(token.expose(), now_ms()), secure);
         redirect("/", Some(cookie))
     } else {
         tracing::warn!("status page login refused: wrong token");

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::handlers::{parse_id, query_pairs, retry_ids, AdminError};
+use super::handlers::{parse_id, parse_limit, query_pairs, retry_ids, AdminError};
 use super::views::{AttemptView, DeadLetterView, RetryResult, Skipped};
 use super::AdminState;
 use crate::ingress::response::{json, JsonResponse};
@@ -28,8 +28,6 @@ use crate::queue::{DeadLetter, StoreError};
 
 /// Dead letters shown when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
-/// Most dead letters shown at once.
-const MAX_LIMIT: usize = 1000;
 /// Dead letters read to filter and count by reason.
 const SCAN_LIMIT: usize = 100_000;
 /// Most ids one action takes.
@@ -132,13 +130,7 @@ fn nonempty(v: Option<&String>) -> Option<&str> {
 fn dead_page(state: &AdminState, query: &BTreeMap<String, String>) -> Result<DeadPage, AdminError> {
     let destination = nonempty(query.get("destination"));
     let reason = nonempty(query.get("reason"));
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| AdminError::InvalidLimit(l.clone()))?
-            .min(MAX_LIMIT),
-    };
+    let limit = parse_limit(query, DEFAULT_LIMIT)?;
     let (letters, reasons) = filter(
         state.store.dead_letters_of(destination, SCAN_LIMIT)?,
         reason,
@@ -206,7 +198,8 @@ async fn selected_ids(state: &AdminState, s: Selection) -> Result<Vec<Uuid>, Adm
     tokio::task::spawn_blocking(move || -> Result<Vec<Uuid>, StoreError> {
         let destination = s.destination.as_deref().filter(|d| !d.is_empty());
         let reason = s.reason.as_deref().filter(|r| !r.is_empty());
-        let (letters, _) = filter(store.dead_letters_of(destination, usize::MAX)?, reason);
+        // The same scan the page counted and showed its matches from.
+        let (letters, _) = filter(store.dead_letters_of(destination, SCAN_LIMIT)?, reason);
         Ok(letters.iter().map(|l| l.job.id).collect())
     })
     .await

@@ -81,6 +81,14 @@ pub struct RetryResult {
     /// Dead letters left alone, with the reason (their destination is no longer configured).
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// Skipped dead letters beyond those listed in `skipped` (a bulk retry names at most
+    /// 1,000 per removed destination, so its answer stays small).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_unlisted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A dead letter a bulk retry did not requeue.

@@ -55,10 +55,22 @@ fn walk(
     secrets: &mut HashSet<String>,
 ) {
     match value {
-        Value::String(s) => match expand_str(s, env) {
-            Ok(Some(expanded)) => {
+        Value::String(s) => match expand_vars(s, env) {
+            Ok(Some((expanded, vars))) => {
                 *s = expanded;
                 secrets.insert(path.to_string());
+                let origin = vars
+                    .iter()
+                    .map(|(name, _)| format!("${{{name}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                for (name, value) in vars {
+                    problems.secret_value(value, format!("${{{name}}}"));
+                }
+                // `$$` alone substitutes nothing: no variable to name.
+                if !origin.is_empty() {
+                    problems.secret_path(path, origin);
+                }
             }
             Ok(None) => {}
             Err(message) => problems.push(path, message),
@@ -75,6 +87,9 @@ fn walk(
                 if !path.split('.').any(|seg| seg == "match") {
                     match read_secret_file(&file_path, env) {
                         Ok(contents) => {
+                            let origin = format!("the file {file_path}");
+                            problems.secret_value(contents.clone(), origin.clone());
+                            problems.secret_path(path, origin);
                             *value = Value::String(contents);
                             secrets.insert(path.to_string());
                         }
@@ -137,9 +152,19 @@ fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
 /// Expands `${VAR}`, `${VAR:-default}` and `$$` in `s`. Returns `None` when `s` has nothing
 /// to expand, so untouched values are not marked secret.
 pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
+    Ok(expand_vars(s, env)?.map(|(expanded, _)| expanded))
+}
+
+/// An expanded string, and each variable in it with the text it put in.
+type Expanded = (String, Vec<(String, String)>);
+
+/// [`expand_str`], also returning each variable substituted with the text it put in (its
+/// value or its default), so errors can name the variable and hide that text.
+fn expand_vars(s: &str, env: &dyn Env) -> Result<Option<Expanded>, String> {
     if !s.contains('$') {
         return Ok(None);
     }
+    let mut vars = Vec::new();
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     let mut substituted = false;
@@ -162,8 +187,14 @@ pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
                 return Err(format!("invalid variable name {name:?} in \"${{...}}\""));
             }
             match (env.var(name).filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
+                (Some(v), _) => {
+                    out.push_str(&v);
+                    vars.push((name.to_string(), v));
+                }
+                (None, Some(d)) => {
+                    out.push_str(d);
+                    vars.push((name.to_string(), d.to_string()));
+                }
                 (None, None) => {
                     return Err(format!("environment variable {name} is not set"));
                 }
@@ -177,7 +208,7 @@ pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
     }
     out.push_str(rest);
     Ok(if substituted || out != s {
-        Some(out)
+        Some((out, vars))
     } else {
         None
     })

@@ -12,7 +12,7 @@ mod locate;
 mod raw;
 mod server;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -201,13 +201,78 @@ impl fmt::Display for LocatedProblem {
     }
 }
 
-/// Problems collected during validation, each at a dotted path into the file.
-#[derive(Debug, Default)]
+/// Problems collected during validation, each at a dotted path into the file, and what
+/// must never appear in them: every value that came from `${VAR}` or `{ file: }`.
+#[derive(Default)]
 pub struct Problems {
     items: Vec<(String, String)>,
+    /// Paths whose values were expanded, with where the value came from (`${K}`).
+    secret_paths: HashMap<String, String>,
+    /// Text put in by expansion (a variable's value, a file's contents) and its origin.
+    secret_values: Vec<(String, String)>,
 }
 
+impl fmt::Debug for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Problems")
+            .field("items", &self.items)
+            .field("secret_paths", &self.secret_paths)
+            .field("secret_values", &self.secret_values.len())
+            .finish()
+    }
+}
+
+/// Expanded text shorter than this is not scrubbed from messages word by word (it would
+/// garble them; such a value is no secret); the field it fills is still never shown.
+const MIN_SCRUBBED_LEN: usize = 4;
+
 impl Problems {
+    /// Remembers that the value at `path` came from `origin` (`${K}`, `the file /x`).
+    pub fn secret_path(&mut self, path: &str, origin: String) {
+        self.secret_paths.insert(path.to_string(), origin);
+    }
+
+    /// Remembers text that expansion put into the config, so no message shows it.
+    pub fn secret_value(&mut self, value: String, origin: String) {
+        if !value.is_empty() {
+            self.secret_values.push((value, origin));
+        }
+    }
+
+    /// Where the value at `path` (or the expanded value `path` is inside) came from, if it
+    /// was expanded. Messages about a mapping around one (`missing field`) quote no value;
+    /// [`Problems::scrub`] still guards them.
+    fn secret_origin(&self, path: &str) -> Option<&str> {
+        self.secret_paths
+            .iter()
+            .find(|(p, _)| p.as_str() == path || path.starts_with(&format!("{p}.")))
+            .map(|(_, origin)| origin.as_str())
+    }
+
+    /// `message` with every expanded value in it (as is, or escaped as `{:?}` prints it)
+    /// replaced by the name of where it came from: the last guard, for messages that quote
+    /// what they found.
+    fn scrub(&self, message: String) -> String {
+        let mut message = message;
+        let mut values: Vec<&(String, String)> = self
+            .secret_values
+            .iter()
+            .filter(|(v, _)| v.len() >= MIN_SCRUBBED_LEN)
+            .collect();
+        // Longest first, so a value containing another is replaced whole.
+        values.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        for (value, origin) in values {
+            let shown = format!("<value of {origin}>");
+            let escaped = format!("{value:?}");
+            let escaped = &escaped[1..escaped.len() - 1];
+            if escaped != value.as_str() {
+                message = message.replace(escaped, &shown);
+            }
+            message = message.replace(value.as_str(), &shown);
+        }
+        message
+    }
+
     /// Records `message` about the node at `path` (`routes.0.match.percentage`).
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
         self.items.push((path.to_string(), message.into()));
@@ -316,12 +381,12 @@ fn locate(text: &str, file: &str, root: &Value, problems: Problems) -> Vec<Locat
     let index = locate::PositionIndex::build(text);
     let mut located: Vec<LocatedProblem> = problems
         .items
-        .into_iter()
+        .iter()
         .map(|(path, message)| LocatedProblem {
             file: file.to_string(),
-            position: index.find(&path),
-            label: label_for(&path, root),
-            message,
+            position: index.find(path),
+            label: label_for(path, root),
+            message: problems.scrub(message.clone()),
         })
         .collect();
     located.sort_by_key(|p| p.position.map_or((usize::MAX, 0), |p| (p.line, p.col)));
@@ -378,7 +443,23 @@ pub fn deserialize_at<T: DeserializeOwned>(
                 }
                 full.push_str(&s);
             }
-            problems.push(&full, err.into_inner().to_string());
+            let message = err.into_inner().to_string();
+            // serde quotes the value it could not take (`invalid type: string "..."`): for
+            // an expanded value, say where it came from and what was expected instead.
+            let message = match problems.secret_origin(&full) {
+                Some(origin) => {
+                    let expected = message
+                        .rsplit_once(", expected ")
+                        .map(|(_, e)| format!(", expected {e}"))
+                        .unwrap_or_default();
+                    format!(
+                        "the value from {origin} does not fit here{expected} (the value is \
+                         not shown: values from the environment and files are secret)"
+                    )
+                }
+                None => message,
+            };
+            problems.push(&full, message);
             None
         }
     }

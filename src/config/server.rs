@@ -79,6 +79,7 @@ pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) ->
         problems.push("server.max_connections", "must be at least 1");
     }
     let (admin_listen, admin_token, max_queue) = validate_admin(&raw, problems);
+    require_token_off_loopback(admin_listen, admin_token.as_ref(), problems);
     ServerSettings {
         listen,
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
@@ -141,9 +142,20 @@ impl SecretString {
         SecretString(value)
     }
 
-    /// The value, for the one place that compares or sends it.
+    /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Is `presented` this secret? Compared in constant time over SHA-256 digests of both:
+    /// `subtle`'s `ct_eq` on the raw bytes returns early when the lengths differ, which
+    /// tells an attacker the secret's length; digests are always 32 bytes.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let ours: [u8; 32] = Sha256::digest(self.0.as_bytes()).into();
+        let theirs: [u8; 32] = Sha256::digest(presented).into();
+        ours.ct_eq(&theirs).into()
     }
 }
 
@@ -200,6 +212,24 @@ pub fn admin_endpoint(
     }
 }
 
+/// An admin listener reachable from other hosts must demand a token: without one, anyone
+/// who can reach the port can drop, replay and reload. Loopback stays open by default (only
+/// local users reach it, and the cross-site check guards against browsers). Only the daemon's
+/// full config enforces this, not the CLI's narrow read of the admin endpoint.
+fn require_token_off_loopback(
+    admin_listen: SocketAddr,
+    admin_token: Option<&SecretString>,
+    problems: &mut Problems,
+) {
+    if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+        problems.push(
+            "server.admin_listen",
+            "is not a loopback address, so other hosts can reach the admin API: set \
+             server.admin_token (e.g. \"${HOOKROUTER_ADMIN_TOKEN}\"), or listen on 127.0.0.1",
+        );
+    }
+}
+
 fn validate_admin(
     raw: &raw::RawServer,
     problems: &mut Problems,
@@ -234,4 +264,18 @@ fn validate_admin(
         problems.push("server.max_queue", "must be at least 1");
     }
     (admin_listen, admin_token, max_queue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecretString;
+
+    #[test]
+    fn a_secret_matches_itself_only() {
+        let s = SecretString::new("s3cret-token".into());
+        assert!(s.matches(b"s3cret-token"));
+        for other in [&b""[..], b"s3cret", b"s3cret-token ", b"S3cret-token", b"x"] {
+            assert!(!s.matches(other), "{other:?}");
+        }
+    }
 }

@@ -272,13 +272,14 @@ pub async fn attempt(
             return (outcome, started.elapsed());
         }
     };
+    let secrets = secrets_sent(&rendered);
     let request = client
         .request(rendered.method, rendered.url)
         .timeout(dest.timeout)
         .headers(rendered.headers)
         .body(rendered.body);
     let outcome = match request.send().await {
-        Ok(response) => classify_response(&dest.classify, response).await,
+        Ok(response) => classify_response(&dest.classify, response, &secrets).await,
         Err(e) => Outcome::Retry {
             status: None,
             error: describe_error(&e),
@@ -328,7 +329,52 @@ async fn read_body(mut response: reqwest::Response) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-async fn classify_response(classifier: &Classifier, response: reqwest::Response) -> Outcome {
+/// Secret text shorter than this is not masked in response bodies (it would garble them,
+/// and so short a value is no secret).
+const MIN_MASKED_LEN: usize = 4;
+
+/// What we sent that is secret and a receiver might echo back (some echo the whole request
+/// in an error page): the value of each sensitive header and each word after its first (the
+/// token of `Bearer <token>`), the URL's password, and the path and query of a URL from `${VAR}`.
+fn secrets_sent(r: &super::format::RenderedRequest) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for value in r.headers.values().filter(|v| v.is_sensitive()) {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // `Bearer <token>`: the token alone too, not the scheme.
+        out.extend(text.split_whitespace().skip(1).map(str::to_string));
+        out.push(text);
+    }
+    if let Some(password) = r.url.password() {
+        out.push(password.to_string());
+    }
+    if r.url_is_secret {
+        out.push(r.url.path().to_string());
+        out.extend(r.url.query().map(str::to_string));
+    }
+    out.retain(|s| s.len() >= MIN_MASKED_LEN);
+    // Longest first, so a header value is masked whole before its words.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// `body` with every one of `secrets` replaced by `<secret>`, so a dead letter's stored
+/// response snippet never holds our credentials.
+fn mask(body: String, secrets: &[String]) -> String {
+    secrets.iter().fold(body, |b, s| {
+        if b.contains(s.as_str()) {
+            b.replace(s.as_str(), "<secret>")
+        } else {
+            b
+        }
+    })
+}
+
+async fn classify_response(
+    classifier: &Classifier,
+    response: reqwest::Response,
+    secrets: &[String],
+) -> Outcome {
     let status = response.status();
     let header = |name: http::HeaderName| {
         response
@@ -337,10 +383,12 @@ async fn classify_response(classifier: &Classifier, response: reqwest::Response)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let location = header(http::header::LOCATION);
+    // A redirect's target goes into the dead letter's reason: masked like the body.
+    let location = header(http::header::LOCATION).map(|l| mask(l, secrets));
     let retry_after = header(http::header::RETRY_AFTER);
-    // Read (up to 64 KiB) even after a 2xx, so the connection can be reused.
-    let body = read_body(response).await;
+    // Read (up to 64 KiB) even after a 2xx, so the connection can be reused. Masked before
+    // the snippet is cut, so no part of a secret is kept at the cut either.
+    let body = read_body(response).await.map(|b| mask(b, secrets));
     let summary = ResponseSummary {
         location,
         retry_after,
@@ -352,6 +400,16 @@ async fn classify_response(classifier: &Classifier, response: reqwest::Response)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_secrets_are_masked_longest_first() {
+        let secrets = vec!["Bearer tok-12345".to_string(), "tok-12345".to_string()];
+        assert_eq!(
+            mask("echo: Bearer tok-12345 / tok-12345".into(), &secrets),
+            "echo: <secret> / <secret>"
+        );
+        assert_eq!(mask("nothing here".into(), &secrets), "nothing here");
+    }
 
     fn classify_with(
         c: &Classifier,

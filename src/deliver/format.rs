@@ -68,7 +68,7 @@ impl fmt::Debug for HeaderSpec {
 pub const BUILTIN_SLACK: [(EventKind, &str); 3] = [
     (
         EventKind::View,
-        "{% if flag %}{{ flag }} {% endif %}*{{ viewer_name | default('Someone') | slack_escape }}* \
+        "{% if flag %}{{ flag | slack_escape }} {% endif %}*{{ viewer_name | default('Someone') | slack_escape }}* \
          watched *{{ video_title | default('a video') | slack_escape }}*\
          {% if percentage is number %} ({{ percentage }}%){% endif %}",
     ),
@@ -148,12 +148,18 @@ impl fmt::Debug for RenderedRequest {
 
 impl RenderedRequest {
     /// The request as text for an operator: a URL that came from `${VAR}` or a file shows
-    /// only its scheme and host, a query string is hidden (tokens live there), every
-    /// sensitive header value is `<secret>`; the body is shown as is.
+    /// only its scheme and host, a query string is hidden (tokens live there), so is any
+    /// userinfo (`user:password@`, credentials by definition), every sensitive header value
+    /// is `<secret>`; the body is shown as is.
     pub fn redacted(&self) -> String {
         let mut url = self.url.clone();
         if self.url_is_secret {
             url.set_path("/<secret>");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            // Both only fail for URLs that cannot have userinfo, which this one has.
+            let _ = url.set_password(None);
+            let _ = url.set_username("<secret>");
         }
         if url.query().is_some() {
             url.set_query(Some("<secret>"));

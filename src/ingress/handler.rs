@@ -152,6 +152,16 @@ async fn receive(
 ) -> JsonResponse {
     // The rules in force when the request arrived apply to it, even if a reload lands meanwhile.
     let config = state.config.load_full();
+    // Two `X-KEY` headers are ambiguous (a proxy and a client may each have added one, and
+    // which one is "the" key differs between implementations): refused, never first-wins.
+    if req.headers().get_all("x-key").iter().nth(1).is_some() {
+        tracing::warn!(%kind, reason = "duplicate_key", outcome = "rejected", "webhook rejected: more than one X-KEY header");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "duplicate_key",
+            "the request has more than one X-KEY header; send exactly one",
+        );
+    }
     let presented = req.headers().get("x-key").map(|v| v.as_bytes().to_vec());
     let mut request = match config.keys.verify(presented.as_deref(), req) {
         Ok(r) => r,

@@ -4,7 +4,8 @@
 //! and a client that connects and sends nothing holds a connection forever; a semaphore caps
 //! open connections (beyond it, new ones wait in the kernel's accept queue); every
 //! connection runs on the daemon's task tracker, so shutdown can wait for the last one that
-//! holds the store; and at shutdown open connections get a grace period to finish.
+//! holds the store; and at shutdown open connections get a grace period to finish. hyper's
+//! own parse-error answers get a JSON body on the way out ([`super::refusal`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,10 @@ pub async fn serve_http1<S>(
             // `max_header_size` checks the parsed head itself.
             .max_buf_size(MAX_HEADER_BYTES)
             .max_header_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), service.clone());
+            .serve_connection(
+                TokioIo::new(super::refusal::JsonRefusals::new(stream)),
+                service.clone(),
+            );
         let connection = graceful.watch(connection);
         tasks.spawn(async move {
             if let Err(e) = connection.await {

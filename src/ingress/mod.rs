@@ -5,6 +5,7 @@
 pub mod handler;
 pub mod listener;
 pub mod recent;
+pub mod refusal;
 pub mod response;
 
 use std::convert::Infallible;

@@ -46,7 +46,12 @@ pub fn write(dir: &Path, at: Position) -> Result<(), JournalError> {
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = dir.join("checkpoint.tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    let mut f = super::journal::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     f.write_all(&bytes).map_err(io(&tmp))?;
     f.sync_data().map_err(io(&tmp))?;
     let path = dir.join(NAME);

@@ -102,6 +102,28 @@ pub enum JournalError {
     NoSegment(u64),
 }
 
+/// Store directories are owner-only: the files in them hold webhook payloads (PII).
+pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Store files are owner-only, whatever the process umask.
+pub(crate) const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (and its parents) if needed and sets it to [`PRIVATE_DIR_MODE`]; an
+/// existing directory is set too, so a store made by an older version is closed up.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+}
+
+/// Options that create a file with [`PRIVATE_FILE_MODE`] (the mode is applied at creation,
+/// so the file is never readable by others, not even for a moment).
+pub(crate) fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.mode(PRIVATE_FILE_MODE);
+    o
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.display().to_string(),
@@ -327,7 +349,7 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`; a new segment is started once the active one
     /// would pass `segment_bytes`. Truncates a torn tail of the last segment.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Journal, OpenReport), JournalError> {
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        private_dir(dir).map_err(io_error(dir))?;
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
@@ -416,7 +438,7 @@ impl Journal {
         seq: u64,
     ) -> Result<Journal, JournalError> {
         let path = shared.path(seq);
-        let mut file = OpenOptions::new()
+        let mut file = private_file()
             .read(true)
             .write(true)
             .create_new(true)

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::checkpoint;
 use super::entry::{self, Entry, EventHeader};
 use super::ingest::uuid_ms;
-use super::journal::{Journal, Position, Scanned, HEADER_LEN};
+use super::journal::{self, Journal, JournalError, Position, Scanned, HEADER_LEN};
 use super::lane::{Lane, LaneJob};
 use super::migrate;
 use super::overflow::Overflow;
@@ -63,14 +63,45 @@ pub(super) fn save_counts(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Sets every file in `dir` to [`journal::PRIVATE_FILE_MODE`] and every directory under
+/// it (`blobs/`, `journal/`) to the directory mode: sled's files, made with the umask's
+/// mode, and those of a store an older version wrote.
+fn close_up_files(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let mode = if kind.is_file() {
+            journal::PRIVATE_FILE_MODE
+        } else if kind.is_dir() {
+            close_up_files(&entry.path())?;
+            journal::PRIVATE_DIR_MODE
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Opens the store in `dir` (see [`Store::open`]).
 pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
     let started = std::time::Instant::now();
+    let private = |source| {
+        StoreError::from(JournalError::Io {
+            path: dir.display().to_string(),
+            source,
+        })
+    };
+    journal::private_dir(dir).map_err(private)?;
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(o.cache_bytes)
         .mode(sled::Mode::HighThroughput)
         .open()?;
+    // sled creates its files with the umask's mode (and snapshots later): the directory
+    // above keeps others out of those, and the files there now are owner-only too.
+    close_up_files(dir).map_err(private)?;
     let db_file = File::options().read(true).open(dir.join("db")).ok();
     let trees = Trees::open(&db)?;
     let journal_dir = dir.join("journal");

@@ -13,7 +13,6 @@
 //! settles a job meanwhile is never overwritten.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -83,7 +82,12 @@ pub fn write_index(dir: &Path, seq: u64, entries: &[IndexEntry]) -> Result<(), J
         path: tmp.display().to_string(),
         source,
     };
-    let mut f = File::create(&tmp).map_err(io)?;
+    let mut f = super::journal::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
     f.sync_data().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(|source| JournalError::Io {
