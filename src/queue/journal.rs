@@ -558,6 +558,9 @@ impl Journal {
     }
 }
 
+/// Records read in a run, each with its position.
+pub type Records = Vec<(Position, Vec<u8>)>;
+
 /// Reads records by position and scans ranges; cheap to clone, safe to share.
 #[derive(Debug, Clone)]
 pub struct JournalReader {
@@ -593,6 +596,63 @@ impl JournalReader {
         match parse_frame(&whole) {
             Some((payload, _)) => Ok(payload.to_vec()),
             None => Err(bad("its checksum does not match (damaged on disk)")),
+        }
+    }
+
+    /// The records of segment `at.segment` from `at`, in about `max_bytes` read at once (at
+    /// least one whole record), up to `end` (an offset in that segment). Stops before a
+    /// record that does not check out and says so with `Err` after the good ones: the caller
+    /// decides what to skip.
+    pub fn read_run(
+        &self,
+        at: Position,
+        end: u64,
+        max_bytes: usize,
+    ) -> (Records, Result<(), JournalError>) {
+        let mut out = Vec::new();
+        let file = match self.shared.file(at.segment) {
+            Ok(f) => f,
+            Err(e) => return (out, Err(e)),
+        };
+        let want = usize::try_from(end.saturating_sub(at.offset))
+            .unwrap_or(usize::MAX)
+            .min(max_bytes);
+        let mut buf = vec![0u8; want];
+        if let Err(e) = file.read_exact_at(&mut buf, at.offset) {
+            return (out, Err(io_error(&self.shared.path(at.segment))(e)));
+        }
+        let mut offset = 0usize;
+        while offset < buf.len() {
+            match parse_frame(&buf[offset..]) {
+                Some((payload, len)) => {
+                    out.push((
+                        Position {
+                            segment: at.segment,
+                            offset: at.offset + offset as u64,
+                        },
+                        payload.to_vec(),
+                    ));
+                    offset += len;
+                }
+                None => break,
+            }
+        }
+        if offset == buf.len() {
+            return (out, Ok(()));
+        }
+        // The rest of the buffer holds no whole frame: a record cut by the buffer's end (read
+        // it by itself), or damage.
+        let next = Position {
+            segment: at.segment,
+            offset: at.offset + offset as u64,
+        };
+        match self.read_at(next) {
+            Ok(payload) if out.is_empty() => {
+                out.push((next, payload));
+                (out, Ok(()))
+            }
+            Ok(_) => (out, Ok(())),
+            Err(e) => (out, Err(e)),
         }
     }
 
@@ -721,6 +781,35 @@ mod tests {
                 Scanned::Damaged { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_run_reads_whole_records_only_and_stops_at_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), 1 << 20).unwrap();
+        let records: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; 100 + n as usize]).collect();
+        let positions = j.append(&records).unwrap();
+        let end = j.end();
+        let reader = j.reader();
+        // A 500-byte run holds the first few whole records, not a cut one.
+        let (run, ok) = reader.read_run(positions[0], end.offset, 500);
+        assert!(ok.is_ok());
+        assert!(!run.is_empty() && run.len() < 10, "{}", run.len());
+        for (k, (at, payload)) in run.iter().enumerate() {
+            assert_eq!((*at, payload), (positions[k], &records[k]));
+        }
+        // A run shorter than one record still yields that record.
+        let (run, ok) = reader.read_run(positions[9], end.offset, 8);
+        assert!(ok.is_ok());
+        assert_eq!(run, vec![(positions[9], records[9].clone())]);
+        // A flipped byte: the records before it, then the error.
+        let path = dir.path().join(format!("{:020}.seg", positions[0].segment));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[positions[4].offset as usize + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (run, damaged) = reader.read_run(positions[0], end.offset, 1 << 20);
+        assert_eq!(run.len(), 4);
+        assert!(damaged.is_err());
     }
 
     #[test]

@@ -403,19 +403,7 @@ fn settle(store: &Store, model: &mut Model, pick: usize, how: How) {
 /// Opens the store again after dropping it. sled's I/O threads can hold its file lock for a
 /// moment after the last handle is gone (a process that died holds none): wait for that.
 fn reopen(dir: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(dir, options()) {
-            Ok(store) => return store,
-            Err(StoreError::Sled(sled::Error::Io(e)))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("reopen after a crash: {e}"),
-        }
-    }
+    super::tests::open_when_free(dir, options())
 }
 
 fn run(ops: &[Op]) {

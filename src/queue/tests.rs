@@ -50,6 +50,24 @@ pub(crate) fn attempt(n: u32, status: u16) -> AttemptRecord {
     }
 }
 
+/// Opens the store in `dir`, waiting while the lock of one just dropped is still held (sled
+/// lets its directory lock go from a background thread, a moment after the drop).
+pub(crate) fn open_when_free(dir: &std::path::Path, options: StoreOptions) -> Store {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(dir, options.clone()) {
+            Ok(store) => return store,
+            Err(StoreError::Sled(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("open {}: {e}", dir.display()),
+        }
+    }
+}
+
 /// The first due job of `destination`, leased.
 fn lease_one(store: &Store, destination: &str) -> Lease {
     store
@@ -74,7 +92,7 @@ fn a_delivered_lane_job_never_touches_sled_and_is_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let ev = new_event(&["crm"]);
     {
-        let store = Store::open(dir.path(), options()).unwrap();
+        let store = open_when_free(dir.path(), options());
         store.commit_events(std::slice::from_ref(&ev)).unwrap();
         let scan = store.lease("crm", now_ms(), 10, |_| false).unwrap();
         assert_eq!(scan.leases.len(), 1);
@@ -102,7 +120,7 @@ fn a_delivered_lane_job_never_touches_sled_and_is_not_replayed() {
         );
         assert_eq!(story.2[0].2.len(), 1, "its one attempt");
     }
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     assert_eq!(
         store.pending_count(),
         0,
@@ -119,7 +137,7 @@ fn a_crash_before_the_checkpoint_replays_jobs_that_were_only_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (new_event(&["crm", "slack"]), new_event(&["crm"]));
     {
-        let store = Store::open(dir.path(), options()).unwrap();
+        let store = open_when_free(dir.path(), options());
         store.commit_events(&[a.clone(), b.clone()]).unwrap();
         // One job delivered, its record synced; one failed once (now in sled); the rest
         // only in memory. Then the process dies: no flush, no checkpoint.
@@ -141,7 +159,7 @@ fn a_crash_before_the_checkpoint_replays_jobs_that_were_only_in_memory() {
         assert_eq!(store.pending_count(), 2);
         drop(store);
     }
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     let depth = store.stats().snapshot();
     assert_eq!(
         (depth["crm"].pending, depth["slack"].retrying),
@@ -168,7 +186,7 @@ fn a_crash_before_the_checkpoint_replays_jobs_that_were_only_in_memory() {
 #[test]
 fn a_retried_job_reads_its_body_from_the_journal_and_settles_in_sled() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     let ev = new_event(&["crm"]);
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
     let lease = lease_one(&store, "crm");
@@ -209,7 +227,7 @@ fn duplicates_are_recognised_in_a_batch_and_after_a_restart() {
     let mut again = new_event(&["crm"]);
     again.dedupe = Some(key.clone());
     {
-        let store = Store::open(dir.path(), options()).unwrap();
+        let store = open_when_free(dir.path(), options());
         let out = store
             .commit_events(&[first.clone(), again.clone()])
             .unwrap();
@@ -222,7 +240,7 @@ fn duplicates_are_recognised_in_a_batch_and_after_a_restart() {
         );
         drop(store);
     }
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     let mut third = new_event(&["crm"]);
     third.dedupe = Some(key);
     assert_eq!(
@@ -241,7 +259,7 @@ fn segments_past_retention_are_deleted_and_dead_letters_carried_forward() {
         segment_bytes: 4096,
         ..options()
     };
-    let store = Store::open(dir.path(), small).unwrap();
+    let store = open_when_free(dir.path(), small);
     store.set_retention(Duration::from_millis(1), Duration::from_secs(3600));
     let mut dead_event = None;
     for n in 0..400 {
@@ -293,7 +311,7 @@ fn beyond_the_byte_budget_lane_jobs_read_their_body_from_the_journal() {
         lane_capacity_bytes: 1,
         ..options()
     };
-    let store = Store::open(dir.path(), tight).unwrap();
+    let store = open_when_free(dir.path(), tight);
     let ev = new_event(&["crm", "slack"]);
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
     assert_eq!(store.lane_len(), 2, "still in the lane, not in sled");
@@ -321,7 +339,7 @@ fn a_clean_close_moves_the_lane_to_sled_and_saves_the_counts_for_one_open() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (new_event(&["crm", "slack"]), new_event(&["crm"]));
     {
-        let store = Store::open(dir.path(), options()).unwrap();
+        let store = open_when_free(dir.path(), options());
         store.commit_events(&[a, b.clone()]).unwrap();
         let lease = lease_one(&store, "slack");
         store.settle(&lease, retry_of(&lease, 60_000)).unwrap();
@@ -341,7 +359,7 @@ fn a_clean_close_moves_the_lane_to_sled_and_saves_the_counts_for_one_open() {
         );
         assert_eq!(store.refs_of(1), 3, "every sled job points into segment 1");
     };
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     check(&store);
     assert_eq!(store.lane_len(), 0, "nothing to replay after a clean stop");
     assert!(
@@ -350,7 +368,7 @@ fn a_clean_close_moves_the_lane_to_sled_and_saves_the_counts_for_one_open() {
     );
     drop(store);
     // Reopened without a clean stop: counted from the due index, the same.
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     check(&store);
     assert_eq!(
         store
@@ -394,7 +412,7 @@ fn beyond_a_destinations_share_of_the_lane_its_jobs_wait_in_the_journal_in_order
         lane_capacity: 5,
         ..options()
     };
-    let store = Store::open(dir.path(), small.clone()).unwrap();
+    let store = open_when_free(dir.path(), small.clone());
     // 30 events for crm, every third also for slack.
     let events: Vec<NewEvent> = (0..30)
         .map(|n| {
@@ -445,7 +463,7 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
         lane_capacity: 3,
         ..options()
     };
-    let store = Store::open(dir.path(), small.clone()).unwrap();
+    let store = open_when_free(dir.path(), small.clone());
     let events: Vec<NewEvent> = (0..12).map(|_| new_event(&["crm", "slack"])).collect();
     store.commit_events(&events).unwrap();
     // Two crm jobs delivered, one slack job retrying in sled.
@@ -467,7 +485,7 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
 
     // A crash: no close. Replay re-creates the rest, each once.
     drop(store);
-    let store = Store::open(dir.path(), small.clone()).unwrap();
+    let store = open_when_free(dir.path(), small.clone());
     assert_eq!(store.pending_count(), 22, "after a crash");
     assert_eq!(
         store.lane_len(),
@@ -477,7 +495,7 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
     // A clean stop with jobs still waiting in the journal: counted once after it.
     store.close().unwrap();
     drop(store);
-    let store = Store::open(dir.path(), small).unwrap();
+    let store = open_when_free(dir.path(), small);
     assert_eq!(store.pending_count(), 22, "after a clean stop");
     let crm = deliver_all(&store, "crm");
     let slack = deliver_all(&store, "slack");
@@ -492,7 +510,7 @@ fn jobs_waiting_in_the_journal_survive_a_crash_and_a_clean_stop_counted_once() {
 #[test]
 fn a_stray_due_entry_is_dropped_and_uncounted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), options()).unwrap();
+    let store = open_when_free(dir.path(), options());
     let ev = new_event(&["crm"]);
     store.commit_events(std::slice::from_ref(&ev)).unwrap();
     let lease = lease_one(&store, "crm");
