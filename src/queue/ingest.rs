@@ -1,5 +1,5 @@
 //! Accepting a batch: de-duplication, one journal append, and placing each new job in the
-//! fast lane (or, when the lane is full, leaving it in the journal for later).
+//! fast lane (or, where its destination's share of the lane is full, leaving it in the journal).
 
 use uuid::Uuid;
 
