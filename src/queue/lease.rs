@@ -159,10 +159,14 @@ impl Store {
     /// Leases up to `limit` jobs of `destination`, due or not (to dead-letter the jobs of a
     /// destination removed from the config).
     pub fn lease_all(&self, destination: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        let mut out: Vec<Lease> = self
-            .inner
-            .lane
-            .take(destination, limit)
+        let mut fresh = self.inner.lane.take(destination, limit);
+        if fresh.len() < limit && self.overflowing(destination) {
+            // Those waiting in the journal too, or they would stay queued for a destination
+            // that no worker serves any more.
+            self.refill_lane(destination)?;
+            fresh.extend(self.inner.lane.take(destination, limit - fresh.len()));
+        }
+        let mut out: Vec<Lease> = fresh
             .into_iter()
             .map(|lj| Lease {
                 job: lj.job,

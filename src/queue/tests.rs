@@ -528,3 +528,48 @@ fn a_stray_due_entry_is_dropped_and_uncounted() {
     assert_eq!(store.inner.trees.due.len(), 0, "the stray entry is gone");
     assert_eq!(store.pending_count(), 0, "and no longer counted");
 }
+
+#[test]
+fn a_removed_destinations_jobs_waiting_in_the_journal_are_leased_for_retiring_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = StoreOptions {
+        lane_capacity: 2,
+        ..options()
+    };
+    let store = open_when_free(dir.path(), small);
+    let events: Vec<NewEvent> = (0..5).map(|_| new_event(&["gone"])).collect();
+    store.commit_events(&events).unwrap();
+    assert_eq!(store.lane_len(), 2);
+    let mut seen = Vec::new();
+    loop {
+        let leases = store.lease_all("gone", 1000).unwrap();
+        if leases.is_empty() {
+            break;
+        }
+        for lease in leases {
+            let letter = DeadLetter {
+                job: lease.job.clone(),
+                reason: "destination removed".into(),
+                response_snippet: None,
+                dead_at_ms: now_ms(),
+            };
+            store
+                .settle(
+                    &lease,
+                    Transition::Dead {
+                        letter,
+                        attempt: None,
+                    },
+                )
+                .unwrap();
+            seen.push(lease.job.id);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "every job, those that waited in the journal too"
+    );
+    assert_eq!(store.pending_count(), 0);
+    assert_eq!(store.dead_count(), 5);
+}
