@@ -325,15 +325,22 @@ pub(super) async fn retry_ids(
     })
     .await
     .map_err(|e| AdminError::Internal(e.to_string()))??;
+    retried_by_operator(state, &result, "status page");
+    Ok(result)
+}
+
+/// After dead letters were put back in the queue: wakes every worker (the retried jobs are
+/// due now) and logs what was done, and from where (`via`: the API or the status page).
+fn retried_by_operator(state: &AdminState, result: &RetryResult, via: &'static str) {
     if let Err(e) = state.dispatcher.reconcile() {
         tracing::error!(error = %e, "could not wake the delivery workers");
     }
     tracing::info!(
         retried = result.retried.len(),
-        skipped = result.skipped.len(),
-        "dead letters retried by an operator on the status page"
+        skipped = result.skipped.len() as u64 + result.skipped_unlisted,
+        via,
+        "dead letters retried by an operator"
     );
-    Ok(result)
 }
 
 async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
@@ -364,15 +371,7 @@ async fn retry_all(state: &AdminState, query: &BTreeMap<String, String>) -> Answ
     })
     .await
     .map_err(|e| AdminError::Internal(e.to_string()))??;
-    // Wake every worker: the retried jobs are due now.
-    if let Err(e) = state.dispatcher.reconcile() {
-        tracing::error!(error = %e, "could not wake the delivery workers");
-    }
-    tracing::info!(
-        retried = result.retried.len(),
-        skipped = result.skipped.len() as u64 + result.skipped_unlisted,
-        "dead letters retried by an operator"
-    );
+    retried_by_operator(state, &result, "api");
     Ok(json(StatusCode::OK, &result))
 }
 
