@@ -136,6 +136,7 @@ impl Store {
                     let mut o = Overflow::new(at, ev.event.received_at_ms);
                     o.jobs = 1;
                     w.overflow.insert(job.destination.clone(), o);
+                    self.note_overflow(w);
                     continue;
                 };
                 let mut job = job.clone();

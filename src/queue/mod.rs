@@ -305,6 +305,10 @@ struct Inner {
     checkpoint: Mutex<Position>,
     /// Held by the one thread moving jobs from the journal into the lane.
     refilling: Mutex<()>,
+    /// Whether any destination has jobs waiting in the journal (`Writer::overflow` is not
+    /// empty): read by every lease without taking the writer's lock, which the committer
+    /// holds through each `fdatasync`. Set under that lock whenever the map changes.
+    any_overflow: std::sync::atomic::AtomicBool,
     /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
     failed: CancellationToken,
     /// Set by [`Store::close`]: nothing is written after the counts were saved.

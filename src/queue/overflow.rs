@@ -15,6 +15,7 @@
 //! events and re-creates their jobs as it does for the lane's.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use super::entry::{self, Entry};
 use super::journal::{frame_len, Position};
 use super::lane::LaneJob;
-use super::{Store, StoreError};
+use super::{Store, StoreError, Writer};
 
 /// Jobs one refill moves into the lane at most: a refill runs on the thread that leases,
 /// so it stays short (reads of recently written records, from the page cache).
@@ -67,8 +68,20 @@ impl Overflow {
 }
 
 impl Store {
-    /// Whether jobs of `destination` wait in the journal for room in the lane.
+    /// Records whether any destination has jobs waiting in the journal; called with the
+    /// writer held, after its overflow map changed.
+    pub(super) fn note_overflow(&self, w: &Writer) {
+        self.inner
+            .any_overflow
+            .store(!w.overflow.is_empty(), Ordering::Release);
+    }
+
+    /// Whether jobs of `destination` wait in the journal for room in the lane (without the
+    /// writer's lock while no destination has any: the common case, asked at every lease).
     pub(super) fn overflowing(&self, destination: &str) -> bool {
+        if !self.inner.any_overflow.load(Ordering::Acquire) {
+            return false;
+        }
         self.inner
             .writer
             .lock()
@@ -174,6 +187,7 @@ impl Store {
             o.skip = skip;
             if caught_up {
                 w.overflow.remove(destination);
+                self.note_overflow(&w);
             }
         }
         Ok(n)

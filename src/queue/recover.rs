@@ -133,6 +133,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             segment_bytes: o.segment_bytes,
             checkpoint: Mutex::new(Position::start_of(0)),
             refilling: Mutex::new(()),
+            any_overflow: std::sync::atomic::AtomicBool::new(false),
             failed: CancellationToken::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             journal_dir,
@@ -358,7 +359,11 @@ impl Store {
                 report.waiting += 1;
             }
         }
-        i.writer.lock().unwrap_or_else(|p| p.into_inner()).overflow = overflow;
+        {
+            let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.overflow = overflow;
+            self.note_overflow(&w);
+        }
         *i.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = from;
         tracing::info!(
             from_segment = from.segment,
