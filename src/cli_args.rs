@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(value_hint = clap::ValueHint::FilePath)]
         payload: Option<PathBuf>,
     },
-    /// Show the queue per destination: pending, retrying, in flight, dead, oldest pending.
+    /// Show the queue and health per destination: state, pending, retrying, in flight,
+    /// dead, oldest pending, and the last error of any destination not healthy.
     Status {
         #[command(flatten)]
         admin: AdminArgs,
@@ -101,6 +102,14 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Hold or release a destination by hand (through the admin API): a held destination
+    /// keeps its queue and is sent nothing, not even probes, until it is released.
+    Destination {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: DestinationCommand,
     },
     /// Run a receiver that prints every request it gets and answers 200.
     Echo {
@@ -193,5 +202,21 @@ pub enum EventCommand {
     Show {
         /// The event id (the `event_id` hookrouter answered Mindstamp with).
         id: String,
+    },
+}
+
+/// `hookrouter destination ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DestinationCommand {
+    /// Stop sending to a destination; its jobs stay queued (and their retry budget and
+    /// max_age stop counting) until it is released.
+    Hold {
+        /// The destination's name in the config.
+        name: String,
+    },
+    /// Resume delivery to a held destination (held by hand or by its failures).
+    Release {
+        /// The destination's name in the config.
+        name: String,
     },
 }

@@ -19,10 +19,13 @@ pub enum EventKind {
     Interaction,
     /// A viewer submitted a lead form.
     Lead,
+    /// Not from Mindstamp: one of hookrouter's own alerts (a destination held, dead
+    /// letters...), queued and delivered like an event. No URL or route takes this kind.
+    Alert,
 }
 
 impl EventKind {
-    /// Every kind, in the order they are documented.
+    /// Every kind Mindstamp sends, in the order they are documented.
     pub const ALL: [EventKind; 3] = [EventKind::View, EventKind::Interaction, EventKind::Lead];
 
     /// The lowercase name used in paths, config and headers.
@@ -31,6 +34,7 @@ impl EventKind {
             EventKind::View => "view",
             EventKind::Interaction => "interaction",
             EventKind::Lead => "lead",
+            EventKind::Alert => "alert",
         }
     }
 }

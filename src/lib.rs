@@ -26,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alert;
 pub mod cli_args;
 pub mod config;
 pub mod deliver;
 pub mod echo;
 pub mod event;
+pub mod health;
 pub mod ingress;
 pub mod init;
 pub mod inspect;
@@ -52,6 +54,7 @@ use tokio_util::task::TaskTracker;
 
 use config::{Config, ConfigError};
 use deliver::{DispatchError, Dispatcher};
+use health::HealthBoard;
 use ingress::{IngressState, ListenerSettings};
 use metrics::Metrics;
 use queue::commit::{Committer, CommitterThread};
@@ -142,11 +145,23 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     });
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
+    let health =
+        HealthBoard::open(store.clone(), queue::now_ms()).map_err(|source| RunError::Store {
+            path: server.data_dir.display().to_string(),
+            source,
+        })?;
+    let (alerts, alert_inbox) = alert::channel();
+    health.on_change({
+        let alerts = alerts.clone();
+        move |event| alerts.health(event)
+    });
     let dispatcher = Dispatcher::new(
         store.clone(),
         config.clone(),
         shutdown.child_token(),
         metrics.clone(),
+        health.clone(),
+        alerts,
     )?;
     dispatcher.reconcile()?;
     let (committer, committer_thread) =
@@ -174,8 +189,25 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             source,
         })?;
     let recent_ids = Arc::new(ingress::recent::RecentIds::default());
+    let activity = Arc::new(alert::silence::Activity::default());
+    let alert_task = alert::run(
+        alert_inbox,
+        alert::AlertContext {
+            config: config.clone(),
+            committer: committer.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            activity: activity.clone(),
+            wake: Arc::new({
+                let dispatcher = dispatcher.clone();
+                move |destination: &str| dispatcher.wake(destination)
+            }),
+        },
+        shutdown.child_token(),
+    );
     let state = Arc::new(IngressState {
         config: config.clone(),
+        activity,
         committer,
         dispatcher: dispatcher.clone(),
         store: store.clone(),
@@ -196,10 +228,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         config: config.clone(),
         dispatcher: dispatcher.clone(),
         metrics,
+        health,
         reloader: reloader.clone(),
         recent_ids,
     });
     let tasks = TaskTracker::new();
+    // With the listeners: on shutdown it sends the digests still open before the
+    // committer stops.
+    tasks.spawn(alert_task);
     tasks.spawn(admin::serve(
         admin_listener,
         admin_state,

@@ -21,7 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::config::AlertEvent;
 use crate::event::EventKind;
+use crate::health::{HealthBoard, HealthState};
 use crate::queue::{now_ms, Store};
 
 /// Due keys read per destination to find its oldest queued job at a scrape.
@@ -56,6 +58,17 @@ struct DestinationLabels {
     destination: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    destination: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    event: String,
+}
+
 type Latency = Family<DestinationLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric of one daemon; shared behind an `Arc`.
@@ -69,6 +82,10 @@ pub struct Metrics {
     oldest: Family<DestinationLabels, Gauge<f64, AtomicU64>>,
     delivery_latency: Latency,
     ingest_latency: Latency,
+    destination_state: Family<StateLabels, Gauge>,
+    last_success: Family<DestinationLabels, Gauge<f64, AtomicU64>>,
+    alerts_sent: Family<AlertLabels, Counter>,
+    alerts_suppressed: Family<AlertLabels, Counter>,
     recent: recent::Recent,
 }
 
@@ -147,6 +164,10 @@ impl Metrics {
             oldest: Family::default(),
             delivery_latency: Family::new_with_constructor(delivery_buckets as fn() -> Histogram),
             ingest_latency: Family::new_with_constructor(ingest_buckets as fn() -> Histogram),
+            destination_state: Family::default(),
+            last_success: Family::default(),
+            alerts_sent: Family::default(),
+            alerts_suppressed: Family::default(),
             recent: recent::Recent::default(),
             registry: Registry::default(),
         };
@@ -190,7 +211,53 @@ impl Metrics {
             "Time from acceptance of an event to its successful delivery, by destination",
             m.ingest_latency.clone(),
         );
+        registry.register(
+            "destination_state",
+            "Health of each destination: 1 for its current state (healthy, failing, held), 0 for the others",
+            m.destination_state.clone(),
+        );
+        registry.register(
+            "destination_last_success_timestamp_seconds",
+            "Unix time of the destination's latest successful delivery (0 before the first)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "alerts_sent",
+            "Alerts queued for the alert destinations, by event",
+            m.alerts_sent.clone(),
+        );
+        registry.register(
+            "alerts_suppressed",
+            "Alerts not sent because alerts.max_per_hour was reached, by event",
+            m.alerts_suppressed.clone(),
+        );
+        // Present from the start, so `increase()` sees the first alert.
+        for event in AlertEvent::ALL {
+            let labels = AlertLabels {
+                event: event.as_str().to_string(),
+            };
+            drop(m.alerts_sent.get_or_create(&labels));
+            drop(m.alerts_suppressed.get_or_create(&labels));
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Counts one alert queued.
+    pub fn alert_sent(&self, event: &str) {
+        self.alerts_sent
+            .get_or_create(&AlertLabels {
+                event: event.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one alert not sent because of the hourly cap.
+    pub fn alert_suppressed(&self, event: &str) {
+        self.alerts_suppressed
+            .get_or_create(&AlertLabels {
+                event: event.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one webhook answered with `outcome` (`accepted`, `unrouted`, `duplicate`), or
@@ -276,8 +343,10 @@ impl Metrics {
     pub fn render(
         &self,
         store: &Store,
+        health: &HealthBoard,
         destinations: impl IntoIterator<Item = String>,
     ) -> Result<String, std::fmt::Error> {
+        let healths = health.snapshot();
         let snapshot = store.stats().snapshot();
         let mut names: std::collections::BTreeSet<String> = destinations.into_iter().collect();
         names.extend(snapshot.keys().cloned());
@@ -303,6 +372,24 @@ impl Metrics {
                     0
                 }
             };
+            let state = healths.get(&name).map_or(HealthState::Healthy, |h| h.state);
+            for s in HealthState::ALL {
+                self.destination_state
+                    .get_or_create(&StateLabels {
+                        destination: name.clone(),
+                        state: s.as_str().to_string(),
+                    })
+                    .set(i64::from(s == state));
+            }
+            let last_success = healths
+                .get(&name)
+                .and_then(|h| h.last_success_ms)
+                .map_or(0.0, |ms| Duration::from_millis(ms).as_secs_f64());
+            self.last_success
+                .get_or_create(&DestinationLabels {
+                    destination: name.clone(),
+                })
+                .set(last_success);
             self.oldest
                 .get_or_create(&DestinationLabels { destination: name })
                 .set(Duration::from_millis(age).as_secs_f64());

@@ -10,11 +10,13 @@ use reqwest::Method;
 
 use super::client::{base_url_for, encode_query, AdminClient, ClientError};
 use super::table::{clip, render};
-use super::views::{DeadLetterView, DeadList, EventView, QueueView, RetryResult};
+use super::views::{
+    DeadLetterView, DeadList, EventView, HealthView, HoldResult, QueueView, RetryResult,
+};
 use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
 
 // The arguments are defined with the rest of the command line, where `build.rs` can see them.
-pub use crate::cli_args::{AdminArgs, DeadCommand, EventCommand};
+pub use crate::cli_args::{AdminArgs, DeadCommand, DestinationCommand, EventCommand};
 
 /// One operator command.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub enum Operation {
     Dead(DeadCommand),
     /// `event ...`.
     Event(EventCommand),
+    /// `destination hold|release`.
+    Destination(DestinationCommand),
 }
 
 /// Why an operator command failed.
@@ -72,6 +76,21 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
     let client = connect(args)?;
     match op {
         Operation::Status => show(&client, args, "/queue", out, status_table).await,
+        Operation::Destination(command) => {
+            let (name, verb) = match command {
+                DestinationCommand::Hold { name } => (name, "hold"),
+                DestinationCommand::Release { name } => (name, "release"),
+            };
+            let path = format!("/destinations/{}/{verb}", encode_query(name));
+            let value = client.call(Method::POST, &path).await?;
+            if args.json {
+                push_json(out, &value);
+            } else {
+                let r: HoldResult = decode(value)?;
+                hold_line(&r, verb, out);
+            }
+            Ok(())
+        }
         Operation::Dead(DeadCommand::List { destination, limit }) => {
             let mut path = format!("/dead?limit={limit}");
             if let Some(d) = destination {
@@ -220,13 +239,44 @@ fn age(seconds: Option<f64>) -> String {
     }
 }
 
+fn hold_line(r: &HoldResult, verb: &str, out: &mut String) {
+    let _ = match (verb, r.changed) {
+        ("hold", true) => writeln!(
+            out,
+            "{} is held: nothing is sent to it until `hookrouter destination release {}`",
+            r.destination, r.destination
+        ),
+        ("hold", false) => writeln!(out, "{} was already held by an operator", r.destination),
+        (_, true) => writeln!(out, "{} is released: delivery resumes", r.destination),
+        (_, false) => writeln!(out, "{} was not held ({})", r.destination, r.health.state),
+    };
+}
+
+/// `held (operator) 5m` / `failing 30s` / `healthy`.
+fn state_cell(health: Option<&HealthView>, now_ms: u64) -> String {
+    let Some(h) = health else {
+        return "-".into();
+    };
+    let mut cell = h.state.clone();
+    if h.held_by_operator {
+        cell.push_str(" (operator)");
+    }
+    if h.state != "healthy" {
+        let since = std::time::Duration::from_secs(now_ms.saturating_sub(h.since_ms) / 1000);
+        let _ = write!(cell, " {}", humantime::format_duration(since));
+    }
+    cell
+}
+
 fn status_table(q: &QueueView, out: &mut String) {
+    let now = crate::queue::now_ms();
     let mut rows: Vec<Vec<String>> = q
         .destinations
         .iter()
         .map(|(name, d)| {
             vec![
                 name.clone(),
+                state_cell(d.health.as_ref(), now),
                 d.pending.to_string(),
                 d.retrying.to_string(),
                 d.in_flight.to_string(),
@@ -238,6 +288,7 @@ fn status_table(q: &QueueView, out: &mut String) {
     let t = &q.total;
     rows.push(vec![
         "TOTAL".into(),
+        String::new(),
         t.pending.to_string(),
         t.retrying.to_string(),
         t.in_flight.to_string(),
@@ -247,6 +298,7 @@ fn status_table(q: &QueueView, out: &mut String) {
     out.push_str(&render(
         &[
             "DESTINATION",
+            "STATE",
             "PENDING",
             "RETRYING",
             "IN FLIGHT",
@@ -255,6 +307,35 @@ fn status_table(q: &QueueView, out: &mut String) {
         ],
         &rows,
     ));
+    // What an operator needs next for a destination that is not healthy.
+    for (name, d) in &q.destinations {
+        let Some(h) = d.health.as_ref().filter(|h| h.state != "healthy") else {
+            continue;
+        };
+        let error = h.last_error.as_deref().unwrap_or("no error recorded");
+        let _ = writeln!(
+            out,
+            "{name}: {} after {} failures in a row; last error: {}",
+            h.state,
+            h.consecutive_failures,
+            clip(error, 120)
+        );
+        if h.state == "held" {
+            let probe = match h.next_probe_ms {
+                Some(at) => format!(
+                    "next probe in {}",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        at.saturating_sub(now) / 1000
+                    ))
+                ),
+                None => "no probes while held by an operator".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {probe}; resume by hand: hookrouter destination release {name}"
+            );
+        }
+    }
 }
 
 fn dead_table(list: &DeadList, out: &mut String) {

@@ -9,8 +9,8 @@ use hyper::body::Incoming;
 use uuid::Uuid;
 
 use super::views::{
-    body_json, DeadLetterView, DeadList, DestinationQueue, EventView, JobView, QueueView,
-    ReloadView, RetryResult, Skipped,
+    body_json, DeadLetterView, DeadList, DestinationQueue, EventView, HealthView, HoldResult,
+    JobView, QueueView, ReloadView, RetryResult, Skipped,
 };
 use super::AdminState;
 use crate::config::ConfigError;
@@ -47,9 +47,14 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
         (&Method::POST, ["dead", id, "retry"]) => retry_one(state, id),
         (&Method::GET, ["events", id]) => show_event(state, id),
         (&Method::POST, ["reload"]) => reload(state),
+        (&Method::POST, ["destinations", name, "hold"]) => hold(state, name, true),
+        (&Method::POST, ["destinations", name, "release"]) => hold(state, name, false),
         (_, ["healthz" | "queue" | "metrics" | "dead" | "reload"])
         | (_, ["dead", _] | ["events", _])
-        | (_, ["dead", _, "retry"]) => Err(AdminError::MethodNotAllowed { method, path }),
+        | (_, ["dead", _, "retry"])
+        | (_, ["destinations", _, "hold" | "release"]) => {
+            Err(AdminError::MethodNotAllowed { method, path })
+        }
         _ => Err(AdminError::NotFound(path)),
     };
     result.unwrap_or_else(AdminError::into_response)
@@ -84,6 +89,9 @@ pub enum AdminError {
     /// Retrying to a destination the config no longer has would only dead-letter again.
     #[error("destination {0:?} is not in the config; add it back (and reload) before retrying")]
     UnknownDestination(String),
+    /// Hold or release of a destination the config does not have.
+    #[error("no destination {0:?} in the config")]
+    NoSuchDestination(String),
     /// `POST /reload` found errors in the file.
     #[error("the config was not reloaded; the previous rules stay in force:\n{0}")]
     InvalidConfig(ConfigError),
@@ -119,6 +127,7 @@ impl AdminError {
             | AdminError::NoEvent(_)
             | AdminError::NoEventFor(_)
             | AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::NoSuchDestination(_) => (StatusCode::NOT_FOUND, "unknown_destination"),
             AdminError::UnknownDestination(_) => (StatusCode::CONFLICT, "unknown_destination"),
             AdminError::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
             AdminError::MethodNotAllowed { .. } => {
@@ -195,6 +204,7 @@ pub(super) fn queue_view(state: &AdminState) -> Result<QueueView, StoreError> {
             in_flight: u64::try_from(state.metrics.in_flight_of(&name)).unwrap_or(0),
             dead: depth.dead,
             oldest_pending_age_seconds: age_ms.map(|ms| ms as f64 / 1000.0),
+            health: Some(HealthView::of(&state.health.get(&name, now))),
         };
         let t = &mut view.total;
         t.pending += q.pending;
@@ -211,11 +221,45 @@ pub(super) fn queue_view(state: &AdminState) -> Result<QueueView, StoreError> {
     Ok(view)
 }
 
+/// `POST /destinations/{name}/hold` (`hold`) and `.../release`: an operator's hold sends
+/// nothing, not even probes, until it is released; a release also ends an automatic hold.
+fn hold(state: &AdminState, name: &str, hold: bool) -> Answer {
+    let config = state.config.load();
+    let Some(dest) = config.destinations.get(name) else {
+        return Err(AdminError::NoSuchDestination(name.to_string()));
+    };
+    let now = now_ms();
+    let changed = if hold {
+        state.health.hold(name, now, &dest.health)?
+    } else {
+        state.health.release(name, now)?
+    };
+    if !hold {
+        // Its worker may be asleep for as long as the hold lasted.
+        state.dispatcher.wake(name);
+    }
+    let verb = if hold { "hold" } else { "release" };
+    tracing::info!(
+        destination = name,
+        changed,
+        via = "api",
+        "operator {verb} of a destination"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &HoldResult {
+            destination: name.to_string(),
+            changed,
+            health: HealthView::of(&state.health.get(name, now)),
+        },
+    ))
+}
+
 fn metrics(state: &AdminState) -> Answer {
     let names: Vec<String> = state.config.load().destinations.keys().cloned().collect();
     let text = state
         .metrics
-        .render(&state.store, names)
+        .render(&state.store, &state.health, names)
         .map_err(|e| AdminError::Internal(format!("rendering metrics: {e}")))?;
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::deliver::Dispatcher;
+use crate::health::HealthBoard;
 use crate::ingress::response::{error, JsonResponse};
 use crate::ingress::{serve_http1, ListenerSettings};
 use crate::metrics::Metrics;
@@ -56,6 +57,8 @@ pub struct AdminState {
     pub dispatcher: Dispatcher,
     /// Rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Destination health: shown by `status`, changed by hold and release.
+    pub health: HealthBoard,
     /// Runs `POST /reload`.
     pub reloader: Reloader,
     /// Mindstamp ids of accepted events, for the page's event lookup.

@@ -30,6 +30,58 @@ pub struct DestinationQueue {
     pub dead: u64,
     /// Age of the oldest queued job in seconds, if any is queued.
     pub oldest_pending_age_seconds: Option<f64>,
+    /// The destination's health (not in `total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
+}
+
+/// A destination's health, as `GET /queue` and the hold and release answers show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthView {
+    /// `healthy`, `failing` or `held`.
+    pub state: String,
+    /// Since when (Unix ms).
+    pub since_ms: u64,
+    /// Held by an operator (no probes until released).
+    pub held_by_operator: bool,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// The latest failure's status.
+    pub last_status: Option<u16>,
+    /// The latest failure's error.
+    pub last_error: Option<String>,
+    /// The latest success (Unix ms).
+    pub last_success_ms: Option<u64>,
+    /// While held automatically: when the next probe may go (Unix ms).
+    pub next_probe_ms: Option<u64>,
+}
+
+impl HealthView {
+    /// The view of `h`.
+    pub fn of(h: &crate::health::DestinationHealth) -> HealthView {
+        let held = h.state == crate::health::HealthState::Held;
+        HealthView {
+            state: h.state.as_str().to_string(),
+            since_ms: h.since_ms,
+            held_by_operator: h.held_by_operator,
+            consecutive_failures: h.consecutive_failures,
+            last_status: h.last_status,
+            last_error: h.last_error.clone(),
+            last_success_ms: h.last_success_ms,
+            next_probe_ms: (held && !h.held_by_operator).then_some(h.next_probe_ms),
+        }
+    }
+}
+
+/// The answer to `POST /destinations/{name}/hold` and `.../release`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HoldResult {
+    /// The destination.
+    pub destination: String,
+    /// False when it already was in the state asked for.
+    pub changed: bool,
+    /// Its health now.
+    pub health: HealthView,
 }
 
 /// One dead letter, as `GET /dead` lists it and `GET /dead/{id}` shows it (with the body).

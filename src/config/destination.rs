@@ -17,12 +17,14 @@ use crate::deliver::format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLA
 use crate::deliver::pace::RateLimit;
 use crate::deliver::sign::SigningKey;
 use crate::deliver::template::{is_template, Leaf, Templates};
+use crate::health::HealthPolicy;
 use crate::retry::RetryPolicy;
 
 /// Validates every destination; the invalid ones are left out (and reported).
 pub(super) fn validate_all(
     value: Option<&Value>,
     retry: &RetryPolicy,
+    health: &HealthPolicy,
     ctx: &mut Ctx<'_>,
 ) -> BTreeMap<String, Arc<Destination>> {
     let mut out = BTreeMap::new();
@@ -56,7 +58,7 @@ pub(super) fn validate_all(
             continue;
         };
         let digest = digest(dvalue);
-        if let Some(dest) = validate_one(name, raw, retry, &path, ctx, digest) {
+        if let Some(dest) = validate_one(name, raw, retry, health, &path, ctx, digest) {
             out.insert(name.to_string(), Arc::new(dest));
         }
     }
@@ -76,6 +78,7 @@ fn validate_one(
     name: &str,
     raw: RawDestination,
     retry: &RetryPolicy,
+    health: &HealthPolicy,
     path: &str,
     ctx: &mut Ctx<'_>,
     source_digest: u64,
@@ -93,6 +96,10 @@ fn validate_one(
         &format!("{path}.timeout"),
         problems,
     );
+    let health = match &raw.health {
+        Some(h) => super::health::validate_health(health, h, &format!("{path}.health"), problems),
+        None => health.clone(),
+    };
     let retry = match &raw.retry {
         Some(r) => validate_retry(retry, r, &format!("{path}.retry"), problems),
         None => retry.clone(),
@@ -148,6 +155,7 @@ fn validate_one(
         classify,
         max_age,
         sign,
+        health,
         source_digest,
     })
 }

@@ -6,8 +6,10 @@
 //! [`locate::PositionIndex`]) and the route or destination it belongs to. A config with any
 //! problem is refused whole: the daemon never runs half-configured.
 
+mod alerts;
 mod destination;
 mod expand;
+mod health;
 mod locate;
 mod raw;
 mod server;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+pub use alerts::{validate_expect, AlertEvent, AlertSettings, Expectation};
 pub use expand::{Env, ProcessEnv};
 pub use locate::Position;
 pub use raw::{OneOrMany, RawRoute};
@@ -31,6 +34,8 @@ use crate::deliver::format::{Format, HeaderSpec};
 use crate::deliver::pace::RateLimit;
 use crate::deliver::sign::SigningKey;
 use crate::deliver::template::Templates;
+use crate::event::EventKind;
+use crate::health::HealthPolicy;
 use crate::retry::RetryPolicy;
 use crate::route::RuleSet;
 use crate::verify::KeySet;
@@ -57,6 +62,12 @@ pub struct Config {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Compiled routes, in file order.
     pub rules: RuleSet,
+    /// `health:`: the thresholds every destination has unless it sets its own.
+    pub health: HealthPolicy,
+    /// `alerts:`: where alerts go, if anywhere.
+    pub alerts: Option<AlertSettings>,
+    /// `expect:` at the top level: traffic expected per kind.
+    pub expect: BTreeMap<EventKind, Expectation>,
     /// Things that are allowed but dangerous (the development key on loopback), located
     /// like problems; `check` prints them and `serve` logs them at start and on reload.
     pub warnings: Vec<LocatedProblem>,
@@ -92,6 +103,8 @@ pub struct Destination {
     pub max_age: Option<Duration>,
     /// `sign:`: the Standard Webhooks key, when receivers verify what we send.
     pub sign: Option<SigningKey>,
+    /// `health:`: when the destination counts as failing or is held, and its probes.
+    pub health: HealthPolicy,
     /// Digest of the destination's definition as written (after `${VAR}` expansion).
     pub source_digest: u64,
 }
@@ -487,7 +500,16 @@ fn duration_or(
     }
 }
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["server", "keys", "retry", "destinations", "routes"];
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "server",
+    "keys",
+    "retry",
+    "health",
+    "destinations",
+    "routes",
+    "alerts",
+    "expect",
+];
 
 fn validate(
     root: &Value,
@@ -516,7 +538,17 @@ fn validate(
         _ => raw::RawRetry::default(),
     };
     let retry = validate_retry(&RetryPolicy::default(), &raw_retry, "retry", ctx.problems);
-    let destinations = destination::validate_all(root.get("destinations"), &retry, ctx);
+    let raw_health: raw::RawHealth = match root.get("health") {
+        Some(v) if !v.is_null() => deserialize_at(v, "health", ctx.problems).unwrap_or_default(),
+        _ => raw::RawHealth::default(),
+    };
+    let health = health::validate_health(
+        &HealthPolicy::default(),
+        &raw_health,
+        "health",
+        ctx.problems,
+    );
+    let destinations = destination::validate_all(root.get("destinations"), &retry, &health, ctx);
     // Routes may name every destination written in the file, valid or not, so one bad
     // destination is reported once rather than again at every route that uses it.
     let names: std::collections::BTreeSet<String> = root
@@ -529,12 +561,17 @@ fn validate(
         })
         .unwrap_or_default();
     let rules = RuleSet::compile(root.get("routes"), &names, ctx);
+    let alerts = alerts::validate_alerts(root.get("alerts"), &names, ctx.problems);
+    let expect = alerts::validate_kind_expectations(root.get("expect"), ctx.problems);
     Some(Config {
         source: source.to_path_buf(),
         server,
         keys: keys?,
+        health,
         destinations,
         rules,
+        alerts,
+        expect,
         warnings: Vec::new(),
     })
 }

@@ -61,6 +61,40 @@ pub struct RawDestination {
     pub retry_if_body: Option<String>,
     pub max_age: Option<String>,
     pub sign: Option<RawSign>,
+    pub health: Option<RawHealth>,
+}
+
+/// `health:` at the top level or inside a destination; each field overrides the level
+/// above.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub failing_after_failures: Option<u32>,
+    pub failing_error_share: Option<f64>,
+    pub window: Option<String>,
+    pub hold_after_failures: Option<u32>,
+    pub hold_after: Option<String>,
+    pub probe_every: Option<String>,
+    pub probe_max: Option<String>,
+}
+
+/// `alerts:`: where alerts go and which ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub to: Vec<String>,
+    pub on: Option<Vec<String>>,
+    pub digest_every: Option<String>,
+    pub max_per_hour: Option<u32>,
+}
+
+/// `expect:` of a route, or of a kind at the top level: at least this many events per
+/// window, or an alert.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub at_least: Option<u64>,
+    pub per: String,
 }
 
 /// An entry of `retry_on:`: `429` or `"5xx"`.
@@ -97,4 +131,5 @@ pub struct RawRoute {
     pub to: Vec<String>,
     #[serde(default)]
     pub stop: bool,
+    pub expect: Option<RawExpect>,
 }

@@ -315,6 +315,15 @@ fn render_body(
         Format::Json { body } => templates
             .render_tree(body, ctx)
             .map_err(|e| RenderError::template("body", &e))?,
+        // An alert to a Slack destination is its one line of text, whatever template the
+        // destination has for Mindstamp's events (those fields are not in an alert).
+        Format::Slack { .. } if kind == EventKind::Alert => {
+            let text = serde_json::from_slice::<Json>(raw)
+                .ok()
+                .and_then(|alert| alert.get("text")?.as_str().map(escape_slack))
+                .unwrap_or_else(|| "hookrouter alert".to_string());
+            serde_json::json!({ "text": text })
+        }
         Format::Slack { text, blocks } => {
             let text = match text {
                 Some(name) => templates
@@ -337,6 +346,14 @@ fn render_body(
     };
     // Serializing a serde_json::Value cannot fail.
     Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
+}
+
+/// `text` with Slack's three control characters escaped, so an error a receiver wrote
+/// (`<!channel>`) cannot ping anyone.
+fn escape_slack(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl fmt::Display for Format {

@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::alert::Alerts;
 use crate::config::Destination;
+use crate::health::{AttemptResult, Gate, HealthBoard};
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::notify::Heartbeats;
 use crate::queue::{now_ms, DeadLetter, Lease, Store, StoreError, Transition};
@@ -62,6 +64,8 @@ struct Inner {
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
     heartbeats: Heartbeats,
+    health: HealthBoard,
+    alerts: Alerts,
 }
 
 /// Why the dispatcher could not start.
@@ -82,6 +86,8 @@ impl Dispatcher {
         config: SharedConfig,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
+        health: HealthBoard,
+        alerts: Alerts,
     ) -> Result<Self, DispatchError> {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
@@ -93,6 +99,8 @@ impl Dispatcher {
                 tracker: TaskTracker::new(),
                 metrics,
                 heartbeats: Heartbeats::default(),
+                health,
+                alerts,
             }),
         })
     }
@@ -185,13 +193,24 @@ impl Worker {
             match pacer.wait(Instant::now()) {
                 Some(wait) => pause = pause.min(wait),
                 None if free > 0 => {
-                    pause = pause.min(self.take_jobs(
-                        &dest,
-                        free,
-                        &mut pacer,
-                        &mut in_flight,
-                        &mut ids,
-                    ));
+                    // A held destination gets nothing but its probe.
+                    let take = match self.inner.health.gate(&self.name, now_ms()) {
+                        Gate::Open => Some(Take::Jobs(free)),
+                        Gate::Probe => Some(Take::Probe),
+                        Gate::Closed(wait) => {
+                            pause = pause.min(wait.unwrap_or(MAX_IDLE));
+                            None
+                        }
+                    };
+                    if let Some(take) = take {
+                        pause = pause.min(self.take_jobs(
+                            &dest,
+                            take,
+                            &mut pacer,
+                            &mut in_flight,
+                            &mut ids,
+                        ));
+                    }
                 }
                 None => {}
             }
@@ -225,18 +244,22 @@ impl Worker {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Starts up to `free` due jobs (one when rate-limited), dead-lettering stale ones on
-    /// the way; returns how long the worker may sleep before looking again.
+    /// Starts up to `free` due jobs (one when rate-limited or probing), dead-lettering
+    /// stale ones on the way; returns how long the worker may sleep before looking again.
     fn take_jobs(
         &self,
         dest: &Arc<Destination>,
-        free: usize,
+        take: Take,
         pacer: &mut Pacer,
         in_flight: &mut JoinSet<Done>,
         ids: &mut HashMap<tokio::task::Id, Uuid>,
     ) -> Duration {
         let taken: HashSet<Uuid> = ids.values().copied().collect();
         let now = now_ms();
+        let (free, probe) = match take {
+            Take::Jobs(free) => (free, false),
+            Take::Probe => (1, true),
+        };
         // A paced destination sends one job per pass: lease no more than that.
         let limit = if dest.rate_limit.is_some() { 1 } else { free };
         let scan = match self
@@ -256,8 +279,12 @@ impl Worker {
         };
         let mut leases = scan.leases.into_iter();
         while let Some(lease) = leases.next() {
-            if let Some(stale) = transition::stale(&lease.job, dest.max_age, now) {
-                if let Err(e) = settle_dead(&self.inner.store, &lease, stale) {
+            let held = self
+                .inner
+                .health
+                .held_between(&self.name, lease.job.created_at_ms, now);
+            if let Some(stale) = transition::stale(&lease.job, dest.max_age, now, held) {
+                if let Err(e) = self.inner.settle_dead(&lease, stale) {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a stale job");
                     // The leases not started go back where they came from.
                     self.inner.store.unlease(leases.collect());
@@ -271,7 +298,7 @@ impl Worker {
                 continue;
             }
             let job_id = lease.job.id;
-            let handle = in_flight.spawn(deliver(self.inner.clone(), dest.clone(), lease));
+            let handle = in_flight.spawn(deliver(self.inner.clone(), dest.clone(), lease, probe));
             ids.insert(handle.id(), job_id);
             pacer.sent(Instant::now(), dest.rate_limit);
             if let Some(limit) = dest.rate_limit {
@@ -308,7 +335,7 @@ impl Worker {
                     letter,
                     attempt: None,
                 };
-                if let Err(e) = settle_dead(&self.inner.store, &lease, dead) {
+                if let Err(e) = self.inner.settle_dead(&lease, dead) {
                     tracing::error!(destination = %self.name, error = %e, "cannot dead-letter a job");
                     return;
                 }
@@ -318,6 +345,9 @@ impl Worker {
             }
         }
         self.inner.heartbeats.forget(&self.name);
+        if let Err(e) = self.inner.health.forget(&self.name) {
+            tracing::warn!(destination = %self.name, error = %e, "cannot forget the removed destination's health record");
+        }
         let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
         workers.remove(&self.name);
     }
@@ -326,7 +356,7 @@ impl Worker {
 /// Attempts one leased job and records the outcome; returns the pause the receiver asked
 /// for (`Retry-After`, capped by `max_interval`) so the worker can hold the whole
 /// destination.
-async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease) -> Done {
+async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease, probe: bool) -> Done {
     let store = &inner.store;
     let metrics = &inner.metrics;
     let job = &lease.job;
@@ -343,7 +373,7 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease) -> Don
             letter,
             attempt: None,
         };
-        settle_dead(store, &lease, dead)?;
+        inner.settle_dead(&lease, dead)?;
         return Ok(None);
     };
     let started_ms = now_ms();
@@ -362,7 +392,17 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease) -> Don
     );
     let _entered = span.enter();
     let error = record.error.clone();
-    let decision = transition::decide(job, outcome, record, &dest.retry, now_ms());
+    if let Some(result) = health_result(&outcome, started_ms, probe) {
+        if let Err(e) = inner.health.record(&job.destination, &result, &dest.health) {
+            tracing::error!(error = %e, "cannot store the destination's health");
+        }
+    }
+    let now = now_ms();
+    let first_attempt_ms = job.first_attempt_at_ms.unwrap_or(started_ms);
+    let held = inner
+        .health
+        .held_between(&job.destination, first_attempt_ms, now);
+    let decision = transition::decide(job, outcome, record, &dest.retry, now, held);
     match &decision.transition {
         Transition::Delivered { .. } => {
             store.settle(&lease, decision.transition)?;
@@ -385,17 +425,56 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease) -> Don
         }
         Transition::Dead { .. } => {
             metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
-            settle_dead(store, &lease, decision.transition)?;
+            inner.settle_dead(&lease, decision.transition)?;
         }
     }
     Ok(decision.pause)
 }
 
-/// Settles `lease` as the dead letter `dead`, with the warning an operator looks for.
-fn settle_dead(store: &Store, lease: &Lease, dead: Transition) -> Result<(), StoreError> {
-    if let Transition::Dead { letter, .. } = &dead {
-        let job = &lease.job;
-        tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %job.destination, outcome = "dead", reason = %letter.reason, "delivery dead-lettered");
+/// What the worker takes on one pass.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    /// Up to this many due jobs.
+    Jobs(usize),
+    /// One job, as the probe of a held destination.
+    Probe,
+}
+
+/// An attempt's outcome as destination health counts it: a failure to render (the job's
+/// own fault, no request was sent) says nothing about the destination.
+fn health_result(outcome: &Outcome, started_ms: u64, probe: bool) -> Option<AttemptResult> {
+    let (ok, error) = match outcome {
+        Outcome::Delivered { .. } => (true, None),
+        Outcome::Retry { error, .. } => (false, Some(error.clone())),
+        Outcome::Permanent { status: None, .. } => return None,
+        Outcome::Permanent { error, .. } => (false, Some(error.clone())),
+    };
+    Some(AttemptResult {
+        ok,
+        status: outcome.status(),
+        error,
+        at_ms: started_ms,
+        probe,
+    })
+}
+
+impl Inner {
+    /// Settles `lease` as the dead letter `dead`, with the warning an operator looks for,
+    /// and tells the alerts.
+    fn settle_dead(&self, lease: &Lease, dead: Transition) -> Result<(), StoreError> {
+        let reason = match &dead {
+            Transition::Dead { letter, .. } => {
+                let job = &lease.job;
+                tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %job.destination, outcome = "dead", reason = %letter.reason, "delivery dead-lettered");
+                Some(letter.reason.clone())
+            }
+            _ => None,
+        };
+        self.store.settle(lease, dead)?;
+        if let Some(reason) = reason {
+            self.alerts
+                .dead_letter(lease.job.kind, &lease.job.destination, &reason);
+        }
+        Ok(())
     }
-    store.settle(lease, dead)
 }

@@ -50,12 +50,15 @@ fn dead(job: JobRecord, reason: String, snippet: Option<String>, now_ms: u64) ->
 }
 
 /// Decides what `outcome` of attempt `record` means for `job` under `retry`, at `now_ms`.
+/// `held` is how long the destination was held since the job's first attempt: that time
+/// does not count against `max_elapsed` (the job did not fail, its destination did).
 pub fn decide(
     job: &JobRecord,
     outcome: Outcome,
     record: AttemptRecord,
     retry: &RetryPolicy,
     now_ms: u64,
+    held: Duration,
 ) -> Decision {
     let first_attempt_ms = job.first_attempt_at_ms.unwrap_or(record.at_ms);
     let mut updated = job.clone();
@@ -76,7 +79,8 @@ pub fn decide(
             retry_after,
             ..
         } => {
-            let elapsed = Duration::from_millis(now_ms.saturating_sub(first_attempt_ms));
+            let elapsed =
+                Duration::from_millis(now_ms.saturating_sub(first_attempt_ms)).saturating_sub(held);
             // `Retry-After: 0` asks for nothing: a zero hint would retry in a hot loop.
             let hint = retry_after
                 .filter(|d| !d.is_zero())
@@ -129,11 +133,16 @@ pub fn decide(
     }
 }
 
-/// Why `job` is too old to send (`max_age`, counted from when the event was received), as
-/// a dead letter, if it is.
-pub fn stale(job: &JobRecord, max_age: Option<Duration>, now_ms: u64) -> Option<Transition> {
+/// Why `job` is too old to send (`max_age`, counted from when the event was received, less
+/// the time `held` its destination was held since), as a dead letter, if it is.
+pub fn stale(
+    job: &JobRecord,
+    max_age: Option<Duration>,
+    now_ms: u64,
+    held: Duration,
+) -> Option<Transition> {
     let max_age = max_age?;
-    let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
+    let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms)).saturating_sub(held);
     (age > max_age).then(|| {
         let reason = format!(
             "stale: the event is {} old, older than max_age {}",
@@ -186,7 +195,7 @@ mod tests {
         let j = job();
         let o = Outcome::Delivered { status: 204 };
         let r = attempt_record(&j, &o, 2_000, Duration::from_millis(7));
-        let d = decide(&j, o, r.clone(), &policy(), 2_007);
+        let d = decide(&j, o, r.clone(), &policy(), 2_007, Duration::ZERO);
         assert_eq!(d.transition, Transition::Delivered { attempt: r.clone() });
         assert_eq!((r.attempt, r.status, r.latency_ms), (1, Some(204), 7));
     }
@@ -196,7 +205,7 @@ mod tests {
         let j = job();
         let o = retry(503, None);
         let r = attempt_record(&j, &o, 2_000, Duration::ZERO);
-        let d = decide(&j, o, r, &policy(), 2_000);
+        let d = decide(&j, o, r, &policy(), 2_000, Duration::ZERO);
         let Transition::Retry { job: next, attempt } = d.transition else {
             panic!("{:?}", d.transition);
         };
@@ -210,7 +219,17 @@ mod tests {
         // 299 s after the first attempt the next step no longer fits in max_elapsed.
         let o = retry(500, None);
         let r = attempt_record(&next, &o, 301_000, Duration::ZERO);
-        let d = decide(&next, o, r, &policy(), 301_000);
+        let d = decide(&next, o, r, &policy(), 301_000, Duration::ZERO);
+        // Had the destination been held for 200 of those seconds, the budget is not spent.
+        let o = retry(500, None);
+        let r = attempt_record(&next, &o, 301_000, Duration::ZERO);
+        let held = Duration::from_secs(200);
+        let kept = decide(&next, o, r.clone(), &policy(), 301_000, held);
+        assert!(
+            matches!(kept.transition, Transition::Retry { .. }),
+            "{:?}",
+            kept.transition
+        );
         let Transition::Dead { letter, attempt } = d.transition else {
             panic!("{:?}", d.transition);
         };
@@ -230,13 +249,13 @@ mod tests {
         let j = job();
         let o = retry(429, Some(Duration::from_secs(3600)));
         let r = attempt_record(&j, &o, 0, Duration::ZERO);
-        let d = decide(&j, o, r, &policy(), 0);
+        let d = decide(&j, o, r, &policy(), 0, Duration::ZERO);
         assert_eq!(d.pause, Some(Duration::from_secs(60)));
         assert_eq!(d.retry_in, Some(Duration::from_secs(60)));
         // Retry-After: 0 is no hint at all.
         let o = retry(503, Some(Duration::ZERO));
         let r = attempt_record(&j, &o, 0, Duration::ZERO);
-        assert_eq!(decide(&j, o, r, &policy(), 0).pause, None);
+        assert_eq!(decide(&j, o, r, &policy(), 0, Duration::ZERO).pause, None);
     }
 
     #[test]
@@ -247,7 +266,7 @@ mod tests {
         let o = retry(503, None);
         let r = attempt_record(&j, &o, 10_000, Duration::ZERO);
         assert_eq!(r.attempt, 10, "attempt numbers keep counting");
-        let d = decide(&j, o, r, &policy(), 10_000);
+        let d = decide(&j, o, r, &policy(), 10_000, Duration::ZERO);
         assert_eq!(
             d.retry_in,
             Some(Duration::from_secs(1)),
@@ -264,15 +283,30 @@ mod tests {
             snippet: None,
         };
         let r = attempt_record(&j, &o, 5, Duration::ZERO);
-        let Transition::Dead { letter, .. } = decide(&j, o, r, &policy(), 5).transition else {
+        let Transition::Dead { letter, .. } =
+            decide(&j, o, r, &policy(), 5, Duration::ZERO).transition
+        else {
             panic!("not dead");
         };
         assert_eq!(letter.reason, "permanent failure: HTTP 410");
-        assert_eq!(stale(&j, Some(Duration::from_secs(1)), 1_500), None);
+        assert_eq!(
+            stale(&j, Some(Duration::from_secs(1)), 1_500, Duration::ZERO),
+            None
+        );
+        // Two of its three seconds were spent with its destination held: not stale.
+        assert_eq!(
+            stale(
+                &j,
+                Some(Duration::from_secs(1)),
+                3_000,
+                Duration::from_secs(2)
+            ),
+            None
+        );
         let Some(Transition::Dead {
             letter,
             attempt: None,
-        }) = stale(&j, Some(Duration::from_secs(1)), 3_000)
+        }) = stale(&j, Some(Duration::from_secs(1)), 3_000, Duration::ZERO)
         else {
             panic!("not stale");
         };
@@ -281,6 +315,6 @@ mod tests {
             "{}",
             letter.reason
         );
-        assert_eq!(stale(&j, None, u64::MAX), None);
+        assert_eq!(stale(&j, None, u64::MAX, Duration::ZERO), None);
     }
 }

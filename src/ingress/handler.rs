@@ -39,6 +39,8 @@ pub struct IngressState {
     pub metrics: Arc<Metrics>,
     /// Mindstamp ids of accepted events, for the status page's lookup.
     pub recent_ids: Arc<RecentIds>,
+    /// Route matches, for the traffic alerts (`expect:`).
+    pub activity: Arc<crate::alert::silence::Activity>,
 }
 
 /// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
@@ -199,6 +201,7 @@ async fn receive(
         Err(refusal) => return refusal.into_response(),
     };
     let decision = config.rules.decide(kind, &verified.get().json);
+    state.activity.matched(kind, &decision.routes, now_ms());
     if decision.deliveries.is_empty() {
         tracing::info!(%kind, outcome = "unrouted", "webhook matched no route");
         return ok(&Accepted {

@@ -70,6 +70,7 @@
 pub mod checkpoint;
 pub mod commit;
 pub mod entry;
+mod health_records;
 pub mod housekeeping;
 mod ingest;
 pub mod journal;

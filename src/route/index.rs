@@ -75,7 +75,8 @@ struct Guard {
 /// The pre-filter of a rule set.
 #[derive(Debug, Clone, Default)]
 pub struct RouteIndex {
-    by_kind: [Bits; 3],
+    /// Routes that may match each kind; hookrouter's own alerts (the last) match none.
+    by_kind: [Bits; 4],
     guards: Vec<Guard>,
 }
 
@@ -84,6 +85,7 @@ fn kind_index(kind: EventKind) -> usize {
         EventKind::View => 0,
         EventKind::Interaction => 1,
         EventKind::Lead => 2,
+        EventKind::Alert => 3,
     }
 }
 
@@ -118,7 +120,7 @@ impl RouteIndex {
     /// Indexes `routes` (after their field slots are assigned).
     pub fn build(routes: &[Route]) -> RouteIndex {
         let n = routes.len();
-        let mut by_kind = [Bits::empty(n), Bits::empty(n), Bits::empty(n)];
+        let mut by_kind = [(); 4].map(|()| Bits::empty(n));
         let mut guards: Vec<Guard> = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             for kind in EventKind::ALL {

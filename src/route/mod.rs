@@ -20,7 +20,7 @@ pub use condition::Condition;
 use condition::Lookup;
 use index::RouteIndex;
 
-use crate::config::{deserialize_at, Ctx, OneOrMany, RawRoute};
+use crate::config::{deserialize_at, validate_expect, Ctx, Expectation, OneOrMany, RawRoute};
 use crate::event::EventKind;
 
 /// One compiled route.
@@ -36,6 +36,8 @@ pub struct Route {
     pub to: Vec<String>,
     /// When this route matches, later routes are not evaluated.
     pub stop: bool,
+    /// `expect:`: fewer matches than this in a window is a `route_silent` alert.
+    pub expect: Option<Expectation>,
 }
 
 impl Route {
@@ -215,11 +217,17 @@ fn compile_route(
         Some(map) => Condition::compile_map(map, &format!("{path}.match"), ctx),
         None => Condition::All(Vec::new()),
     };
+    let expect = raw.expect.as_ref().and_then(|e| {
+        let expect = validate_expect(e, &format!("{path}.expect"), ctx.problems);
+        ok &= expect.is_some();
+        expect
+    });
     ok.then_some(Route {
         name: raw.name,
         events,
         condition,
         to: raw.to,
         stop: raw.stop,
+        expect,
     })
 }
