@@ -570,7 +570,7 @@ routes:
         .text_until(
             "tr[data-destination=\"slack\"] td.state",
             "slack's pause",
-            |t| t.starts_with("paused"),
+            |t| t.contains("paused"),
         )
         .await;
     browser

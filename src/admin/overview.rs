@@ -46,12 +46,9 @@ pub struct DestinationStatus {
     /// Scheme and host only (paths and queries hold tokens), as `check` prints it; `None`
     /// for a destination no longer in the config.
     pub url: Option<String>,
-    /// Its queue.
+    /// Its queue, and its health (`health.state`: healthy, failing, held).
     #[serde(flatten)]
     pub queue: DestinationQueue,
-    /// Destination health (healthy, failing, held) arrives with issue 12; until then
-    /// always `None`, and the page says so.
-    pub health: Option<String>,
     /// Seconds left of a pause the destination asked for with `Retry-After`.
     pub paused_for_seconds: Option<f64>,
     /// Outcomes per minute over the window.
@@ -165,7 +162,6 @@ pub fn build(state: &AdminState) -> Result<Overview, StoreError> {
             DestinationStatus {
                 url: config.destinations.get(&name).map(|d| safe_url(d)),
                 queue: q,
-                health: None,
                 paused_for_seconds: activity.paused_for_seconds,
                 per_minute: activity.per_minute,
                 latency: activity.latency,

@@ -120,15 +120,20 @@ function dl(node, pairs) {
 
 function stateCell(d) {
   const cell = el("td", { class: "state" });
-  if (d.paused_for_seconds) {
-    cell.append(el("span", { class: "pill warn", text: "paused " + age(d.paused_for_seconds), title: "the destination asked to wait (Retry-After)" }));
-  } else if (d.url === null) {
+  const h = d.health;
+  if (d.url === null) {
     cell.append(el("span", { class: "pill", text: "removed from config" }));
+  } else if (h && h.state === "held") {
+    const who = h.held_by_operator ? "held by an operator" : "held after " + h.consecutive_failures + " failures in a row";
+    cell.append(el("span", { class: "pill bad health", text: "held " + age((Date.now() - h.since_ms) / 1000), title: who + " (release: hookrouter destination release " + d.name + ")" }));
+  } else if (h && h.state === "failing") {
+    cell.append(el("span", { class: "pill warn health", text: "failing", title: h.consecutive_failures + " failures in a row" }));
   } else {
-    cell.append(el("span", { class: "pill ok", text: "not paused" }));
+    cell.append(el("span", { class: "pill ok health", text: "healthy" }));
   }
-  // Destination health (healthy / failing / held) arrives with issue 12.
-  if (d.health) cell.append(" ", el("span", { class: "pill", text: d.health }));
+  if (d.paused_for_seconds) {
+    cell.append(" ", el("span", { class: "pill warn", text: "paused " + age(d.paused_for_seconds), title: "the destination asked to wait (Retry-After)" }));
+  }
   return cell;
 }
 
@@ -167,7 +172,7 @@ function renderOverview(o) {
   }
   $("window-note").textContent =
     "Rates and latencies: the last " + Math.round(o.window_seconds / 60) + " minutes. " +
-    "State shows a Retry-After pause; destination health (healthy, failing, held) is not tracked yet.";
+    "State: the destination's health (healthy, failing, held) and any Retry-After pause.";
 
   const tally = (table, map, empty) => {
     const tb = clear($(table).querySelector("tbody"));
