@@ -373,3 +373,92 @@ routes:
     assert_eq!(health(&d, "crm").await["state"], "healthy");
     d.stop().await;
 }
+
+struct ReadmeEnv;
+
+impl hookrouter::config::Env for ReadmeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "SLACK_WEBHOOK_URL" | "OPS_SLACK_WEBHOOK_URL" => {
+                "https://hooks.slack.com/services/T0/B0/X".to_string()
+            }
+            other => format!("value-of-{other}"),
+        })
+    }
+}
+
+/// The configuration reference is what operators copy: it loads, with its health, alerts
+/// and expect settings as documented.
+#[test]
+fn the_readme_configuration_reference_loads_with_its_health_and_alerts() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Configuration reference")
+        .nth(1)
+        .expect("the README has a configuration reference");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its first block is YAML");
+    let config =
+        hookrouter::config::Config::from_yaml(block, std::path::Path::new("README.md"), &ReadmeEnv)
+            .unwrap_or_else(|e| panic!("the README's configuration reference is invalid:\n{e}"));
+    assert_eq!(config.health.hold_after_failures, 10);
+    assert_eq!(config.health.probe_max, Duration::from_secs(600));
+    let alerts = config.alerts.as_ref().expect("alerts configured");
+    assert_eq!(alerts.to, ["ops-slack"]);
+    assert_eq!(alerts.on.len(), 5);
+    assert_eq!(alerts.digest_every, Duration::from_secs(600));
+    let every_lead = config
+        .rules
+        .routes()
+        .iter()
+        .find(|r| r.name == "every-lead")
+        .expect("route every-lead");
+    assert_eq!(
+        every_lead.expect.map(|e| (e.at_least, e.per)),
+        Some((1, Duration::from_secs(6 * 3600)))
+    );
+    assert_eq!(config.expect.len(), 1);
+}
+
+/// Mistakes in the new sections are config errors with their place.
+#[test]
+fn bad_health_and_alert_settings_are_reported_with_their_place() {
+    let text = r#"
+keys: ["k-1234"]
+health: { probe_every: 1m, probe_max: 10s }
+destinations:
+  crm:
+    url: "http://127.0.0.1:9/x"
+    health: { failing_error_share: 2, hold_afterr: 1m }
+routes:
+  - name: leads
+    event: lead
+    to: [crm]
+    expect: { at_least: 0, per: 1h }
+alerts:
+  to: [pager]
+  on: [destination_down]
+expect:
+  video: { per: 1h }
+"#;
+    let err =
+        hookrouter::config::Config::from_yaml(text, std::path::Path::new("r.yaml"), &ReadmeEnv)
+            .err()
+            .expect("invalid");
+    let shown = err.to_string();
+    for needle in [
+        "r.yaml:3:",
+        "health.probe_max: must not be shorter than probe_every",
+        "r.yaml:7:",
+        "hold_afterr",
+        "route \"leads\": expect.at_least: must be at least 1",
+        "alerts.to.0: unknown destination \"pager\"",
+        "alerts.on.0: unknown alert \"destination_down\"",
+        "expect.video: unknown event kind",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+}
