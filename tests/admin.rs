@@ -639,13 +639,14 @@ async fn the_cli_lists_shows_retries_and_drops_dead_letters_and_shows_events() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines[0].starts_with("DESTINATION  PENDING  RETRYING  IN FLIGHT  DEAD"),
+        lines[0].starts_with("DESTINATION  STATE    PENDING  RETRYING  IN FLIGHT  DEAD"),
         "{out}"
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["crm", "0", "0", "0", "2", "-"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["crm", "healthy", "0", "0", "0", "2", "-"]),
         "{out}"
     );
 

@@ -339,6 +339,11 @@ impl Ctx<'_> {
 }
 
 impl Config {
+    /// Does any route or kind have an `expect:`? Ingress notes route matches only then.
+    pub fn watches_traffic(&self) -> bool {
+        !self.expect.is_empty() || self.rules.routes().iter().any(|r| r.expect.is_some())
+    }
+
     /// Reads and validates the config at `path`, expanding variables from the process
     /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

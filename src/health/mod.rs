@@ -124,9 +124,10 @@ impl HealthBoard {
             let change = h.record(attempt, policy);
             // A hold and its probe spacing are what a restart must find again. Written
             // under the lock so two changes reach the store in the order they happened
-            // (changes are rare: a state change or a probe).
+            // (changes are rare: a state change or a probe; the write is not synced, so it
+            // costs microseconds).
             if change.is_some() || (h.state == HealthState::Held && h.next_probe_ms != next_probe) {
-                self.persist(destination, h)?;
+                self.persist(destination, h, false)?;
             }
             change.map(|change| HealthEvent {
                 destination: destination.to_string(),
@@ -170,7 +171,7 @@ impl HealthBoard {
             match change(h) {
                 Some(change) => {
                     let health = h.clone();
-                    if let Err(e) = self.persist(destination, &health) {
+                    if let Err(e) = self.persist(destination, &health, true) {
                         // Not durable: not done either, so the operator can try again.
                         *h = before;
                         return Err(e);
@@ -191,10 +192,19 @@ impl HealthBoard {
         Ok(changed)
     }
 
-    fn persist(&self, destination: &str, health: &DestinationHealth) -> Result<(), StoreError> {
+    /// Writes `health` to the store; `sync` (an operator's change) makes it durable before
+    /// returning, an automatic change is durable with the next housekeeping flush.
+    fn persist(
+        &self,
+        destination: &str,
+        health: &DestinationHealth,
+        sync: bool,
+    ) -> Result<(), StoreError> {
         // Serializing plain data to JSON cannot fail.
         let bytes = serde_json::to_vec(health).unwrap_or_default();
-        self.inner.store.save_health_record(destination, &bytes)
+        self.inner
+            .store
+            .save_health_record(destination, &bytes, sync)
     }
 
     fn announce(&self, event: &HealthEvent) {

@@ -201,7 +201,9 @@ async fn receive(
         Err(refusal) => return refusal.into_response(),
     };
     let decision = config.rules.decide(kind, &verified.get().json);
-    state.activity.matched(kind, &decision.routes, now_ms());
+    if config.watches_traffic() {
+        state.activity.matched(kind, &decision.routes, now_ms());
+    }
     if decision.deliveries.is_empty() {
         tracing::info!(%kind, outcome = "unrouted", "webhook matched no route");
         return ok(&Accepted {

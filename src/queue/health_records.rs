@@ -2,7 +2,7 @@
 //! govern: a destination held before a restart (or a crash) is still held after it.
 //!
 //! The store keeps them as opaque bytes; `health` owns their shape. They change only when
-//! a state changes or a probe is spaced out, so each write is synced at once.
+//! a state changes or a probe is spaced out.
 
 use super::{Store, StoreError};
 
@@ -27,10 +27,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores `destination`'s health record durably (synced before returning).
-    pub fn save_health_record(&self, destination: &str, record: &[u8]) -> Result<(), StoreError> {
+    /// Stores `destination`'s health record; with `sync`, durably before returning (an
+    /// operator's hold). Without, it is durable with the next housekeeping flush (about a
+    /// second): an automatic change lost to a crash is derived again from the next
+    /// attempts, and a delivery worker never waits for a disk sync.
+    pub fn save_health_record(
+        &self,
+        destination: &str,
+        record: &[u8],
+        sync: bool,
+    ) -> Result<(), StoreError> {
         self.inner.trees.meta.insert(key(destination), record)?;
-        self.sync_sled().map_err(|e| self.observe(e))
+        if sync {
+            self.sync_sled().map_err(|e| self.observe(e))?;
+        }
+        Ok(())
     }
 
     /// Forgets `destination`'s health record (the destination was removed).
