@@ -446,8 +446,7 @@ expect:
 "#;
     let err =
         hookrouter::config::Config::from_yaml(text, std::path::Path::new("r.yaml"), &ReadmeEnv)
-            .err()
-            .expect("invalid");
+            .expect_err("invalid");
     let shown = err.to_string();
     for needle in [
         "r.yaml:3:",
