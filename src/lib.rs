@@ -20,7 +20,8 @@
 //! skeleton. [`cli_args`] is the command line itself, which `build.rs` also compiles to
 //! generate the shell completions and man pages.
 //!
-//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`metrics`]
+//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`replay`]
+//! (recorded events sent again through today's rules), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
 //! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
+pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod verify;
@@ -88,6 +90,9 @@ pub enum RunError {
     /// The final flush failed.
     #[error("final flush: {0}")]
     Flush(StoreError),
+    /// The saved replay operations could not be read.
+    #[error("reading the replay operations: {0}")]
+    Replays(String),
     /// The store hit an I/O error that sled does not recover from without a restart.
     #[error("the store failed (see the error logged before); restart hookrouter once the disk has room again: nothing acknowledged is lost")]
     StoreFailed,
@@ -108,6 +113,7 @@ pub struct Running {
     /// `wait` can return only once sled's lock on the data directory is released.
     tasks: TaskTracker,
     committer: CommitterThread,
+    replays: replay::Replays,
 }
 
 /// Opens the store, starts delivery and binds the listener. Returns once the daemon is
@@ -191,6 +197,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             last: None,
         })),
     };
+    // Replays still running when the daemon stopped go on from where they were.
+    let replays = replay::Replays::start(
+        store.clone(),
+        config.clone(),
+        dispatcher.clone(),
+        shutdown.child_token(),
+    )
+    .map_err(|e| RunError::Replays(e.to_string()))?;
     let admin_state = Arc::new(admin::AdminState {
         store: store.clone(),
         config: config.clone(),
@@ -198,6 +212,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         metrics,
         reloader: reloader.clone(),
         recent_ids,
+        replays: replays.clone(),
     });
     let tasks = TaskTracker::new();
     tasks.spawn(admin::serve(
@@ -240,6 +255,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         shutdown,
         tasks,
         committer: committer_thread,
+        replays,
     })
 }
 
@@ -292,6 +308,8 @@ impl Running {
             tracing::warn!("connections still open after the grace period were abandoned");
         }
         self.dispatcher.drain(grace).await;
+        // A replay stops between chunks; its record says where to go on at the next start.
+        self.replays.wait().await;
         let committer = self.committer;
         // Every ingress sender is gone once ingress has stopped, so the thread ends after
         // its last batch; if a stuck connection still holds one, do not wait forever.

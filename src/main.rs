@@ -83,6 +83,7 @@ fn main() -> ExitCode {
             Command::Status { admin } => operate(Operation::Status, admin).await,
             Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
             Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
+            Command::Replay { admin, args } => operate(Operation::Replay(args), admin).await,
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();

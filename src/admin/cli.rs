@@ -1,5 +1,5 @@
-//! The operator's commands over the admin API: `status`, `dead list|show|retry|drop` and
-//! `event show`. Human tables by default, the API's JSON with `--json`.
+//! The operator's commands over the admin API: `status`, `dead list|show|retry|drop`,
+//! `event show|list` and `replay` (the last two in [`super::history_cli`]). Human tables by default, the API's JSON with `--json`.
 //!
 //! They live in the library (not `main.rs`) so tests can drive them and `main` only
 //! dispatches.
@@ -14,7 +14,7 @@ use super::views::{DeadLetterView, DeadList, EventView, QueueView, RetryResult};
 use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
 
 // The arguments are defined with the rest of the command line, where `build.rs` can see them.
-pub use crate::cli_args::{AdminArgs, DeadCommand, EventCommand};
+pub use crate::cli_args::{AdminArgs, DeadCommand, EventCommand, ReplayArgs};
 
 /// One operator command.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub enum Operation {
     Dead(DeadCommand),
     /// `event ...`.
     Event(EventCommand),
+    /// `replay ...`.
+    Replay(ReplayArgs),
 }
 
 /// Why an operator command failed.
@@ -71,7 +73,31 @@ pub fn connect(args: &AdminArgs) -> Result<AdminClient, CliError> {
 pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(), CliError> {
     let client = connect(args)?;
     match op {
-        Operation::Status => show(&client, args, "/queue", out, status_table).await,
+        Operation::Status => {
+            show(&client, args, "/queue", out, status_table).await?;
+            if !args.json {
+                super::history_cli::status_replays(&client, out).await?;
+            }
+            Ok(())
+        }
+        Operation::Event(EventCommand::List {
+            since,
+            filters,
+            limit,
+            before,
+        }) => {
+            super::history_cli::event_list(
+                &client,
+                args,
+                since,
+                filters,
+                *limit,
+                before.as_deref(),
+                out,
+            )
+            .await
+        }
+        Operation::Replay(r) => super::history_cli::replay(&client, args, r, out).await,
         Operation::Dead(DeadCommand::List { destination, limit }) => {
             let mut path = format!("/dead?limit={limit}");
             if let Some(d) = destination {
@@ -148,7 +174,7 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T,
     serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
-fn push_json(out: &mut String, value: &serde_json::Value) {
+pub(super) fn push_json(out: &mut String, value: &serde_json::Value) {
     out.push_str(&serde_json::to_string_pretty(value).unwrap_or_default());
     out.push('\n');
 }
