@@ -134,10 +134,19 @@ async fn unrouted_events_are_kept_listed_and_replayed_after_a_rule_fix() {
         .admin(Method::POST, "/replay?since=1h&status=unrouted")
         .await;
     assert_eq!(status, 202, "{started}");
-    assert_eq!(started["selected"], 3, "{started}");
+    // Selected by time; the status filter then leaves the two delivered leads out.
+    assert_eq!(started["selected"], 5, "{started}");
     let record = replay_finished(&daemon, started["id"].as_str().unwrap()).await;
     assert_eq!(record["state"], "done", "{record}");
-    assert_eq!(record["destinations"]["crm"], 3, "{record}");
+    assert_eq!(
+        record["destinations"],
+        serde_json::json!({"crm": 3}),
+        "{record}"
+    );
+    assert_eq!(
+        (record["processed"].as_u64(), record["not_sent"].as_u64()),
+        (Some(5), Some(2))
+    );
     crm.wait_for(5, WAIT).await;
     let got = delivered_ids(&crm);
     assert_eq!(
@@ -487,5 +496,84 @@ async fn event_list_filters_pages_newest_first_and_explains_bad_queries() {
             "{query}: {body}"
         );
     }
+    daemon.stop().await;
+}
+
+/// Runs the real binary with `args` and returns (exit code, stdout, stderr).
+async fn cli(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+            .args(&args)
+            .env_remove("HOOKROUTER_CONFIG")
+            .env_remove("HOOKROUTER_ADMIN")
+            .env_remove("HOOKROUTER_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run hookrouter");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_events_dry_runs_replays_one_and_shows_it_in_status() {
+    let crm = Receiver::start().await;
+    let daemon = TestDaemon::start(&rules_leads_to(&crm, "", "")).await;
+    let (_, lead_answer) = daemon.post("lead", Some(KEY), lead("l0")).await;
+    let lead_id = lead_answer["event_id"].as_str().unwrap().to_string();
+    let (_, view_answer) = daemon.post("view", Some(KEY), view("v0")).await;
+    let view_id = view_answer["event_id"].as_str().unwrap().to_string();
+    crm.wait_for(1, WAIT).await;
+    let admin = daemon.admin_url();
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["--admin".to_string(), admin.clone()]);
+        cli(all)
+    };
+
+    let (code, out, err) = run(&["event", "list", "--since", "1h", "--status", "unrouted"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&view_id) && !out.contains(&lead_id), "{out}");
+    assert!(out.contains("1 shown, newest first"), "{out}");
+
+    let (code, out, err) =
+        run(&["replay", &view_id, "--to", "crm", "--dry-run", "--explain"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("{view_id} ")) && out.contains("-> nowhere"),
+        "{out}"
+    );
+    assert!(
+        out.contains("explanation:") && out.contains("leads"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 events selected, 1 would be sent nowhere"),
+        "{out}"
+    );
+
+    let (code, out, err) = run(&["replay", &lead_id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 events selected"), "{out}");
+    crm.wait_for(2, WAIT).await;
+    let got = delivered_ids(&crm);
+    assert_eq!(got["l0"].len(), 2, "the replay is a new delivery: {got:?}");
+    let (code, out, err) = run(&["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("REPLAY") && out.contains("1/1"), "{out}");
+
+    let (code, _, err) = run(&["replay", "--since", "1h", "--to", "nowhere"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nowhere") && err.contains("not in the config"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["replay"]).await;
+    assert_eq!(code, 2, "clap refuses a replay of nothing: {err}");
     daemon.stop().await;
 }
