@@ -21,7 +21,8 @@
 //! generate the shell completions and man pages.
 //!
 //! Operating it: [`admin`] (the admin API, the status page and the CLI), [`replay`]
-//! (recorded events sent again through today's rules), [`metrics`]
+//! (recorded events sent again through today's rules), [`shadow`] (a candidate config
+//! judged against recorded traffic), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
 //! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod queue;
 pub mod replay;
 pub mod retry;
 pub mod route;
+pub mod shadow;
 pub mod verify;
 
 use std::net::SocketAddr;

@@ -577,3 +577,83 @@ async fn the_cli_lists_events_dry_runs_replays_one_and_shows_it_in_status() {
     assert_eq!(code, 2, "clap refuses a replay of nothing: {err}");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_report_counts_exactly_what_an_edit_gains_and_loses_and_changes_nothing() {
+    let crm = Receiver::start().await;
+    let daemon = TestDaemon::start(&rules_leads_to(&crm, "", "")).await;
+    let mut small = BTreeSet::new();
+    let mut views = BTreeSet::new();
+    for i in 0..4 {
+        let mut body = fixture_json("lead.json");
+        body["id"] = Value::from(format!("l{i}"));
+        body["custom_id"] = Value::from(if i < 2 { 5000 } else { 10 });
+        let (_, answer) = daemon.post("lead", Some(KEY), body.to_string()).await;
+        if i >= 2 {
+            small.insert(answer["event_id"].as_str().unwrap().to_string());
+        }
+    }
+    for i in 0..2 {
+        let (_, answer) = daemon.post("view", Some(KEY), view(&format!("v{i}"))).await;
+        views.insert(answer["event_id"].as_str().unwrap().to_string());
+    }
+    crm.wait_for(4, WAIT).await;
+
+    // The edit: only big deals reach the CRM now, and views start going there.
+    daemon.rewrite_config(
+        &rules_leads_to(&crm, "", "  - { name: views-crm, event: view, to: [crm] }").replace(
+            "{ name: leads, event: lead, to: [crm] }",
+            "{ name: leads, event: lead, match: { custom_id: { gt: 1000 } }, to: [crm] }",
+        ),
+    );
+    let (status, report) = daemon
+        .admin(Method::POST, "/reload?dry_run=1&since=1h")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["events"], 6, "{report}");
+    assert_eq!(
+        report["routes"],
+        serde_json::json!({
+            "leads": {"current": 4, "candidate": 2},
+            "views-crm": {"current": 0, "candidate": 2}
+        }),
+        "{report}"
+    );
+    assert_eq!(
+        report["destinations"],
+        serde_json::json!({"crm": {"current": 4, "candidate": 4}})
+    );
+    assert_eq!(
+        (report["gained"].as_u64(), report["lost"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let ids = |key: &str| -> BTreeSet<String> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("lost_sample"), small);
+    assert_eq!(ids("gained_sample"), views);
+
+    // Nothing was reloaded or sent: a small lead still reaches the CRM, and only it.
+    let mut body = fixture_json("lead.json");
+    body["id"] = Value::from("after");
+    body["custom_id"] = Value::from(10);
+    daemon.post("lead", Some(KEY), body.to_string()).await;
+    crm.wait_for(5, WAIT).await;
+    drained(&daemon, "crm").await;
+    assert_eq!(crm.requests().len(), 5);
+
+    // A candidate that does not load is refused with its problems, as a reload would be.
+    std::fs::write(&daemon.config_path, "routes: [").unwrap();
+    let (status, body) = daemon.admin(Method::POST, "/reload?dry_run=1").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid_config")),
+        "{body}"
+    );
+    daemon.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The journal through the admin API: `GET /events` (list and find), `POST /replay`
 //! (start one, or `dry_run=1`), `GET /replays`, `GET /replays/{id}` and
-//! `POST /replays/{id}/cancel`. Every parameter is a query parameter, as the other
+//! `POST /replays/{id}/cancel`, and the shadow test `POST /reload?dry_run=1`. Every parameter is a query parameter, as the other
 //! endpoints take them.
 
 use std::collections::BTreeMap;
@@ -239,4 +239,22 @@ pub fn show_replay(state: &AdminState, id: &str) -> Answer {
 pub fn cancel_replay(state: &AdminState, id: &str) -> Answer {
     let id = parse_id(id, "replay")?;
     Ok(json(StatusCode::OK, &state.replays.cancel(&id)?))
+}
+
+/// `POST /reload?dry_run=1[&since=24h]`: the config file as it is now, judged against the
+/// events recorded since `since` ([`crate::shadow`]); nothing is reloaded or sent. `422
+/// invalid_config` with every problem when the file does not load.
+pub async fn reload_dry_run(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
+    let since = query.get("since").map_or("24h", String::as_str);
+    let since_ms = parse_time(since, now_ms(), "since")?;
+    let current = state.config.load_full();
+    let candidate =
+        crate::config::Config::load(&current.source).map_err(AdminError::InvalidConfig)?;
+    let store = state.store.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::shadow::report(&store, &current, &candidate, since_ms)
+    })
+    .await
+    .map_err(|e| AdminError::Internal(e.to_string()))??;
+    Ok(json(StatusCode::OK, &report))
 }
