@@ -53,6 +53,21 @@ pub enum Command {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+        /// Also judge it against the events the running daemon recorded since `--since`:
+        /// per route and destination what the rules in force and this file send, and
+        /// samples of the deliveries it would gain and lose. Sends and reloads nothing.
+        #[arg(long)]
+        against_journal: bool,
+        /// With `--against-journal`: events received since this (24h, 2h, an RFC 3339 time).
+        #[arg(long, default_value = "24h", requires = "against_journal")]
+        since: String,
+        /// With `--against-journal`: the admin API's base URL; default: this file's
+        /// `server.admin_listen`.
+        #[arg(long, env = "HOOKROUTER_ADMIN", value_hint = clap::ValueHint::Url)]
+        admin: Option<String>,
+        /// With `--against-journal`: bearer token; default: this file's `server.admin_token`.
+        #[arg(long, env = "HOOKROUTER_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Write a production skeleton (routes.yaml with placeholders and comments, and a
     /// mode-0600 env file for its secrets) into DIR; never overwrites a file.

@@ -638,6 +638,38 @@ async fn the_shadow_report_counts_exactly_what_an_edit_gains_and_loses_and_chang
     assert_eq!(ids("lost_sample"), small);
     assert_eq!(ids("gained_sample"), views);
 
+    // The same from the command line, with the candidate in another file.
+    let candidate = daemon.dir().join("candidate.yaml");
+    std::fs::copy(&daemon.config_path, &candidate).unwrap();
+    let (code, out, err) = cli(vec![
+        "check".into(),
+        "--config".into(),
+        candidate.display().to_string(),
+        "--against-journal".into(),
+        "--since".into(),
+        "1h".into(),
+        "--admin".into(),
+        daemon.admin_url(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("against the journal: 6 events"), "{out}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(row("leads").as_deref(), Some("leads 4 2 -2"), "{out}");
+    assert_eq!(
+        row("views-crm").as_deref(),
+        Some("views-crm 0 2 +2"),
+        "{out}"
+    );
+    assert!(out.contains("2 deliveries gained, 2 lost"), "{out}");
+    for id in &small {
+        assert!(out.contains(&format!("lost: {id} (lead) -> crm")), "{out}");
+    }
+
     // Nothing was reloaded or sent: a small lead still reaches the CRM, and only it.
     let mut body = fixture_json("lead.json");
     body["id"] = Value::from("after");

@@ -27,6 +27,12 @@ pub enum Operation {
     Event(EventCommand),
     /// `replay ...`.
     Replay(ReplayArgs),
+    /// `check --against-journal --since T`: the config file (`--config`) judged against
+    /// the running daemon's recorded events.
+    Shadow {
+        /// Events received since this.
+        since: String,
+    },
 }
 
 /// Why an operator command failed.
@@ -98,6 +104,9 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             .await
         }
         Operation::Replay(r) => super::history_cli::replay(&client, args, r, out).await,
+        Operation::Shadow { since } => {
+            super::history_cli::shadow(&client, &args.config, since, out).await
+        }
         Operation::Dead(DeadCommand::List { destination, limit }) => {
             let mut path = format!("/dead?limit={limit}");
             if let Some(d) = destination {

@@ -52,7 +52,7 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
         (&Method::GET, ["replays", id]) => history::show_replay(state, id),
         (&Method::POST, ["replays", id, "cancel"]) => history::cancel_replay(state, id),
         (&Method::POST, ["reload"]) if query.contains_key("dry_run") => {
-            history::reload_dry_run(state, &query).await
+            history::reload_dry_run(state, &query, req).await
         }
         (&Method::POST, ["reload"]) => reload(state),
         (_, ["healthz" | "queue" | "metrics" | "dead" | "reload"])

@@ -241,15 +241,42 @@ pub fn cancel_replay(state: &AdminState, id: &str) -> Answer {
     Ok(json(StatusCode::OK, &state.replays.cancel(&id)?))
 }
 
-/// `POST /reload?dry_run=1[&since=24h]`: the config file as it is now, judged against the
-/// events recorded since `since` ([`crate::shadow`]); nothing is reloaded or sent. `422
-/// invalid_config` with every problem when the file does not load.
-pub async fn reload_dry_run(state: &AdminState, query: &BTreeMap<String, String>) -> Answer {
+/// Largest candidate config `POST /reload?dry_run=1` reads from its body.
+const MAX_CANDIDATE_BYTES: usize = 4 << 20;
+
+/// `POST /reload?dry_run=1[&since=24h][&name=NEW.yaml]`: a candidate config judged against
+/// the events recorded since `since` ([`crate::shadow`]); nothing is reloaded or sent. The
+/// candidate is the request body when there is one (`check --against-journal` sends it;
+/// `name` is the file its problems are reported against, `${VAR}` are the daemon's), or
+/// else the config file as it is now. `422 invalid_config` with every problem when it does
+/// not load.
+pub async fn reload_dry_run(
+    state: &AdminState,
+    query: &BTreeMap<String, String>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Answer {
+    use http_body_util::BodyExt;
     let since = query.get("since").map_or("24h", String::as_str);
     let since_ms = parse_time(since, now_ms(), "since")?;
     let current = state.config.load_full();
-    let candidate =
-        crate::config::Config::load(&current.source).map_err(AdminError::InvalidConfig)?;
+    let body = http_body_util::Limited::new(req.into_body(), MAX_CANDIDATE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| AdminError::InvalidBody(format!("reading the candidate config: {e}")))?
+        .to_bytes();
+    let candidate = if body.is_empty() {
+        crate::config::Config::load(&current.source)
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| AdminError::InvalidBody("the candidate config is not UTF-8".into()))?;
+        let name = query.get("name").map_or("candidate.yaml", String::as_str);
+        crate::config::Config::from_yaml(
+            text,
+            std::path::Path::new(name),
+            &crate::config::ProcessEnv,
+        )
+    }
+    .map_err(AdminError::InvalidConfig)?;
     let store = state.store.clone();
     let report = tokio::task::spawn_blocking(move || {
         crate::shadow::report(&store, &current, &candidate, since_ms)

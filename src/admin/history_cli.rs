@@ -1,5 +1,5 @@
 //! The operator's commands over the journal: `event list`, `replay` (with `--dry-run` and
-//! `--cancel`) and the replay lines of `status`.
+//! `--cancel`), the replay lines of `status`, and `check --against-journal`.
 
 use std::fmt::Write as _;
 
@@ -251,5 +251,75 @@ pub(super) async fn status_replays(client: &AdminClient, out: &mut String) -> Re
         &["REPLAY", "STATE", "EVENTS", "DELIVERIES", "TO", "STARTED"],
         &rows,
     ));
+    Ok(())
+}
+
+/// `check --against-journal`: sends the file at `path` as the candidate and prints the
+/// shadow report.
+pub(super) async fn shadow(
+    client: &AdminClient,
+    path: &std::path::Path,
+    since: &str,
+    out: &mut String,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        CliError::Config(crate::config::ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    let query = format!(
+        "/reload?dry_run=1&since={}&name={}",
+        encode_query(since),
+        encode_query(&path.display().to_string())
+    );
+    let report: crate::shadow::ShadowReport =
+        decode(client.call_with(Method::POST, &query, Some(text)).await?)?;
+    let _ = writeln!(
+        out,
+        "\nagainst the journal: {} events received since {} (now / with {}):",
+        report.events,
+        rfc3339(report.since_ms),
+        path.display()
+    );
+    let counts = |m: &std::collections::BTreeMap<String, crate::shadow::Counts>| {
+        m.iter()
+            .map(|(k, c)| {
+                let delta = i128::from(c.candidate) - i128::from(c.current);
+                vec![
+                    k.clone(),
+                    c.current.to_string(),
+                    c.candidate.to_string(),
+                    format!("{delta:+}"),
+                ]
+            })
+            .collect::<Vec<_>>()
+    };
+    out.push_str(&render(
+        &["ROUTE", "NOW", "CANDIDATE", "CHANGE"],
+        &counts(&report.routes),
+    ));
+    out.push('\n');
+    out.push_str(&render(
+        &["DESTINATION", "NOW", "CANDIDATE", "CHANGE"],
+        &counts(&report.destinations),
+    ));
+    let _ = writeln!(
+        out,
+        "\n{} deliveries gained, {} lost; nothing was sent or reloaded",
+        report.gained, report.lost
+    );
+    for (what, sample) in [
+        ("lost", &report.lost_sample),
+        ("gained", &report.gained_sample),
+    ] {
+        for c in sample {
+            let _ = writeln!(
+                out,
+                "  {what}: {} ({}) -> {}",
+                c.event_id, c.kind, c.destination
+            );
+        }
+    }
     Ok(())
 }
