@@ -146,7 +146,7 @@ fn reference_sections() -> clap_mangen::roff::Roff {
     );
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
-        "hookrouter-serve(1), hookrouter-check(1), hookrouter-init(1), hookrouter-route(1), hookrouter-status(1), hookrouter-dead(1), hookrouter-event(1), hookrouter-echo(1), systemd.exec(5); /usr/share/doc/hookrouter/README.md",
+        "hookrouter-serve(1), hookrouter-check(1), hookrouter-init(1), hookrouter-route(1), hookrouter-status(1), hookrouter-dead(1), hookrouter-event(1), hookrouter-replay(1), hookrouter-echo(1), systemd.exec(5); /usr/share/doc/hookrouter/README.md",
     )]);
     roff
 }

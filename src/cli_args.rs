@@ -4,7 +4,7 @@
 //! compiles this very file (through `#[path]`) to generate the shell completions and the
 //! man pages at build time: what the package installs cannot drift from what the binary
 //! parses. `main.rs` parses [`Cli`] and dispatches; the operator commands' arguments
-//! ([`AdminArgs`], [`DeadCommand`], [`EventCommand`]) are re-exported by `admin::cli`,
+//! ([`AdminArgs`], [`DeadCommand`], [`EventCommand`], [`ReplayArgs`]) are re-exported by `admin::cli`,
 //! which runs them.
 
 use std::net::SocketAddr;
@@ -53,6 +53,21 @@ pub enum Command {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
+        /// Also judge it against the events the running daemon recorded since `--since`:
+        /// per route and destination what the rules in force and this file send, and
+        /// samples of the deliveries it would gain and lose. Sends and reloads nothing.
+        #[arg(long)]
+        against_journal: bool,
+        /// With `--against-journal`: events received since this (24h, 2h, an RFC 3339 time).
+        #[arg(long, default_value = "24h", requires = "against_journal")]
+        since: String,
+        /// With `--against-journal`: the admin API's base URL; default: this file's
+        /// `server.admin_listen`.
+        #[arg(long, env = "HOOKROUTER_ADMIN", value_hint = clap::ValueHint::Url)]
+        admin: Option<String>,
+        /// With `--against-journal`: bearer token; default: this file's `server.admin_token`.
+        #[arg(long, env = "HOOKROUTER_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Write a production skeleton (routes.yaml with placeholders and comments, and a
     /// mode-0600 env file for its secrets) into DIR; never overwrites a file.
@@ -110,6 +125,15 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: DestinationCommand,
+    },
+    /// Send recorded events again through today's rules (or to one destination), as new
+    /// deliveries paced by each destination's limits; runs in the background (progress in
+    /// `status`) and survives a restart.
+    Replay {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        args: ReplayArgs,
     },
     /// Run a receiver that prints every request it gets and answers 200.
     Echo {
@@ -195,9 +219,101 @@ pub enum DeadCommand {
     },
 }
 
+/// `--status`: where an event stands, judged from its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventStatusArg {
+    /// Every delivery succeeded.
+    Delivered,
+    /// A delivery is in the dead letters.
+    Dead,
+    /// It matched no route (kept with `server.keep_unrouted`).
+    Unrouted,
+    /// A delivery is waiting for an attempt or a retry.
+    Queued,
+    /// Settled, but a dead letter of it was dropped.
+    Dropped,
+}
+
+impl EventStatusArg {
+    /// The name the admin API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatusArg::Delivered => "delivered",
+            EventStatusArg::Dead => "dead",
+            EventStatusArg::Unrouted => "unrouted",
+            EventStatusArg::Queued => "queued",
+            EventStatusArg::Dropped => "dropped",
+        }
+    }
+}
+
+/// The filters of `event list` and `replay --since`: every one given must hold.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EventFilters {
+    /// Received before this (a duration before now, such as 30m, or an RFC 3339 time).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only events of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<EventKindArg>,
+    /// Only events that matched this route when they were accepted.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Only events with a delivery to this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Only events with this status now.
+    #[arg(long, value_enum)]
+    pub status: Option<EventStatusArg>,
+    /// Only the event with this Mindstamp `id` in its body.
+    #[arg(long)]
+    pub mindstamp_id: Option<String>,
+}
+
+/// `hookrouter replay EVENT_ID... | --since T [filters] [--to D] [--dry-run] | --cancel ID`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Event ids to replay (instead of `--since`).
+    #[arg(required_unless_present_any = ["since", "cancel"], conflicts_with_all = ["since", "cancel"])]
+    pub events: Vec<String>,
+    /// Replay the events received since this (a duration before now, such as 2h, or an RFC
+    /// 3339 time), narrowed by the filters.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub filters: EventFilters,
+    /// Only to this destination (when today's rules send the event there), e.g. to backfill
+    /// a new CRM without sending the other destinations anything again.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print what would be sent where and the counts per destination; send nothing.
+    #[arg(long, conflicts_with = "cancel")]
+    pub dry_run: bool,
+    /// With `--dry-run`: each event's routing reasons, as `route --explain` shows them.
+    #[arg(long, requires = "dry_run")]
+    pub explain: bool,
+    /// Stop a running replay (by the id `replay` printed) from queueing more.
+    #[arg(long, conflicts_with_all = ["since", "to"])]
+    pub cancel: Option<String>,
+}
+
 /// `hookrouter event ...`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum EventCommand {
+    /// List recorded events, newest first, a page at a time.
+    List {
+        /// Events received since this: a duration before now (2h, 30m, 7d) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        #[command(flatten)]
+        filters: EventFilters,
+        /// At most this many (a page; at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only events older than this event id (the next page: the id printed at the end).
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Show an event, its routes and every attempt of every delivery.
     Show {
         /// The event id (the `event_id` hookrouter answered Mindstamp with).

@@ -230,7 +230,7 @@ pub fn render_report(report: &RouteReport) -> String {
     if report.routes.is_empty() {
         let _ = writeln!(
             out,
-            "no route matches this {} event: it would get 200 \"unrouted\" and go nowhere",
+            "no route matches this {} event: it would get 200 \"unrouted\" and go nowhere (kept in the journal for replay unless server.keep_unrouted is false)",
             report.event
         );
     } else {

@@ -20,7 +20,9 @@
 //! skeleton. [`cli_args`] is the command line itself, which `build.rs` also compiles to
 //! generate the shell completions and man pages.
 //!
-//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`metrics`]
+//! Operating it: [`admin`] (the admin API, the status page and the CLI), [`replay`]
+//! (recorded events sent again through today's rules), [`shadow`] (a candidate config
+//! judged against recorded traffic), [`metrics`]
 //! (Prometheus), [`notify`] (systemd readiness and watchdog), and
 //! [`queue::housekeeping`] (de-duplication and retention).
 #![forbid(unsafe_code)]
@@ -39,8 +41,10 @@ pub mod inspect;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
+pub mod replay;
 pub mod retry;
 pub mod route;
+pub mod shadow;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -91,6 +95,9 @@ pub enum RunError {
     /// The final flush failed.
     #[error("final flush: {0}")]
     Flush(StoreError),
+    /// The saved replay operations could not be read.
+    #[error("reading the replay operations: {0}")]
+    Replays(String),
     /// The store hit an I/O error that sled does not recover from without a restart.
     #[error("the store failed (see the error logged before); restart hookrouter once the disk has room again: nothing acknowledged is lost")]
     StoreFailed,
@@ -111,6 +118,7 @@ pub struct Running {
     /// `wait` can return only once sled's lock on the data directory is released.
     tasks: TaskTracker,
     committer: CommitterThread,
+    replays: replay::Replays,
 }
 
 /// Opens the store, starts delivery and binds the listener. Returns once the daemon is
@@ -223,6 +231,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             last: None,
         })),
     };
+    // Replays still running when the daemon stopped go on from where they were.
+    let replays = replay::Replays::start(
+        store.clone(),
+        config.clone(),
+        dispatcher.clone(),
+        shutdown.child_token(),
+    )
+    .map_err(|e| RunError::Replays(e.to_string()))?;
     let admin_state = Arc::new(admin::AdminState {
         store: store.clone(),
         config: config.clone(),
@@ -231,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         health,
         reloader: reloader.clone(),
         recent_ids,
+        replays: replays.clone(),
     });
     let tasks = TaskTracker::new();
     // With the listeners: on shutdown it sends the digests still open before the
@@ -276,6 +293,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         shutdown,
         tasks,
         committer: committer_thread,
+        replays,
     })
 }
 
@@ -328,6 +346,8 @@ impl Running {
             tracing::warn!("connections still open after the grace period were abandoned");
         }
         self.dispatcher.drain(grace).await;
+        // A replay stops between chunks; its record says where to go on at the next start.
+        self.replays.wait().await;
         let committer = self.committer;
         // Every ingress sender is gone once ingress has stopped, so the thread ends after
         // its last batch; if a stuck connection still holds one, do not wait forever.

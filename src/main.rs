@@ -61,7 +61,29 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::Check { config } => check(config),
+            Command::Check {
+                config,
+                against_journal: false,
+                ..
+            } => check(config),
+            Command::Check {
+                config,
+                since,
+                admin,
+                token,
+                ..
+            } => match check(config.clone()) {
+                Ok(()) => {
+                    let args = AdminArgs {
+                        admin,
+                        config,
+                        token,
+                        json: false,
+                    };
+                    operate(Operation::Shadow { since }, args).await
+                }
+                Err(e) => Err(e),
+            },
             Command::Init { dir } => init(&dir),
             Command::Route {
                 config,
@@ -86,6 +108,7 @@ fn main() -> ExitCode {
             Command::Destination { admin, command } => {
                 operate(Operation::Destination(command), admin).await
             }
+            Command::Replay { admin, args } => operate(Operation::Replay(args), admin).await,
             Command::Echo { listen } => {
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let token = shutdown.clone();

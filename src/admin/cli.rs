@@ -1,5 +1,5 @@
-//! The operator's commands over the admin API: `status`, `dead list|show|retry|drop` and
-//! `event show`. Human tables by default, the API's JSON with `--json`.
+//! The operator's commands over the admin API: `status`, `dead list|show|retry|drop`,
+//! `event show|list` and `replay` (the last two in [`super::history_cli`]). Human tables by default, the API's JSON with `--json`.
 //!
 //! They live in the library (not `main.rs`) so tests can drive them and `main` only
 //! dispatches.
@@ -16,7 +16,7 @@ use super::views::{
 use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
 
 // The arguments are defined with the rest of the command line, where `build.rs` can see them.
-pub use crate::cli_args::{AdminArgs, DeadCommand, DestinationCommand, EventCommand};
+pub use crate::cli_args::{AdminArgs, DeadCommand, DestinationCommand, EventCommand, ReplayArgs};
 
 /// One operator command.
 #[derive(Debug, Clone)]
@@ -29,6 +29,14 @@ pub enum Operation {
     Event(EventCommand),
     /// `destination hold|release`.
     Destination(DestinationCommand),
+    /// `replay ...`.
+    Replay(ReplayArgs),
+    /// `check --against-journal --since T`: the config file (`--config`) judged against
+    /// the running daemon's recorded events.
+    Shadow {
+        /// Events received since this.
+        since: String,
+    },
 }
 
 /// Why an operator command failed.
@@ -75,7 +83,13 @@ pub fn connect(args: &AdminArgs) -> Result<AdminClient, CliError> {
 pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(), CliError> {
     let client = connect(args)?;
     match op {
-        Operation::Status => show(&client, args, "/queue", out, status_table).await,
+        Operation::Status => {
+            show(&client, args, "/queue", out, status_table).await?;
+            if !args.json {
+                super::history_cli::status_replays(&client, out).await?;
+            }
+            Ok(())
+        }
         Operation::Destination(command) => {
             let (name, verb) = match command {
                 DestinationCommand::Hold { name } => (name, "hold"),
@@ -90,6 +104,27 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
                 hold_line(&r, verb, out);
             }
             Ok(())
+        }
+        Operation::Event(EventCommand::List {
+            since,
+            filters,
+            limit,
+            before,
+        }) => {
+            super::history_cli::event_list(
+                &client,
+                args,
+                since,
+                filters,
+                *limit,
+                before.as_deref(),
+                out,
+            )
+            .await
+        }
+        Operation::Replay(r) => super::history_cli::replay(&client, args, r, out).await,
+        Operation::Shadow { since } => {
+            super::history_cli::shadow(&client, &args.config, since, out).await
         }
         Operation::Dead(DeadCommand::List { destination, limit }) => {
             let mut path = format!("/dead?limit={limit}");
@@ -167,7 +202,7 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T,
     serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
-fn push_json(out: &mut String, value: &serde_json::Value) {
+pub(super) fn push_json(out: &mut String, value: &serde_json::Value) {
     out.push_str(&serde_json::to_string_pretty(value).unwrap_or_default());
     out.push('\n');
 }

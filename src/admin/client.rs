@@ -85,6 +85,16 @@ impl AdminClient {
         method: reqwest::Method,
         path: &str,
     ) -> Result<serde_json::Value, ClientError> {
+        self.call_with(method, path, None).await
+    }
+
+    /// Like [`AdminClient::call`], sending `body` (a candidate config for the shadow test).
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<serde_json::Value, ClientError> {
         let url = self.base.join(path).map_err(|e| ClientError::Url {
             url: path.to_string(),
             message: e.to_string(),
@@ -92,6 +102,9 @@ impl AdminClient {
         let mut request = self.http.request(method, url.clone());
         if let Some(t) = &self.token {
             request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.body(b);
         }
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: url.to_string(),

@@ -12,7 +12,7 @@ use super::views::{
     body_json, DeadLetterView, DeadList, DestinationQueue, EventView, HealthView, HoldResult,
     JobView, QueueView, ReloadView, RetryResult, Skipped,
 };
-use super::AdminState;
+use super::{history, AdminState};
 use crate::config::ConfigError;
 use crate::ingress::response::{error, json, JsonResponse};
 use crate::queue::{now_ms, Store, StoreError};
@@ -46,12 +46,21 @@ pub async fn route(state: &AdminState, req: Request<Incoming>) -> JsonResponse {
         (&Method::DELETE, ["dead", id]) => drop_dead(state, id),
         (&Method::POST, ["dead", id, "retry"]) => retry_one(state, id),
         (&Method::GET, ["events", id]) => show_event(state, id),
+        (&Method::GET, ["events"]) => history::list_events(state, &query).await,
+        (&Method::POST, ["replay"]) => history::replay(state, &query).await,
+        (&Method::GET, ["replays"]) => history::list_replays(state),
+        (&Method::GET, ["replays", id]) => history::show_replay(state, id),
+        (&Method::POST, ["replays", id, "cancel"]) => history::cancel_replay(state, id),
+        (&Method::POST, ["reload"]) if query.contains_key("dry_run") => {
+            history::reload_dry_run(state, &query, req).await
+        }
         (&Method::POST, ["reload"]) => reload(state),
         (&Method::POST, ["destinations", name, "hold"]) => hold(state, name, true),
         (&Method::POST, ["destinations", name, "release"]) => hold(state, name, false),
         (_, ["healthz" | "queue" | "metrics" | "dead" | "reload"])
-        | (_, ["dead", _] | ["events", _])
-        | (_, ["dead", _, "retry"])
+        | (_, ["events" | "replay" | "replays"])
+        | (_, ["dead", _] | ["events", _] | ["replays", _])
+        | (_, ["dead", _, "retry"] | ["replays", _, "cancel"])
         | (_, ["destinations", _, "hold" | "release"]) => {
             Err(AdminError::MethodNotAllowed { method, path })
         }
@@ -77,6 +86,12 @@ pub enum AdminError {
     /// A request body is not what the endpoint takes.
     #[error("{0}")]
     InvalidBody(String),
+    /// A query parameter is not what the endpoint takes.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// A replay could not be started, found or cancelled.
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
     /// No such dead letter.
     #[error("no dead letter {0} (retried, dropped or purged?)")]
     NoDeadLetter(Uuid),
@@ -123,6 +138,8 @@ impl AdminError {
                 (StatusCode::BAD_REQUEST, "invalid_limit")
             }
             AdminError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            AdminError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            AdminError::Replay(e) => replay_error(e),
             AdminError::NoDeadLetter(_)
             | AdminError::NoEvent(_)
             | AdminError::NoEventFor(_)
@@ -143,6 +160,25 @@ impl AdminError {
             }
         };
         error(status, code, self.to_string())
+    }
+}
+
+/// The status and code of a replay error.
+fn replay_error(e: &crate::replay::ReplayError) -> (StatusCode, &'static str) {
+    use crate::replay::ReplayError as E;
+    match e {
+        E::NothingSelected | E::Ambiguous => (StatusCode::BAD_REQUEST, "invalid_replay"),
+        E::UnknownDestination(_) => (StatusCode::CONFLICT, "unknown_destination"),
+        E::UnknownEvents(_) | E::NoReplay(_) => (StatusCode::NOT_FOUND, "not_found"),
+        E::NotRunning(..) => (StatusCode::CONFLICT, "not_running"),
+        E::Store(e) => {
+            tracing::error!(error = %e, "replay request failed on the store");
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+        }
+        E::Task(e) => {
+            tracing::error!(error = %e, "replay request failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
     }
 }
 

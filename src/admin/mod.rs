@@ -14,6 +14,8 @@
 pub mod cli;
 pub mod client;
 pub mod handlers;
+pub mod history;
+mod history_cli;
 pub mod lookup;
 pub mod origin;
 pub mod overview;
@@ -63,6 +65,8 @@ pub struct AdminState {
     pub reloader: Reloader,
     /// Mindstamp ids of accepted events, for the page's event lookup.
     pub recent_ids: Arc<crate::ingress::recent::RecentIds>,
+    /// Replay operations: started, listed and cancelled through the API.
+    pub replays: crate::replay::Replays,
 }
 
 /// Does the request carry the configured bearer token (or is none configured)?

@@ -47,6 +47,10 @@ pub struct ServerSettings {
     pub dead_retention: Duration,
     /// Pending jobs beyond which ingress answers 503 instead of accepting more.
     pub max_queue: u64,
+    /// Whether an event that matches no route is kept in the journal (for `retention`,
+    /// listable and replayable) rather than only answered `unrouted`: a rule typo must not
+    /// lose traffic for good.
+    pub keep_unrouted: bool,
 }
 
 pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSettings {
@@ -125,6 +129,7 @@ pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) ->
             problems,
         ),
         max_queue,
+        keep_unrouted: raw.keep_unrouted.unwrap_or(true),
     }
 }
 

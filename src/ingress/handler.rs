@@ -204,8 +204,9 @@ async fn receive(
     if config.watches_traffic() {
         state.activity.matched(kind, &decision.routes, now_ms());
     }
-    if decision.deliveries.is_empty() {
-        tracing::info!(%kind, outcome = "unrouted", "webhook matched no route");
+    let unrouted = decision.deliveries.is_empty();
+    if unrouted && !config.server.keep_unrouted {
+        tracing::info!(%kind, outcome = "unrouted", "webhook matched no route; not kept (server.keep_unrouted: false)");
         return ok(&Accepted {
             status: "unrouted",
             event_id: String::new(),
@@ -213,7 +214,13 @@ async fn receive(
             deliveries: 0,
         });
     }
-    let dedupe = dedupe_key(kind, &verified.get().json, config.server.dedupe_window);
+    // An unrouted event is kept without an identity: a later copy, after a rule fix, is
+    // routed rather than answered `duplicate` of an event that went nowhere.
+    let dedupe = if unrouted {
+        None
+    } else {
+        dedupe_key(kind, &verified.get().json, config.server.dedupe_window)
+    };
     let source_id = mindstamp_id(&verified.get().json);
     let now = now_ms();
     let event_id = Uuid::now_v7();
@@ -263,6 +270,15 @@ async fn receive(
             );
             return r;
         }
+    }
+    if unrouted {
+        tracing::info!(%event_id, %kind, outcome = "unrouted", "webhook matched no route; kept in the journal for replay");
+        return ok(&Accepted {
+            status: "unrouted",
+            event_id: event_id.to_string(),
+            routes: Vec::new(),
+            deliveries: 0,
+        });
     }
     for d in &decision.deliveries {
         state.dispatcher.wake(&d.destination);

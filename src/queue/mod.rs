@@ -29,6 +29,7 @@
 //! | `v2.attempts` | job id + attempt number (u32 BE)            | [`AttemptRecord`]: written only by earlier versions (and migration), still read |
 //! | `v2.dead`     | job id                                      | [`DeadLetter`] and its attempts |
 //! | `v2.done`     | job id                                      | [`SettledJob`] (a job settled through sled) and its attempts |
+//! | `v2.replays`  | replay operation id                         | its record, JSON ([`replay`](crate::replay)), saved with each chunk of jobs it queues |
 //!
 //! A job's attempts travel inside its record (value version 2: the record, then its
 //! attempts) as it moves between `jobs`, `dead` and `done`: one sled record per retrying
@@ -67,6 +68,7 @@
 //! housekeeping pass ([`housekeeping::run`]) runs the checkpoint, rotation, segment deletion
 //! and purges on a blocking thread.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod commit;
 pub mod entry;
@@ -82,6 +84,7 @@ pub mod operator;
 mod overflow;
 pub mod record;
 mod recover;
+mod replay;
 mod retry_queue;
 pub mod segments;
 pub mod stats;
