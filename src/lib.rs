@@ -71,12 +71,12 @@ pub type SharedConfig = Arc<ArcSwap<Config>>;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The store could not be opened.
-    #[error("opening the store in {path}: {source}")]
+    #[error("opening the store in {path}: {error}")]
     Store {
         /// The data directory.
         path: String,
-        /// What sled said.
-        source: StoreError,
+        /// What went wrong (not a `source`, so that a chained report does not say it twice).
+        error: StoreError,
     },
     /// The listener could not be bound.
     #[error("listening on {addr}: {source}")]
@@ -101,6 +101,26 @@ pub enum RunError {
     /// The store hit an I/O error that sled does not recover from without a restart.
     #[error("the store failed (see the error logged before); restart hookrouter once the disk has room again: nothing acknowledged is lost")]
     StoreFailed,
+    /// Files of the store were deleted or replaced under the running daemon.
+    #[error("the data directory was deleted or replaced while hookrouter was running (see the error logged before); restore it from a backup, or move what is left aside to start empty, then start hookrouter again")]
+    StoreVanished,
+}
+
+impl RunError {
+    /// The exit code this error calls for, when it is not the generic failure: 74
+    /// (EX_IOERR) for a data directory that vanished under the daemon, 65 (EX_DATAERR) for
+    /// a store found damaged at start. The systemd unit does not restart on either: a
+    /// restart cannot repair them, and one on an empty directory would start afresh.
+    pub fn exit_code(&self) -> Option<u8> {
+        match self {
+            RunError::StoreVanished => Some(74),
+            RunError::Store {
+                error: StoreError::Damaged { .. },
+                ..
+            } => Some(65),
+            _ => None,
+        }
+    }
 }
 
 /// A running daemon: its address, and the handles to reload and stop it.
@@ -132,9 +152,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         dedupe_window: server.dedupe_window,
         ..StoreOptions::new(server.store_cache_bytes)
     };
-    let store = Store::open(&server.data_dir, options).map_err(|source| RunError::Store {
+    let store = Store::open(&server.data_dir, options).map_err(|error| RunError::Store {
         path: server.data_dir.display().to_string(),
-        source,
+        error,
     })?;
     let shutdown = CancellationToken::new();
     // A store that can no longer write stops the daemon: its supervisor restarts it, and
@@ -154,9 +174,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
     let health =
-        HealthBoard::open(store.clone(), queue::now_ms()).map_err(|source| RunError::Store {
+        HealthBoard::open(store.clone(), queue::now_ms()).map_err(|error| RunError::Store {
             path: server.data_dir.display().to_string(),
-            source,
+            error,
         })?;
     let (alerts, alert_inbox) = alert::channel();
     health.on_change({
@@ -221,6 +241,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         store: store.clone(),
         metrics: metrics.clone(),
         recent_ids: recent_ids.clone(),
+        bodies: ingress::body::Budget::new(server.max_body_bytes),
     });
     let reloader = Reloader {
         config: config.clone(),
@@ -354,6 +375,9 @@ impl Running {
         let joined = tokio::task::spawn_blocking(move || committer.join());
         let _ = tokio::time::timeout(grace, joined).await;
         if self.store.failed().is_cancelled() {
+            if self.store.vanished() {
+                return Err(RunError::StoreVanished);
+            }
             return Err(RunError::StoreFailed);
         }
         self.store.close().map_err(RunError::Flush)?;

@@ -12,7 +12,9 @@ use hookrouter::config::{Config, ConfigError};
 
 /// EX_USAGE: the config is wrong; systemd's `RestartPreventExitStatus=64` stops restart loops.
 const EXIT_CONFIG: u8 = 64;
-/// EX_DATAERR: the input given to a command (a payload for `route`) is not usable.
+/// EX_DATAERR: the input given to a command (a payload for `route`) is not usable. `serve`
+/// exits 65 too for a damaged store, and 74 (EX_IOERR) when the data directory vanished
+/// under it ([`hookrouter::RunError::exit_code`]); the unit restarts on neither.
 const EXIT_DATA: u8 = 65;
 
 /// Installs the logger. Lines go through a bounded channel to one writer thread, which
@@ -134,6 +136,10 @@ fn main() -> ExitCode {
             eprintln!("hookrouter: {e:#}");
             ExitCode::from(EXIT_DATA)
         }
+        Err(Failure::Exit(code, e)) => {
+            eprintln!("hookrouter: {e:#}");
+            ExitCode::from(code)
+        }
         Err(Failure::Other(e)) => {
             eprintln!("hookrouter: {e:#}");
             ExitCode::FAILURE
@@ -144,7 +150,16 @@ fn main() -> ExitCode {
 enum Failure {
     Config(ConfigError),
     Data(anyhow::Error),
+    /// A daemon failure with an exit code of its own ([`hookrouter::RunError::exit_code`]).
+    Exit(u8, anyhow::Error),
     Other(anyhow::Error),
+}
+
+fn run_failure(e: hookrouter::RunError) -> Failure {
+    match e.exit_code() {
+        Some(code) => Failure::Exit(code, e.into()),
+        None => Failure::Other(e.into()),
+    }
 }
 
 fn check(path: PathBuf) -> Result<(), Failure> {
@@ -247,9 +262,7 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = Config::load(&path).map_err(Failure::Config)?;
-    let running = hookrouter::start(config)
-        .await
-        .map_err(|e| Failure::Other(e.into()))?;
+    let running = hookrouter::start(config).await.map_err(run_failure)?;
     let shutdown = running.shutdown_token();
     let stopped = running.shutdown_token();
     let running = std::sync::Arc::new(tokio::sync::Mutex::new(Some(running)));
@@ -283,7 +296,7 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
     shutdown.cancel();
     let taken = running.lock().await.take();
     if let Some(r) = taken {
-        r.wait().await.map_err(|e| Failure::Other(e.into()))?;
+        r.wait().await.map_err(run_failure)?;
     }
     Ok(())
 }

@@ -838,3 +838,63 @@ routes:
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_state_change_without_a_json_content_type_is_refused_and_changes_nothing() {
+    let crm = Receiver::start().await;
+    crm.set_default(Reply::status(410).body("gone"));
+    let daemon = TestDaemon::start(&one_destination(&crm)).await;
+    assert_eq!(
+        daemon.post("lead", Some(KEY), fixture("lead.json")).await.0,
+        200
+    );
+    until_dead(&daemon, 1).await;
+    crm.set_default(Reply::status(200));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let retry = format!("{}/dead/retry", daemon.admin_url());
+    // What an old browser (neither Sec-Fetch-Site nor Origin) would send from a form or a
+    // no-cors fetch on another site's page, and a curl without the header.
+    let refused = [
+        client.post(&retry).form(&[("all", "1")]),
+        client
+            .post(&retry)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body("{}"),
+        client
+            .post(&retry)
+            .header("content-type", "multipart/form-data; boundary=x")
+            .body("--x--"),
+        client.post(&retry),
+        client.post(format!("{}/reload", daemon.admin_url())),
+    ];
+    for request in refused {
+        let (status, body) = common::response_json(request.send().await.unwrap()).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (415, &Value::from("content_type")),
+            "{body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "the answer says what to send: {body}"
+        );
+    }
+    let (_, q) = daemon.admin(Method::GET, "/queue").await;
+    assert_eq!(q["total"]["dead"], 1, "nothing was retried: {q}");
+    // With the header (as the CLI sends it) it goes through.
+    let (status, r) = common::response_json(
+        client
+            .post(&retry)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["retried"].as_array().unwrap().len(), 1, "{r}");
+    crm.wait_for(2, WAIT).await;
+}

@@ -190,6 +190,7 @@ async fn serve_warns_at_start_and_on_reload_but_takes_the_key_on_loopback() {
     let reload = |client: reqwest::Client| async move {
         let resp = client
             .post(format!("http://{admin}/reload"))
+            .header("content-type", "application/json")
             .send()
             .await
             .unwrap();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{fixture, DaemonProcess, Receiver, Rng, KEY};
+use common::{eventually, fixture, DaemonProcess, Receiver, Rng, KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -280,6 +280,170 @@ async fn a_thousand_idle_connections_do_not_block_real_requests_and_are_closed()
     receiver.wait_for(11, Duration::from_secs(10)).await;
 }
 
+/// Connects to `addr` from the loopback address `source` (127.0.0.x: Linux routes all of
+/// 127/8 to the loopback interface), so the daemon sees distinct peers.
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
+/// A slowloris (`slow`: a request line, then a header line every second, never the end of
+/// the head) or idle (nothing at all) client that connects again whenever it is closed.
+/// `open` counts its connections open now.
+async fn attacker(
+    addr: SocketAddr,
+    source: [u8; 4],
+    slow: bool,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let Ok(mut s) = connect_from(source, addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        open.fetch_add(1, Ordering::SeqCst);
+        let (mut rd, mut wr) = s.split();
+        let talk = async {
+            if !slow {
+                return std::future::pending::<()>().await;
+            }
+            if wr
+                .write_all(b"POST /webhooks/view HTTP/1.1\r\nHost: t\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for i in 0u64.. {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if wr
+                    .write_all(format!("X-S{i}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        let mut buf = [0u8; 64];
+        tokio::select! {
+            _ = rd.read(&mut buf) => {}
+            () = talk => {}
+        }
+        open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_webhooks_get_through_slowloris_and_idle_floods_larger_than_max_connections() {
+    ensure_fd_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // 100 requests at once; the flood below holds 3.5 times as many connections open, each
+    // for the whole 10 s head timeout, and reopens each one the daemon closes. Before
+    // connections waiting for a head stopped holding a slot, every real webhook waited
+    // behind them for about 10 s.
+    let config = write_config(dir.path(), &receiver, "10s");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_connections: 4096", "max_connections: 100");
+    std::fs::write(&config, text).unwrap();
+    let daemon = tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))
+        .await
+        .unwrap();
+
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (slowloris, idle) = (150, 200);
+    let mut attackers = Vec::new();
+    for i in 0..slowloris + idle {
+        // Four peers of about 88 connections each: within the per-peer share (100).
+        let source = [127, 0, 0, 2 + (i % 4) as u8];
+        attackers.push(tokio::spawn(attacker(
+            daemon.addr,
+            source,
+            i < slowloris,
+            open.clone(),
+        )));
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every attacking connection to be open",
+        || open.load(std::sync::atomic::Ordering::SeqCst) >= slowloris + idle,
+    )
+    .await;
+
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        let r = exchange(daemon.addr, &good_request()).await;
+        let took = t.elapsed();
+        let r = r.unwrap_or_else(|e| panic!("real webhook {i} during the flood: {e}"));
+        assert_eq!(r.status, 200, "real webhook {i}: {r:?}");
+        // Generous for a loaded machine; a webhook stuck behind the flood waits ~10 s.
+        assert!(
+            took < Duration::from_secs(3),
+            "real webhook {i} took {took:?} during the flood"
+        );
+        latencies.push(took);
+    }
+    latencies.sort();
+    let still_open = open.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "50 webhooks during a flood of {slowloris} slowloris and {idle} idle connections ({still_open} open at the end): median {:?}, max {:?}",
+        latencies[25], latencies[49]
+    );
+    assert!(
+        still_open >= (slowloris + idle) / 2,
+        "only {still_open} attacking connections were open at the end: the flood was not there"
+    );
+    for a in attackers {
+        a.abort();
+    }
+    receiver.wait_for(50, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_share_of_waiting_connections_loses_its_oldest_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let config = write_config(dir.path(), &receiver, "30s");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_connections: 4096", "max_connections: 20");
+    std::fs::write(&config, text).unwrap();
+    let daemon = tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))
+        .await
+        .unwrap();
+    // 20 idle connections from one peer fill its share; 5 more close its 5 oldest.
+    let mut idle = Vec::new();
+    for _ in 0..25 {
+        idle.push(connect_from([127, 0, 0, 2], daemon.addr).await.unwrap());
+        // Accepted in this order: the daemon has seen each before the next connects.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut closed = Vec::new();
+    for (i, s) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 16];
+        let wait = if i < 5 { 10_000 } else { 300 };
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(wait), s.read(&mut buf)).await
+        {
+            closed.push(i);
+        }
+    }
+    assert_eq!(
+        closed,
+        vec![0, 1, 2, 3, 4],
+        "the oldest five, and only they, were closed"
+    );
+    // Another peer is not affected, and a real webhook goes through at once.
+    let r = exchange(daemon.addr, &good_request()).await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_oversize_bodies_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -349,6 +513,101 @@ async fn slow_and_oversize_bodies_are_cut_off() {
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests().len(), 1, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_one_byte_per_segment_costs_about_its_own_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let config = write_config(dir.path(), &receiver, "3s");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("body_read_timeout: 1s", "body_read_timeout: 120s");
+    std::fs::write(&config, text).unwrap();
+    let daemon = tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))
+        .await
+        .unwrap();
+    let pid = daemon.pid();
+    // Warm up allocator pools with one ordinary webhook first.
+    assert_eq!(
+        exchange(daemon.addr, &good_request()).await.unwrap().status,
+        200
+    );
+    let rss_before = rss_kib(pid);
+
+    // Four bodies of 8,000 bytes at once, one byte per write with a pause after each, so
+    // that (almost) every byte is a TCP segment and a read of its own. Each such chunk used
+    // to keep hyper's whole read buffer (about 8 KiB) alive until the body was complete:
+    // some 250 MB for these four.
+    const LEN: usize = 8_000;
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for n in 0..4 {
+        let prefix = format!("{{\"id\":\"trickle-{n}\",\"pad\":\"");
+        let mut body = prefix.into_bytes();
+        body.resize(LEN - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        let (rd, mut wr) = TcpStream::connect(daemon.addr).await.unwrap().into_split();
+        let head = format!(
+            "POST /webhooks/view HTTP/1.1\r\nHost: t\r\nX-KEY: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {LEN}\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let (last_tx, last_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        writers.push((
+            tokio::spawn(async move {
+                for b in &body[..LEN - 1] {
+                    wr.write_all(std::slice::from_ref(b)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                // All but the last byte are in: the daemon holds 4 x 7,999 bytes now.
+                let _ = ready_tx.send(());
+                let _ = last_rx.await;
+                wr.write_all(&body[LEN - 1..]).await.unwrap();
+                wr
+            }),
+            ready_rx,
+            last_tx,
+        ));
+        readers.push(rd);
+    }
+    let mut go = Vec::new();
+    let mut handles = Vec::new();
+    for (handle, ready, last) in writers {
+        ready.await.unwrap();
+        go.push(last);
+        handles.push(handle);
+    }
+    // Let the daemon read what was sent, then measure.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_during = rss_kib(pid);
+    println!(
+        "RSS {rss_before} KiB before, {rss_during} KiB with four 8,000-byte bodies trickled in"
+    );
+    for last in go {
+        let _ = last.send(());
+    }
+    let mut kept = Vec::new();
+    for (mut rd, h) in readers.into_iter().zip(handles) {
+        let r = read_response(&mut rd, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        kept.push(h.await.unwrap());
+    }
+    assert!(
+        rss_during <= rss_before + 24 * 1024,
+        "RSS went from {rss_before} KiB to {rss_during} KiB for 32,000 trickled body bytes"
+    );
+    let got = receiver.wait_for(5, Duration::from_secs(30)).await;
+    for n in 0..4 {
+        let id = format!("\"trickle-{n}\"");
+        let r = got
+            .iter()
+            .find(|r| String::from_utf8_lossy(&r.body).contains(&id))
+            .unwrap_or_else(|| panic!("{id} was not delivered"));
+        assert_eq!(r.body.len(), LEN, "delivered byte for byte");
+    }
 }
 
 /// Whether a refusal comes from our handler (must carry a JSON reason) or from hyper's

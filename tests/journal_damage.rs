@@ -370,3 +370,165 @@ async fn leftovers_of_a_crash_during_segment_deletion_are_handled() {
     }
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_deleted_while_running_gets_503_never_200_and_exit_74() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), down_port(), None, "");
+    let mut daemon = DaemonProcess::spawn(&config);
+    post_leads(daemon.addr, "before", 3).await;
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+
+    // The open files still take writes, which a restart would not find: refused.
+    let mut lead = fixture_json("lead.json");
+    lead["id"] = serde_json::json!("after-the-deletion");
+    let resp = client()
+        .post(format!("http://{}/webhooks/lead", daemon.addr))
+        .header("X-KEY", KEY)
+        .header("content-type", "application/json")
+        .body(lead.to_string())
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        let (status, answer) = response_json(resp).await;
+        assert_eq!(
+            status, 503,
+            "never 200 for an event written nowhere: {answer}"
+        );
+        assert_eq!(answer["error"], "store_unavailable", "{answer}");
+    } // (or the daemon was already gone: no answer, no 200 either)
+    let status = daemon
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running; log:\n{}", daemon.log()));
+    assert_eq!(status.code(), Some(74), "log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("was deleted while hookrouter was running") && log.contains("backup"),
+        "the log says what happened and what to do:\n{log}"
+    );
+}
+
+/// Runs `hookrouter serve` on `config`, which must exit by itself within 30 s; returns the
+/// exit code and standard error.
+fn serve_until_exit(config: &Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hookrouter started on a damaged store:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_at_start_is_an_error_naming_the_file_and_exit_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), down_port(), None, "");
+    let mut daemon = DaemonProcess::spawn(&config);
+    post_leads(daemon.addr, "pending", 5).await;
+    // The destination is down: every job fails an attempt and waits in sled for a retry.
+    let admin = daemon.admin_addr.expect("admin address");
+    eventually(WAIT, "5 jobs retrying", || {
+        let answer = std::process::Command::new("curl")
+            .args(["-sf", &format!("http://{admin}/queue")])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        answer.is_some_and(|q| q["total"]["retrying"] == 5)
+    })
+    .await;
+    assert!(daemon.terminate().success());
+    let data = dir.path().join("data");
+    let good = dir.path().join("good");
+    assert!(std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&data)
+        .arg(&good)
+        .status()
+        .unwrap()
+        .success());
+
+    let db = data.join("db");
+    let db_len = std::fs::metadata(&db).unwrap().len() as usize;
+    let segment = files(dir.path(), ".seg").pop().unwrap();
+    let seg_len = std::fs::metadata(&segment).unwrap().len() as usize;
+    let noise = |n: usize| -> Vec<u8> {
+        let (mut rng, _) = common::Rng::from_env("DAMAGE_SEED");
+        rng.bytes(n)
+    };
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Damage, PathBuf)> = vec![
+        (
+            "sled's file emptied",
+            Box::new(|| std::fs::write(&db, b"").unwrap()),
+            db.clone(),
+        ),
+        (
+            "sled's file random",
+            Box::new(|| std::fs::write(&db, noise(db_len)).unwrap()),
+            db.clone(),
+        ),
+        (
+            "sled's file deleted",
+            Box::new(|| std::fs::remove_file(&db).unwrap()),
+            db.clone(),
+        ),
+        (
+            "a journal segment random",
+            Box::new(|| std::fs::write(&segment, noise(seg_len)).unwrap()),
+            segment.clone(),
+        ),
+    ];
+    for (what, damage, named) in cases {
+        std::fs::remove_dir_all(&data).unwrap();
+        assert!(std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(&good)
+            .arg(&data)
+            .status()
+            .unwrap()
+            .success());
+        damage();
+        let (code, stderr) = serve_until_exit(&config);
+        assert_eq!(code, Some(65), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} is damaged", named.display())),
+            "{what}: the error names {}: {stderr}",
+            named.display()
+        );
+        assert!(
+            stderr.contains("Restore data_dir from a backup"),
+            "{what}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+
+    // Undamaged, it starts with every job.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&good, &data).unwrap();
+    let daemon = DaemonProcess::spawn(&config);
+    assert!(
+        log_line(&daemon, "hookrouter is ready").contains("pending=5"),
+        "{}",
+        daemon.log()
+    );
+}

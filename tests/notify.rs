@@ -194,7 +194,7 @@ fn the_unit_file_verifies_cleanly_and_rates_ok_or_better() {
         "StateDirectory=hookrouter",
         "EnvironmentFile=-/etc/hookrouter/env",
         "/etc/hookrouter/routes.yaml",
-        "RestartPreventExitStatus=64",
+        "RestartPreventExitStatus=64 65 74",
         "DynamicUser=yes",
         "Documentation=man:hookrouter(1)",
         "#LoadCredential=",

@@ -129,6 +129,7 @@ async fn a_refused_reload_answers_and_logs_no_secret() {
         .build()
         .unwrap()
         .post(format!("http://{admin}/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

@@ -180,7 +180,12 @@ async fn the_page_needs_the_token_shows_no_secret_and_refuses_cross_site_posts()
     assert_eq!(o["config"]["last_reload"], Value::Null);
     // A reload refused, then one applied: the overview says how the last one went.
     daemon.rewrite_config("routes:\n  - { name: broken, to: [nowhere] }\n");
-    let reload = || client.post(format!("{admin}/reload")).bearer_auth(TOKEN);
+    let reload = || {
+        client
+            .post(format!("{admin}/reload"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+    };
     assert_eq!(status_and_json(reload()).await.0, 422);
     let (_, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
     let last = &o["config"]["last_reload"];

@@ -99,7 +99,12 @@ impl AdminClient {
             url: path.to_string(),
             message: e.to_string(),
         })?;
+        // The API refuses a state change without it (a cross-site form cannot send it).
+        let changes = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
         let mut request = self.http.request(method, url.clone());
+        if changes {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         if let Some(t) = &self.token {
             request = request.bearer_auth(t);
         }

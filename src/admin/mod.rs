@@ -9,7 +9,8 @@
 //! and the status page ([`page`]) at `/`, which a browser opens.
 //!
 //! Any request that changes state and comes from another site's page in a browser is
-//! refused first ([`origin`]), whatever the path.
+//! refused first ([`origin`]), whatever the path, and so is one that does not say
+//! `Content-Type: application/json` (but the page's login and logout forms).
 
 pub mod cli;
 pub mod client;
@@ -88,6 +89,14 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> JsonResponse 
     if let Err(e) = origin::check(req.method(), req.headers()) {
         tracing::warn!(method = %req.method(), path = req.uri().path(), reason = %e, "cross-site admin request refused");
         return error(StatusCode::FORBIDDEN, "cross_site", e.to_string());
+    }
+    if let Err(e) = origin::check_content_type(req.method(), req.uri().path(), req.headers()) {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), reason = %e, "admin request without a JSON content type refused");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            e.to_string(),
+        );
     }
     if page::serves(req.uri().path()) {
         return page::handle(&state, req).await;

@@ -10,6 +10,14 @@
 //! request that is not a GET or HEAD is checked whatever the path, so the JSON API is
 //! covered too. Clients that are not browsers (the CLI, curl, Prometheus) send neither
 //! header and are not affected.
+//!
+//! A second, independent guard ([`check_content_type`]): such a request must also say
+//! `Content-Type: application/json`. A cross-site form can only send
+//! `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`, and a
+//! cross-site script sending JSON needs a CORS preflight this listener never grants; so even
+//! an old browser that sends neither `Sec-Fetch-Site` nor `Origin` cannot pass. The page's
+//! own login and logout forms are the exception (they change nothing in the store: the
+//! login needs the token, the logout only ends the session), still under the first check.
 
 use http::{header, HeaderMap, Method};
 
@@ -90,6 +98,31 @@ pub fn check(method: &Method, headers: &HeaderMap) -> Result<(), CrossSite> {
     }
 }
 
+/// A state-changing request without `Content-Type: application/json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a request that changes something must carry Content-Type: application/json, which no cross-site form can send (got {0}); with curl: -H 'Content-Type: application/json'")]
+pub struct NotJson(String);
+
+/// The page's own forms, exempt from [`check_content_type`].
+const FORMS: [&str; 2] = ["/login", "/logout"];
+
+/// `Err` when `method` changes state (on any path but the page's login and logout forms)
+/// and the request does not say `Content-Type: application/json` (parameters allowed).
+pub fn check_content_type(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), NotJson> {
+    if is_safe(method) || FORMS.contains(&path) {
+        return Ok(());
+    }
+    let Some(value) = text(headers, header::CONTENT_TYPE) else {
+        return Err(NotJson("none".into()));
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(NotJson(format!("{value:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +196,43 @@ mod tests {
             &headers(&[host, ("origin", "https://evil.example")])
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_state_change_needs_a_json_content_type_that_no_form_can_send() {
+        let post = Method::POST;
+        let json = headers(&[("content-type", "application/json")]);
+        assert_eq!(check_content_type(&post, "/reload", &json), Ok(()));
+        let with_charset = headers(&[("content-type", "Application/JSON; charset=utf-8")]);
+        assert_eq!(
+            check_content_type(&post, "/dead/retry", &with_charset),
+            Ok(())
+        );
+        for simple in [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/json-seq",
+        ] {
+            let h = headers(&[("content-type", simple)]);
+            assert!(
+                check_content_type(&post, "/reload", &h).is_err(),
+                "{simple}"
+            );
+        }
+        // A bodiless `fetch(..., {method: "POST", mode: "no-cors"})` sends none at all.
+        assert!(check_content_type(&Method::DELETE, "/dead/x", &HeaderMap::new()).is_err());
+        assert_eq!(
+            check_content_type(&Method::GET, "/queue", &HeaderMap::new()),
+            Ok(())
+        );
+        // The page's own forms.
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        assert_eq!(check_content_type(&post, "/login", &form), Ok(()));
+        assert_eq!(
+            check_content_type(&post, "/logout", &HeaderMap::new()),
+            Ok(())
+        );
     }
 }

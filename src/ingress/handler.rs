@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::body;
 use super::recent::{mindstamp_id, RecentIds};
 use super::response::{error, json, ErrorCode, JsonResponse};
 use crate::config::ServerSettings;
@@ -41,6 +41,8 @@ pub struct IngressState {
     pub recent_ids: Arc<RecentIds>,
     /// Route matches, for the traffic alerts (`expect:`).
     pub activity: Arc<crate::alert::silence::Activity>,
+    /// Memory for the bodies of requests in progress.
+    pub bodies: body::Budget,
 }
 
 /// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
@@ -192,10 +194,12 @@ async fn receive(
         );
         return r;
     }
-    let body = match read_body(request.get_mut(), &config.server).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal.into_response(),
-    };
+    // `_body_memory` keeps the body's share of the budget until the answer.
+    let (body, _body_memory) =
+        match read_body(request.get_mut(), &config.server, &state.bodies).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal.into_response(),
+        };
     let verified = match request.try_map(|_| parse_payload(body)) {
         Ok(v) => v,
         Err(refusal) => return refusal.into_response(),
@@ -299,40 +303,34 @@ async fn receive(
     })
 }
 
-/// Reads the body within the size limit and the body timeout.
-async fn read_body(req: &mut Request<Incoming>, server: &ServerSettings) -> Result<Bytes, Refusal> {
-    let limit = server.max_body_bytes;
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body exceeds the limit of {limit} bytes"),
-        )
-    };
+/// Reads the body within the size limit, the body timeout and the memory budget; the
+/// reservation is held until the request is answered.
+async fn read_body(
+    req: &mut Request<Incoming>,
+    server: &ServerSettings,
+    budget: &body::Budget,
+) -> Result<(Bytes, body::Reserved), Refusal> {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // Refuse a declared oversize body before reading any of it.
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    let read = Limited::new(req.body_mut(), limit).collect();
-    match tokio::time::timeout(server.body_read_timeout, read).await {
-        Err(_) => Err(Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the body did not arrive in time",
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("could not read the body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-    }
+    let read = body::read(
+        req.body_mut(),
+        declared,
+        server.max_body_bytes,
+        budget,
+        server.body_read_timeout,
+    );
+    read.await.map_err(|e| {
+        let (status, code) = match e {
+            body::BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            body::BodyError::Timeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            body::BodyError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            body::BodyError::Read(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+        };
+        Refusal::new(status, code, e.to_string())
+    })
 }
 
 /// Parses the body as a JSON object (anything else is a 400).

@@ -1,15 +1,21 @@
 //! The accept loop both HTTP listeners share (webhooks and the admin API).
 //!
 //! hyper's HTTP/1 builder gets a timer, without which its header-read timeout does nothing
-//! and a client that connects and sends nothing holds a connection forever; a semaphore caps
-//! open connections (beyond it, new ones wait in the kernel's accept queue); every
-//! connection runs on the daemon's task tracker, so shutdown can wait for the last one that
-//! holds the store; and at shutdown open connections get a grace period to finish. hyper's
-//! own parse-error answers get a JSON body on the way out ([`super::refusal`]).
+//! and a client that connects and sends nothing holds a connection forever. Every
+//! connection is accepted at once: one still waiting for its request head holds no slot of
+//! `max_connections` (a request takes one from its head to its answer), and waiting
+//! connections are bounded per peer and in all by closing the oldest ([`super::admission`]),
+//! so slow or silent clients cannot make real webhooks queue behind them. Every connection
+//! runs on the daemon's task tracker, so shutdown can wait for the last one that holds the
+//! store; and at shutdown open connections get a grace period to finish. hyper's own
+//! parse-error answers get a JSON body on the way out ([`super::refusal`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
@@ -20,21 +26,71 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{Admission, Connection};
+
 /// Largest header block accepted (hyper answers 431 beyond it).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Connections waiting for a head, per `max_connections`: in all, and from one address.
+const WAITING_PER_SLOT: usize = 4;
+const WAITING_PER_PEER_PER_SLOT: usize = 1;
 
 /// Limits of one listener, read from the config at start.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
     /// Time allowed to send the request head.
     pub header_read_timeout: Duration,
-    /// Cap on open connections.
+    /// Cap on requests in progress (head received, answer not ready yet); connections
+    /// waiting for a head may be up to four times as many (one time as many from one
+    /// address), the oldest closed beyond that.
     pub max_connections: usize,
     /// Time given to open connections to finish at shutdown.
     pub shutdown_grace: Duration,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `service` behind [`Admission`]: a request waits for a slot before it is handled, and
+/// the connection counts as waiting for a head again once the answer is ready.
+struct Admitted<S> {
+    service: S,
+    connection: Arc<Connection>,
+    slots: Arc<Semaphore>,
+}
+
+/// Puts the connection back among those waiting for a head when the request is done
+/// (answered, or dropped with the connection).
+struct WaitAgain(Arc<Connection>);
+
+impl Drop for WaitAgain {
+    fn drop(&mut self) {
+        self.0.start_waiting();
+    }
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for Admitted<S>
+where
+    S: HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<S::ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.connection.head_arrived();
+        let again = WaitAgain(self.connection.clone());
+        let slots = self.slots.clone();
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            // The semaphore is never closed; without a permit the request still goes on.
+            let _slot = slots.acquire_owned().await.ok();
+            let response = service.call(req).await;
+            drop(again);
+            response
+        })
+    }
+}
 
 /// Serves `service` on every connection accepted from `listener` until `shutdown` is
 /// cancelled, then lets open connections finish for up to the grace period. `name` labels
@@ -55,19 +111,17 @@ pub async fn serve_http1<S>(
     <S::ResBody as Body>::Error: Into<BoxError>,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let slots = settings.max_connections.max(1);
+    let admission = Admission::new(
+        slots,
+        slots.saturating_mul(WAITING_PER_PEER_PER_SLOT),
+        slots.saturating_mul(WAITING_PER_SLOT),
+    );
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
                     tracing::warn!(listener = name, error = %e, "accept failed");
@@ -76,8 +130,23 @@ pub async fn serve_http1<S>(
                 }
             },
         };
+        let closed = admission.take_closed();
+        if closed > 0 {
+            tracing::debug!(
+                listener = name,
+                closed,
+                waiting = admission.waiting(),
+                "closed the connections waiting longest for a request head to make room"
+            );
+        }
         let _ = stream.set_nodelay(true);
-        let connection = http1::Builder::new()
+        let connection = admission.connection(peer.ip());
+        let admitted = Admitted {
+            service: service.clone(),
+            connection: connection.clone(),
+            slots: admission.request_slots(),
+        };
+        let served = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
             // `max_buf_size` alone is not a header limit: hyper checks it only between reads,
@@ -87,14 +156,19 @@ pub async fn serve_http1<S>(
             .max_header_size(MAX_HEADER_BYTES)
             .serve_connection(
                 TokioIo::new(super::refusal::JsonRefusals::new(stream)),
-                service.clone(),
+                admitted,
             );
-        let connection = graceful.watch(connection);
+        let served = graceful.watch(served);
         tasks.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            tokio::select! {
+                result = served => {
+                    if let Err(e) = result {
+                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                    }
+                }
+                // Dropping the connection closes it.
+                () = connection.evicted() => {}
             }
-            drop(permit);
         });
     }
     drop(listener);

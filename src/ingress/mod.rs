@@ -2,6 +2,8 @@
 //! [`handler::handle`], served by the shared HTTP/1 accept loop in [`listener`]. Mindstamp
 //! speaks HTTP/1.1, so HTTP/1 is all it serves.
 
+pub mod admission;
+pub mod body;
 pub mod handler;
 pub mod listener;
 pub mod recent;

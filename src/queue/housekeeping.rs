@@ -312,6 +312,10 @@ impl Store {
     /// long moved to sled, the checkpoint advanced, journal segments past retention
     /// deleted, and expired sled records and identities purged.
     pub fn maintain(&self, now: u64) -> Result<Purged, StoreError> {
+        self.inner
+            .presence
+            .check()
+            .map_err(|e| self.observe(e.into()))?;
         self.sync_settles()?;
         let spilled = self.spill_waiting()?;
         self.refill_all()?;

@@ -92,6 +92,10 @@ impl Store {
         let positions = w
             .append(&i.journal_dir, i.segment_bytes, &records)
             .map_err(|e| self.observe(e.into()))?;
+        // Written to a file that was deleted or replaced meanwhile, it is not durable: the
+        // batch is refused (503) and the store fails (see `presence`).
+        let (active, path) = w.journal.active_file();
+        super::presence::check_file(active, &path).map_err(|e| self.observe(e.into()))?;
         // Durable from here: the jobs are placed while the writer is held, so that the
         // checkpoint (computed under the same lock) never passes a job not yet placed.
         self.place(&fresh, &positions[first_event..], &mut w);

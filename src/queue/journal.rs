@@ -513,6 +513,12 @@ impl Journal {
             .collect())
     }
 
+    /// The active segment's open file and its path, to check that they are still one
+    /// ([`super::presence::check_file`]).
+    pub fn active_file(&self) -> (&File, PathBuf) {
+        (&self.active, self.shared.path(self.active_seq))
+    }
+
     /// The position the next record will get (unless a rotation comes first).
     pub fn end(&self) -> Position {
         Position {

@@ -25,7 +25,7 @@ use super::retry_queue::encode;
 use super::{Store, StoreError};
 
 /// The key in `v2.meta` that records the format.
-const FORMAT_KEY: &[u8] = b"format";
+pub(super) const FORMAT_KEY: &[u8] = b"format";
 /// The format this code writes.
 const FORMAT: u8 = 2;
 /// The trees of the first format.

@@ -82,6 +82,7 @@ mod lease;
 mod migrate;
 pub mod operator;
 mod overflow;
+pub mod presence;
 pub mod record;
 mod recover;
 mod replay;
@@ -132,6 +133,18 @@ pub enum StoreError {
     /// The committer is gone (shutting down).
     #[error("store: shutting down")]
     Closed,
+    /// A file of the store cannot be read as what it should be: found at open, before
+    /// anything was changed. Not repaired automatically: that would drop what it held.
+    #[error("store: {} is damaged ({reason}). Nothing was changed. Restore data_dir from a backup; or, to start without what it holds (its pending jobs and dead letters are then lost), move data_dir aside and start again", .path.display())]
+    Damaged {
+        /// The file (or, when it cannot be told which, the directory).
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// A file or directory of the store was deleted or replaced under the running daemon.
+    #[error("store: {0}")]
+    Vanished(#[from] presence::Vanished),
 }
 
 impl StoreError {
@@ -146,6 +159,7 @@ impl StoreError {
             StoreError::Sled(sled::Error::Io(_))
                 | StoreError::Sync(_)
                 | StoreError::Journal(JournalError::Io { .. })
+                | StoreError::Vanished(_)
         )
     }
 }
@@ -315,6 +329,10 @@ struct Inner {
     any_overflow: std::sync::atomic::AtomicBool,
     /// Cancelled at the first fatal error (see [`StoreError::is_fatal`]).
     failed: CancellationToken,
+    /// The data directory as opened, checked by every housekeeping pass.
+    presence: presence::Presence,
+    /// Set when the fatal error was the data directory vanishing ([`Store::vanished`]).
+    vanished: std::sync::atomic::AtomicBool,
     /// Set by [`Store::close`]: nothing is written after the counts were saved.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -323,8 +341,26 @@ impl Store {
     /// Opens (or creates) the store in `dir`: sled's retry queue, then the journal, which is
     /// replayed from the checkpoint. A store of the previous format (everything in sled) is
     /// migrated first.
+    ///
+    /// A damaged file is a [`StoreError::Damaged`] naming it, never a panic: sled 0.34
+    /// panics on some damaged pages, so the whole open runs under `catch_unwind`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        recover::open(dir, options)
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recover::open(dir, options)));
+        match opened {
+            Ok(result) => result.map_err(|e| recover::damaged(dir, e)),
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unreadable");
+                Err(StoreError::Damaged {
+                    path: dir.join("db"),
+                    reason: format!("sled failed reading it: {reason}"),
+                })
+            }
+        }
     }
 
     /// Sets how long settled events and dead letters are kept and how long an identity
@@ -371,10 +407,25 @@ impl Store {
         self.inner.failed.clone()
     }
 
+    /// Whether [`Store::failed`] tripped because files of the store were deleted or
+    /// replaced under it: a restart would start from an empty or a foreign directory, so
+    /// the daemon exits with a code its supervisor does not restart on.
+    pub fn vanished(&self) -> bool {
+        self.inner.vanished.load(Ordering::SeqCst)
+    }
+
     /// Passes `e` through, tripping [`Store::failed`] if it is fatal.
     fn observe(&self, e: StoreError) -> StoreError {
+        let vanished = matches!(e, StoreError::Vanished(_));
+        if vanished {
+            self.inner.vanished.store(true, Ordering::SeqCst);
+        }
         if e.is_fatal() && !self.inner.failed.is_cancelled() {
-            tracing::error!(error = %e, "the store cannot write any more; it needs a restart to recover");
+            if vanished {
+                tracing::error!(error = %e, "the data directory is not the one opened any more; stopping");
+            } else {
+                tracing::error!(error = %e, "the store cannot write any more; it needs a restart to recover");
+            }
             self.inner.failed.cancel();
         }
         e

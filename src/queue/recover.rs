@@ -84,6 +84,34 @@ fn close_up_files(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An error from opening the store in `dir`, as [`StoreError::Damaged`] where it says a
+/// file's content is not what it should be (other errors, such as a lock held by another
+/// process or a permission, pass unchanged).
+pub(super) fn damaged(dir: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Sled(sled::Error::Corruption { at, .. }) => StoreError::Damaged {
+            path: dir.join("db"),
+            reason: match at {
+                Some(at) => format!("sled found a corrupt record at {at:?}"),
+                None => "sled found a corrupt record".into(),
+            },
+        },
+        StoreError::Sled(sled::Error::Unsupported(reason)) => StoreError::Damaged {
+            path: dir.join("conf"),
+            reason,
+        },
+        StoreError::Journal(JournalError::BadSegment { path, reason }) => StoreError::Damaged {
+            path: path.into(),
+            reason,
+        },
+        StoreError::Corrupt(reason) => StoreError::Damaged {
+            path: dir.join("db"),
+            reason: format!("a record in the retry queue does not decode: {reason}"),
+        },
+        other => other,
+    }
+}
+
 /// Opens the store in `dir` (see [`Store::open`]).
 pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
     let started = std::time::Instant::now();
@@ -93,6 +121,8 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             source,
         })
     };
+    // Written by every run of this format within its first second, and at every stop.
+    let ran_before = dir.join("journal").join("checkpoint").exists();
     journal::private_dir(dir).map_err(private)?;
     let db = sled::Config::new()
         .path(dir)
@@ -135,11 +165,21 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             refilling: Mutex::new(()),
             any_overflow: std::sync::atomic::AtomicBool::new(false),
             failed: CancellationToken::new(),
+            presence: super::presence::Presence::record(dir),
+            vanished: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
             journal_dir,
             db,
         }),
     };
+    if ran_before && store.inner.trees.meta.get(migrate::FORMAT_KEY)?.is_none() {
+        // sled starts afresh on a `db` that is missing, empty or unreadable: the jobs that
+        // waited for a retry and every dead letter were in it. Never silently.
+        return Err(StoreError::Damaged {
+            path: dir.join("db"),
+            reason: "the retry queue is empty and new, but the journal shows this store has run before: sled's files were deleted, emptied or replaced, and the jobs waiting for a retry and the dead letters in them are gone".into(),
+        });
+    }
     migrate::run_if_needed(&store)?;
     let counting = std::time::Instant::now();
     store.count_queue()?;

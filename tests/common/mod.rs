@@ -339,12 +339,15 @@ impl TestDaemon {
 
     /// A request to the admin API: status and JSON body.
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
-        let resp = self
+        let changes = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
+        let mut req = self
             .client
-            .request(method, format!("{}{path}", self.admin_url()))
-            .send()
-            .await
-            .expect("request reaches the admin API");
+            .request(method, format!("{}{path}", self.admin_url()));
+        if changes {
+            // As the CLI does: the API refuses a state change without it.
+            req = req.header("content-type", "application/json");
+        }
+        let resp = req.send().await.expect("request reaches the admin API");
         response_json(resp).await
     }
 
