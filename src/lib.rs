@@ -34,11 +34,15 @@ pub mod event;
 pub mod ingress;
 pub mod init;
 pub mod inspect;
+pub mod lint;
 pub mod metrics;
 pub mod notify;
+pub mod payloads;
 pub mod queue;
 pub mod retry;
 pub mod route;
+pub mod send;
+pub mod startup;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -63,21 +67,26 @@ pub type SharedConfig = Arc<ArcSwap<Config>>;
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The store could not be opened.
-    #[error("opening the store in {path}: {source}")]
+    /// The data directory cannot be used (missing and not creatable, not writable).
+    #[error("{0}")]
+    DataDir(String),
+    /// The store could not be opened (another hookrouter holds it, or sled failed).
+    #[error("{}", startup::store_error(std::path::Path::new(path), error))]
     Store {
         /// The data directory.
         path: String,
-        /// What sled said.
-        source: StoreError,
+        /// What the store said.
+        error: StoreError,
     },
-    /// The listener could not be bound.
-    #[error("listening on {addr}: {source}")]
+    /// A listener could not be bound.
+    #[error("{}", startup::bind_error(setting, *addr, error))]
     Bind {
+        /// `server.listen` or `server.admin_listen`.
+        setting: &'static str,
         /// The configured address.
         addr: SocketAddr,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The committer thread could not be started.
     #[error("starting the committer thread: {0}")]
@@ -121,9 +130,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         dedupe_window: server.dedupe_window,
         ..StoreOptions::new(server.store_cache_bytes)
     };
-    let store = Store::open(&server.data_dir, options).map_err(|source| RunError::Store {
+    startup::check_data_dir(&server.data_dir).map_err(RunError::DataDir)?;
+    let store = Store::open(&server.data_dir, options).map_err(|error| RunError::Store {
         path: server.data_dir.display().to_string(),
-        source,
+        error,
     })?;
     let shutdown = CancellationToken::new();
     // A store that can no longer write stops the daemon: its supervisor restarts it, and
@@ -151,28 +161,25 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     dispatcher.reconcile()?;
     let (committer, committer_thread) =
         Committer::start(store.clone()).map_err(RunError::Thread)?;
+    let bind_error = |setting, addr| {
+        move |error| RunError::Bind {
+            setting,
+            addr,
+            error,
+        }
+    };
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: server.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: server.listen,
-        source,
-    })?;
+        .map_err(bind_error("server.listen", server.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(bind_error("server.listen", server.listen))?;
     let admin_listener = TcpListener::bind(server.admin_listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?;
+        .map_err(bind_error("server.admin_listen", server.admin_listen))?;
     let admin_addr = admin_listener
         .local_addr()
-        .map_err(|source| RunError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?;
+        .map_err(bind_error("server.admin_listen", server.admin_listen))?;
     let recent_ids = Arc::new(ingress::recent::RecentIds::default());
     let state = Arc::new(IngressState {
         config: config.clone(),

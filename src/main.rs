@@ -58,10 +58,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The daemon reports through the logger (journald, JSON shippers); the other commands
+    // are run by a person, who reads plain standard error.
+    let daemon = matches!(cli.command, Command::Serve { .. });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::Check { config } => check(config),
+            Command::Check {
+                config,
+                strict,
+                json,
+            } => check(config, strict, json),
             Command::Init { dir } => init(&dir),
             Command::Route {
                 config,
@@ -80,6 +87,12 @@ fn main() -> ExitCode {
                 },
                 payload,
             ),
+            Command::Send {
+                config,
+                destination,
+                event,
+                payload,
+            } => send(config, &destination, event.map(Into::into), payload).await,
             Command::Status { admin } => operate(Operation::Status, admin).await,
             Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
             Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
@@ -97,21 +110,35 @@ fn main() -> ExitCode {
             }
         }
     });
+    let report = |line: &str| {
+        if daemon {
+            tracing::error!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
-            eprintln!("{e}");
-            eprintln!("hookrouter: the config has errors; not starting");
+            for line in e.to_string().lines() {
+                report(line);
+            }
+            report(if daemon {
+                "hookrouter: the config has errors; not starting"
+            } else {
+                "hookrouter: the config has errors"
+            });
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Data(e)) => {
-            eprintln!("hookrouter: {e:#}");
+            report(&format!("hookrouter: {e:#}"));
             ExitCode::from(EXIT_DATA)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("hookrouter: {e:#}");
+            report(&format!("hookrouter: {e:#}"));
             ExitCode::FAILURE
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 
@@ -119,16 +146,47 @@ enum Failure {
     Config(ConfigError),
     Data(anyhow::Error),
     Other(anyhow::Error),
+    /// Everything has been said already: just this exit status.
+    Exit(u8),
 }
 
-fn check(path: PathBuf) -> Result<(), Failure> {
-    let config = Config::load(&path).map_err(Failure::Config)?;
+fn check(path: PathBuf, strict: bool, json: bool) -> Result<(), Failure> {
+    let loaded = Config::load(&path);
+    let failed = match &loaded {
+        Err(_) => true,
+        Ok(c) => strict && !c.warnings.is_empty(),
+    };
+    if json {
+        let report = hookrouter::inspect::check_json(&path, &loaded);
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+        return if failed {
+            Err(Failure::Exit(EXIT_CONFIG))
+        } else {
+            Ok(())
+        };
+    }
+    let config = loaded.map_err(Failure::Config)?;
     // On standard error, where the operator looks for problems; the summary stays clean
     // for scripts.
     for warning in &config.warnings {
         eprintln!("hookrouter: {warning}");
     }
     print!("{}", hookrouter::inspect::check_summary(&config));
+    let n = config.warnings.len();
+    if n > 0 {
+        let s = if n == 1 { "" } else { "s" };
+        if strict {
+            eprintln!("hookrouter: {n} warning{s}, and --strict makes them errors");
+        } else {
+            eprintln!("hookrouter: {n} warning{s} (--strict makes them errors)");
+        }
+    }
+    if failed {
+        return Err(Failure::Exit(EXIT_CONFIG));
+    }
     Ok(())
 }
 
@@ -164,7 +222,38 @@ fn route(
     payload: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let config = Config::load(&path).map_err(Failure::Config)?;
-    let (name, bytes) = match payload.filter(|p| p.as_os_str() != "-") {
+    let (bytes, payload) = read_payload(payload.filter(|p| p.as_os_str() != "-"))?;
+    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
+    if output.render {
+        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
+    }
+    if output.json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+    } else {
+        print!("{}", hookrouter::inspect::render_report(&report));
+    }
+    let failed = report
+        .rendered
+        .iter()
+        .flatten()
+        .filter(|r| r.error.is_some())
+        .count();
+    if failed > 0 {
+        let of = report.rendered.as_ref().map_or(0, Vec::len);
+        eprintln!(
+            "hookrouter: {failed} of {of} requests could not be rendered: such deliveries would be dead-lettered"
+        );
+        return Err(Failure::Exit(EXIT_DATA));
+    }
+    Ok(())
+}
+
+/// Reads a payload from `path` (standard input when `None`); it must be a JSON object.
+fn read_payload(path: Option<PathBuf>) -> Result<(Vec<u8>, serde_json::Value), Failure> {
+    let (name, bytes) = match path {
         Some(p) => {
             let bytes = std::fs::read(&p)
                 .with_context(|| format!("reading {}", p.display()))
@@ -187,19 +276,38 @@ fn route(
             "{name} must hold a JSON object, as Mindstamp sends"
         )));
     }
-    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
-    if output.render {
-        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
-    }
-    if output.json {
-        let text = serde_json::to_string_pretty(&report)
-            .context("encoding the report")
-            .map_err(Failure::Other)?;
-        println!("{text}");
+    Ok((bytes, payload))
+}
+
+/// `hookrouter send`: one real request, its answer printed; nothing queued.
+async fn send(
+    path: PathBuf,
+    destination: &str,
+    kind: Option<hookrouter::event::EventKind>,
+    payload: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    let kind = kind.unwrap_or_else(|| hookrouter::send::default_kind(&config, destination));
+    let (bytes, payload) = match payload {
+        Some(p) if p.as_os_str() == "-" => read_payload(None)?,
+        Some(p) => read_payload(Some(p))?,
+        None => (
+            hookrouter::payloads::sample_text(kind).as_bytes().to_vec(),
+            hookrouter::payloads::sample(kind).clone(),
+        ),
+    };
+    let sent = hookrouter::send::send(&config, destination, kind, bytes.into(), &payload)
+        .await
+        .map_err(|e| match e {
+            hookrouter::send::SendError::Render(_) => Failure::Data(e.into()),
+            other => Failure::Other(other.into()),
+        })?;
+    print!("{}", hookrouter::send::render(&sent));
+    if sent.delivered() {
+        Ok(())
     } else {
-        print!("{}", hookrouter::inspect::render_report(&report));
+        Err(Failure::Exit(1))
     }
-    Ok(())
 }
 
 /// Runs an operator command against the admin API and prints what it says.
