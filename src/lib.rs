@@ -35,6 +35,7 @@ pub mod ingress;
 pub mod init;
 pub mod inspect;
 pub mod lint;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod payloads;
@@ -152,6 +153,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     });
     let config: SharedConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::new());
+    metrics.preset(config.load().destinations.keys().map(String::as_str));
     let dispatcher = Dispatcher::new(
         store.clone(),
         config.clone(),

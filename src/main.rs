@@ -15,39 +15,9 @@ const EXIT_CONFIG: u8 = 64;
 /// EX_DATAERR: the input given to a command (a payload for `route`) is not usable.
 const EXIT_DATA: u8 = 65;
 
-/// Installs the logger. Lines go through a bounded channel to one writer thread, which
-/// writes whatever has queued up in one `write` to stderr: threads that log never take
-/// stderr's lock or make a syscall per line (at three lines per webhook, the lock alone
-/// cost several percent of the daemon's CPU under load). The channel blocks when full, so
-/// no line is dropped; dropping the returned guard (at the end of `main`) writes what is
-/// still queued.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // Under systemd, journald stamps each line itself.
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match (format, under_journald) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
-        (LogFormat::Text, true) => builder.without_time().init(),
-        (LogFormat::Text, false) => builder.init(),
-    }
-    guard
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_writer = init_logging(cli.log_format);
+    let _log_writer = hookrouter::logging::init(matches!(cli.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,9 +80,11 @@ fn main() -> ExitCode {
             }
         }
     });
+    // `line` is printed as is; `hookrouter: ` marks hookrouter's own words on a terminal
+    // (the logger names its target itself).
     let report = |line: &str| {
         if daemon {
-            tracing::error!("{line}");
+            tracing::error!("{}", line.trim_start_matches("hookrouter: "));
         } else {
             eprintln!("{line}");
         }

@@ -213,6 +213,10 @@ pub(super) fn queue_view(state: &AdminState) -> Result<QueueView, StoreError> {
 
 fn metrics(state: &AdminState) -> Answer {
     let names: Vec<String> = state.config.load().destinations.keys().cloned().collect();
+    let last_reload = state.reloader.history().last;
+    state
+        .metrics
+        .reload_result(last_reload.is_none_or(|r| r.error.is_none()));
     let text = state
         .metrics
         .render(&state.store, names)

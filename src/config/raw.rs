@@ -27,6 +27,7 @@ pub struct RawServer {
     pub retention: Option<String>,
     pub dead_retention: Option<String>,
     pub max_queue: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `retry:` globally or inside a destination; each field overrides the level above.

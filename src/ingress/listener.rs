@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -36,10 +37,27 @@ pub struct ListenerSettings {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `service` with `peer` put into every request's extensions.
+fn with_peer<S, B>(
+    service: S,
+    peer: std::net::SocketAddr,
+) -> impl Service<Request<Incoming>, Response = Response<B>, Error = S::Error, Future = S::Future>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(super::peer::Peer(peer));
+        service.call(req)
+    })
+}
+
 /// Serves `service` on every connection accepted from `listener` until `shutdown` is
 /// cancelled, then lets open connections finish for up to the grace period. `name` labels
-/// the log lines ("ingress", "admin").
-pub async fn serve_http1<S>(
+/// the log lines ("ingress", "admin"). Every request carries the connection's remote
+/// address as a [`Peer`] extension.
+pub async fn serve_http1<S, B>(
     name: &'static str,
     listener: TcpListener,
     service: S,
@@ -47,12 +65,12 @@ pub async fn serve_http1<S>(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) where
-    S: HttpService<Incoming> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::ResBody: Send + 'static,
-    <S::ResBody as Body>::Data: Send,
-    <S::ResBody as Body>::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -64,10 +82,10 @@ pub async fn serve_http1<S>(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
                     tracing::warn!(listener = name, error = %e, "accept failed");
@@ -86,8 +104,8 @@ pub async fn serve_http1<S>(
             .max_buf_size(MAX_HEADER_BYTES)
             .max_header_size(MAX_HEADER_BYTES)
             .serve_connection(
-                TokioIo::new(super::refusal::JsonRefusals::new(stream)),
-                service.clone(),
+                TokioIo::new(super::refusal::JsonRefusals::new(stream, name, peer)),
+                with_peer(service.clone(), peer),
             );
         let connection = graceful.watch(connection);
         tasks.spawn(async move {

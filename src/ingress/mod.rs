@@ -4,6 +4,7 @@
 
 pub mod handler;
 pub mod listener;
+pub mod peer;
 pub mod recent;
 pub mod refusal;
 pub mod response;
