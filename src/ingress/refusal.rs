@@ -116,7 +116,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
         if this.replacing.is_none() {
             match refusal_of(buf) {
                 Some((bytes, code, message)) => {
-                    let status = std::str::from_utf8(&buf[9..12.min(buf.len())]).unwrap_or("?");
+                    let status: u16 = std::str::from_utf8(&buf[9..12])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     tracing::warn!(
                         listener = this.listener,
                         code,
