@@ -324,7 +324,12 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
                     "config reloaded"
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "config reload refused; the previous rules stay in force")
+                    // One line per problem: a line break inside one would lose its priority
+                    // in the journal.
+                    for problem in e.to_string().lines() {
+                        tracing::error!("{problem}");
+                    }
+                    tracing::error!("config reload refused; the previous rules stay in force")
                 }
             }
         }

@@ -451,7 +451,6 @@ routes:
     let path = path.display().to_string();
     let env = [("HR_SEND_TOKEN", "send-token-1234")];
     let cli = |args: Vec<String>| {
-        let env = env;
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run(&args, &env)
