@@ -86,11 +86,14 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
+        // A dependency's `log` record arrives with target `log`; its own is in its fields.
+        let normalized = tracing_log::NormalizeEvent::normalized_metadata(event);
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
         let mut fields = Map::new();
         event.record(&mut JsonVisitor(&mut fields));
+        fields.retain(|k, _| !k.starts_with("log."));
         let mut line = Map::new();
         line.insert("timestamp".into(), Json::String(timestamp));
         line.insert("level".into(), Json::String(meta.level().as_str().into()));
@@ -203,4 +206,96 @@ pub fn init(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
         (false, false) => builder.event_format(text).init(),
     }
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What `emit` logs through the JSON line format (wrapped for journald when asked).
+    fn lines(journald: bool, emit: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let make_writer = move || Sink(sink.clone());
+        let builder = tracing_subscriber::fmt()
+            .with_writer(make_writer)
+            .fmt_fields(JsonFields::new());
+        if journald {
+            tracing::subscriber::with_default(
+                builder.event_format(Journald(JsonLines)).finish(),
+                emit,
+            );
+        } else {
+            tracing::subscriber::with_default(builder.event_format(JsonLines).finish(), emit);
+        }
+        let out = buf.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_are_flat_with_span_fields_once_and_lists_as_lists() {
+        let out = lines(false, || {
+            let span = tracing::info_span!(
+                "delivery",
+                event_id = "e1",
+                destination = "crm",
+                attempt = 2
+            );
+            let _entered = span.enter();
+            let added = vec!["a".to_string(), "b".to_string()];
+            tracing::warn!(destination = "crm", outcome = "dead", routes_added = ?added, "delivery dead-lettered");
+        });
+        let line: Json = serde_json::from_str(out.trim()).unwrap();
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // The line's own first, then the span's (in the order the span formatter keeps).
+        assert_eq!(
+            keys[..7],
+            [
+                "timestamp",
+                "level",
+                "target",
+                "message",
+                "destination",
+                "outcome",
+                "routes_added"
+            ],
+            "{out}"
+        );
+        let mut rest = keys[7..].to_vec();
+        rest.sort();
+        assert_eq!(rest, ["attempt", "event_id"], "{out}");
+        assert_eq!(line["routes_added"], serde_json::json!(["a", "b"]));
+        assert_eq!(line["attempt"], 2);
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(out.matches("\"destination\"").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn journald_lines_start_with_their_priority() {
+        let out = lines(true, || {
+            tracing::error!("e");
+            tracing::warn!("w");
+            tracing::info!("i");
+        });
+        let prefixes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+        assert_eq!(prefixes, ["<3>", "<4>", "<6>"], "{out}");
+    }
 }
