@@ -139,14 +139,14 @@ fn reference_sections() -> clap_mangen::roff::Roff {
         "EXIT STATUS",
         &[
             ("0", "Success."),
-            ("64", "The config is invalid (every problem is printed as FILE:LINE:COL: ...); the unit does not restart on it."),
-            ("65", "The payload given to route is not a JSON object."),
-            ("1", "Anything else: a port in use, the store locked, the admin API unreachable."),
+            ("64", "The config is invalid (every problem is printed as FILE:LINE:COL: ...), or check --strict found warnings; the unit does not restart on it."),
+            ("65", "The payload given to route or send is not a JSON object, or a request cannot be rendered from it."),
+            ("1", "Anything else: a port in use, the store held by another hookrouter, the admin API unreachable, send answered with a failure."),
         ],
     );
     roff.control("SH", ["SEE ALSO"]);
     roff.text([roman(
-        "hookrouter-serve(1), hookrouter-check(1), hookrouter-init(1), hookrouter-route(1), hookrouter-status(1), hookrouter-dead(1), hookrouter-event(1), hookrouter-replay(1), hookrouter-echo(1), systemd.exec(5); /usr/share/doc/hookrouter/README.md",
+        "hookrouter-serve(1), hookrouter-check(1), hookrouter-init(1), hookrouter-route(1), hookrouter-send(1), hookrouter-status(1), hookrouter-dead(1), hookrouter-event(1), hookrouter-replay(1), hookrouter-destination(1), hookrouter-echo(1), systemd.exec(5); /usr/share/doc/hookrouter/README.md",
     )]);
     roff
 }

@@ -22,7 +22,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Log format: plain text (journald adds the time) or JSON lines for log shippers.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = "Global options"
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -42,13 +48,16 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
+    #[command(after_help = examples::SERVE)]
     Serve {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
         config: PathBuf,
     },
     /// Validate the config exactly as `serve` would, print a summary, exit 0 (or 64 with
-    /// every problem, each as FILE:LINE:COL: ...).
+    /// every problem, each as FILE:LINE:COL: ...). Warnings (a field the route's kinds
+    /// never carry, a template that fails on a sample payload) go to standard error.
+    #[command(after_help = examples::CHECK)]
     Check {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
@@ -68,15 +77,25 @@ pub enum Command {
         /// With `--against-journal`: bearer token; default: this file's `server.admin_token`.
         #[arg(long, env = "HOOKROUTER_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Treat warnings as errors: exit 64 if there is any.
+        #[arg(long)]
+        strict: bool,
+        /// Print the result as JSON (errors, warnings, destinations, routes) on standard
+        /// output.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a production skeleton (routes.yaml with placeholders and comments, and a
     /// mode-0600 env file for its secrets) into DIR; never overwrites a file.
+    #[command(after_help = examples::INIT)]
     Init {
         /// The directory to write into (created if missing), e.g. /etc/hookrouter.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// Dry run: show which routes a payload matches and where it would go. Sends nothing.
+    /// With --render, exits 65 if a request cannot be rendered.
+    #[command(after_help = examples::ROUTE)]
     Route {
         /// The routes file.
         #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
@@ -98,13 +117,34 @@ pub enum Command {
         #[arg(value_hint = clap::ValueHint::FilePath)]
         payload: Option<PathBuf>,
     },
+    /// Render one request to a destination from a payload, exactly as a delivery would
+    /// (format, templates, headers, signing), send it, and print the answer: status,
+    /// headers and the start of the body. Nothing is queued or retried.
+    #[command(after_help = examples::SEND)]
+    Send {
+        /// The routes file.
+        #[arg(long, env = "HOOKROUTER_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The destination to send to.
+        #[arg(long)]
+        destination: String,
+        /// The kind of webhook the payload is; default: the first kind a route sends to
+        /// the destination (view when none does).
+        #[arg(long, value_enum)]
+        event: Option<EventKindArg>,
+        /// The payload file ("-": standard input); default: the sample payload of the kind.
+        #[arg(value_hint = clap::ValueHint::FilePath)]
+        payload: Option<PathBuf>,
+    },
     /// Show the queue and health per destination: state, pending, retrying, in flight,
     /// dead, oldest pending, and the last error of any destination not healthy.
+    #[command(after_help = examples::STATUS)]
     Status {
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// List, show, retry or drop dead letters (through the admin API).
+    #[command(after_help = examples::DEAD)]
     Dead {
         #[command(flatten)]
         admin: AdminArgs,
@@ -112,6 +152,7 @@ pub enum Command {
         command: DeadCommand,
     },
     /// Show an event, its routes and every delivery attempt (through the admin API).
+    #[command(after_help = examples::EVENT)]
     Event {
         #[command(flatten)]
         admin: AdminArgs,
@@ -120,6 +161,7 @@ pub enum Command {
     },
     /// Hold or release a destination by hand (through the admin API): a held destination
     /// keeps its queue and is sent nothing, not even probes, until it is released.
+    #[command(after_help = examples::DESTINATION)]
     Destination {
         #[command(flatten)]
         admin: AdminArgs,
@@ -129,6 +171,7 @@ pub enum Command {
     /// Send recorded events again through today's rules (or to one destination), as new
     /// deliveries paced by each destination's limits; runs in the background (progress in
     /// `status`) and survives a restart.
+    #[command(after_help = examples::REPLAY)]
     Replay {
         #[command(flatten)]
         admin: AdminArgs,
@@ -136,6 +179,7 @@ pub enum Command {
         args: ReplayArgs,
     },
     /// Run a receiver that prints every request it gets and answers 200.
+    #[command(after_help = examples::ECHO)]
     Echo {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -157,6 +201,7 @@ pub enum EventKindArg {
 
 /// How to reach the admin API; shared by every operator command.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Admin API options")]
 pub struct AdminArgs {
     /// Admin API base URL; default: `server.admin_listen` from the config file.
     #[arg(long, global = true, env = "HOOKROUTER_ADMIN", value_hint = clap::ValueHint::Url)]
@@ -186,6 +231,7 @@ pub struct AdminArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum DeadCommand {
     /// List dead letters, oldest first.
+    #[command(after_help = examples::DEAD_LIST)]
     List {
         /// Only those of this destination.
         #[arg(long)]
@@ -195,11 +241,13 @@ pub enum DeadCommand {
         limit: usize,
     },
     /// Show one dead letter with the original body.
+    #[command(after_help = examples::DEAD_SHOW)]
     Show {
         /// The delivery id.
         id: String,
     },
     /// Put dead letters back in the queue with a fresh attempt budget.
+    #[command(after_help = examples::DEAD_RETRY)]
     Retry {
         /// Delivery ids to retry.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -212,6 +260,7 @@ pub enum DeadCommand {
         destination: Option<String>,
     },
     /// Drop dead letters for good (their history stays readable for `server.retention`).
+    #[command(after_help = examples::DEAD_DROP)]
     Drop {
         /// Delivery ids to drop.
         #[arg(required = true)]
@@ -301,6 +350,7 @@ pub struct ReplayArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum EventCommand {
     /// List recorded events, newest first, a page at a time.
+    #[command(after_help = examples::EVENT_LIST)]
     List {
         /// Events received since this: a duration before now (2h, 30m, 7d) or an RFC 3339 time.
         #[arg(long)]
@@ -315,6 +365,7 @@ pub enum EventCommand {
         before: Option<String>,
     },
     /// Show an event, its routes and every attempt of every delivery.
+    #[command(after_help = examples::EVENT_SHOW)]
     Show {
         /// The event id (the `event_id` hookrouter answered Mindstamp with).
         id: String,
@@ -326,13 +377,79 @@ pub enum EventCommand {
 pub enum DestinationCommand {
     /// Stop sending to a destination; its jobs stay queued (and their retry budget and
     /// max_age stop counting) until it is released.
+    #[command(after_help = examples::DESTINATION_HOLD)]
     Hold {
         /// The destination's name in the config.
         name: String,
     },
     /// Resume delivery to a held destination (held by hand or by its failures).
+    #[command(after_help = examples::DESTINATION_RELEASE)]
     Release {
         /// The destination's name in the config.
         name: String,
     },
+}
+
+/// The examples under each command's `--help` (and in its man page).
+mod examples {
+    pub const SERVE: &str = "Examples:
+  hookrouter serve --config /etc/hookrouter/routes.yaml
+  RUST_LOG=hookrouter=debug hookrouter serve --log-format json
+  kill -HUP $(pidof hookrouter)     # reload routes.yaml";
+    pub const CHECK: &str = "Examples:
+  hookrouter check --config /etc/hookrouter/routes.yaml
+  hookrouter check --strict         # warnings fail too (exit 64), e.g. in CI
+  hookrouter check --json | jq '.warnings[].message'";
+    pub const INIT: &str = "Examples:
+  sudo hookrouter init /etc/hookrouter
+  hookrouter init ./try-it";
+    pub const ROUTE: &str = "Examples:
+  hookrouter route --event view examples/view.json --explain
+  hookrouter route --event lead examples/lead.json --render
+  curl -s https://example.com/sample.json | hookrouter route --event interaction --json";
+    pub const SEND: &str = "Examples:
+  hookrouter send --destination sales-slack                 # the sample view payload
+  hookrouter send --destination crm --event lead examples/lead.json
+  hookrouter echo & hookrouter send --destination local-echo";
+    pub const STATUS: &str = "Examples:
+  hookrouter status
+  hookrouter status --admin http://127.0.0.1:9090 --json";
+    pub const DEAD: &str = "Examples:
+  hookrouter dead list --destination crm
+  hookrouter dead show 0190f6a4-...
+  hookrouter dead retry --all --destination crm";
+    pub const DEAD_LIST: &str = "Examples:
+  hookrouter dead list
+  hookrouter dead list --destination crm --limit 10 --json";
+    pub const DEAD_SHOW: &str = "Example:
+  hookrouter dead show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
+    pub const DEAD_RETRY: &str = "Examples:
+  hookrouter dead retry 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
+  hookrouter dead retry --all --destination crm";
+    pub const DEAD_DROP: &str = "Example:
+  hookrouter dead drop 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
+    pub const EVENT: &str = "Example:
+  hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
+    pub const EVENT_SHOW: &str = "Examples:
+  hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
+  hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a --json";
+    pub const DESTINATION: &str = "Examples:
+  hookrouter destination hold crm       # planned maintenance: send it nothing, keep its queue
+  hookrouter destination release crm    # resume (also ends a hold after failures)";
+    pub const DESTINATION_HOLD: &str = "Example:
+  hookrouter destination hold crm --admin http://127.0.0.1:9090";
+    pub const DESTINATION_RELEASE: &str = "Example:
+  hookrouter destination release crm";
+    pub const REPLAY: &str = "Examples:
+  hookrouter replay --since 24h --to new-crm --dry-run --explain
+  hookrouter replay --since 24h --to new-crm      # backfill a destination just added
+  hookrouter replay 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
+  hookrouter replay --cancel 0190f6b0-...";
+    pub const EVENT_LIST: &str = "Examples:
+  hookrouter event list --since 2h --kind lead
+  hookrouter event list --since 24h --status unrouted
+  hookrouter event list --since 7d --mindstamp-id 12345 --json";
+    pub const ECHO: &str = "Examples:
+  hookrouter echo
+  hookrouter echo --listen 127.0.0.1:9100";
 }

@@ -101,6 +101,59 @@ pub fn check_summary(config: &Config) -> String {
     out
 }
 
+/// `check --json`: `ok`, every error and warning with its place, and (when the config
+/// loaded) the destinations and routes by name.
+pub fn check_json(
+    path: &std::path::Path,
+    loaded: &Result<Config, crate::config::ConfigError>,
+) -> Json {
+    use crate::config::{ConfigError, LocatedProblem};
+    let item = |p: &LocatedProblem| {
+        serde_json::json!({
+            "file": p.file,
+            "line": p.position.map(|p| p.line),
+            "col": p.position.map(|p| p.col),
+            "label": p.label,
+            "message": p.message,
+        })
+    };
+    type Lists = (Vec<Json>, Vec<Json>, Vec<String>, Vec<String>);
+    let (errors, warnings, destinations, routes): Lists = match loaded {
+        Ok(c) => (
+            Vec::new(),
+            c.warnings.iter().map(item).collect(),
+            c.destinations.keys().cloned().collect(),
+            c.rules.routes().iter().map(|r| r.name.clone()).collect(),
+        ),
+        Err(e) => {
+            let errors = match e {
+                ConfigError::Invalid { problems } => problems.iter().map(item).collect(),
+                ConfigError::Syntax {
+                    file,
+                    line,
+                    col,
+                    message,
+                } => vec![serde_json::json!({
+                    "file": file, "line": line, "col": col, "label": null, "message": message,
+                })],
+                ConfigError::Read { path, source } => vec![serde_json::json!({
+                    "file": path, "line": null, "col": null, "label": null,
+                    "message": source.to_string(),
+                })],
+            };
+            (errors, Vec::new(), Vec::new(), Vec::new())
+        }
+    };
+    serde_json::json!({
+        "file": path.display().to_string(),
+        "ok": loaded.is_ok(),
+        "errors": errors,
+        "warnings": warnings,
+        "destinations": destinations,
+        "routes": routes,
+    })
+}
+
 /// The dry run's result: what `serve` would do with one payload.
 #[derive(Debug, Serialize)]
 pub struct RouteReport {

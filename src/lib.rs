@@ -38,13 +38,18 @@ pub mod health;
 pub mod ingress;
 pub mod init;
 pub mod inspect;
+pub mod lint;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod payloads;
 pub mod queue;
 pub mod replay;
 pub mod retry;
 pub mod route;
+pub mod send;
 pub mod shadow;
+pub mod startup;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -70,21 +75,26 @@ pub type SharedConfig = Arc<ArcSwap<Config>>;
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The store could not be opened.
-    #[error("opening the store in {path}: {error}")]
+    /// The data directory cannot be used (missing and not creatable, not writable).
+    #[error("{0}")]
+    DataDir(String),
+    /// The store could not be opened (another hookrouter holds it, or sled failed).
+    #[error("{}", startup::store_error(std::path::Path::new(path), error))]
     Store {
         /// The data directory.
         path: String,
-        /// What went wrong (not a `source`, so that a chained report does not say it twice).
+        /// What the store said.
         error: StoreError,
     },
-    /// The listener could not be bound.
-    #[error("listening on {addr}: {source}")]
+    /// A listener could not be bound.
+    #[error("{}", startup::bind_error(setting, *addr, error))]
     Bind {
+        /// `server.listen` or `server.admin_listen`.
+        setting: &'static str,
         /// The configured address.
         addr: SocketAddr,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The committer thread could not be started.
     #[error("starting the committer thread: {0}")]
@@ -152,6 +162,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         dedupe_window: server.dedupe_window,
         ..StoreOptions::new(server.store_cache_bytes)
     };
+    startup::check_data_dir(&server.data_dir).map_err(RunError::DataDir)?;
     let store = Store::open(&server.data_dir, options).map_err(|error| RunError::Store {
         path: server.data_dir.display().to_string(),
         error,
@@ -183,6 +194,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         let alerts = alerts.clone();
         move |event| alerts.health(event)
     });
+    metrics.preset(config.load().destinations.keys().map(String::as_str));
     let dispatcher = Dispatcher::new(
         store.clone(),
         config.clone(),
@@ -194,28 +206,25 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     dispatcher.reconcile()?;
     let (committer, committer_thread) =
         Committer::start(store.clone()).map_err(RunError::Thread)?;
+    let bind_error = |setting, addr| {
+        move |error| RunError::Bind {
+            setting,
+            addr,
+            error,
+        }
+    };
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: server.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: server.listen,
-        source,
-    })?;
+        .map_err(bind_error("server.listen", server.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(bind_error("server.listen", server.listen))?;
     let admin_listener = TcpListener::bind(server.admin_listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?;
+        .map_err(bind_error("server.admin_listen", server.admin_listen))?;
     let admin_addr = admin_listener
         .local_addr()
-        .map_err(|source| RunError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?;
+        .map_err(bind_error("server.admin_listen", server.admin_listen))?;
     let recent_ids = Arc::new(ingress::recent::RecentIds::default());
     let activity = Arc::new(alert::silence::Activity::default());
     let alert_task = alert::run(

@@ -17,39 +17,9 @@ const EXIT_CONFIG: u8 = 64;
 /// under it ([`hookrouter::RunError::exit_code`]); the unit restarts on neither.
 const EXIT_DATA: u8 = 65;
 
-/// Installs the logger. Lines go through a bounded channel to one writer thread, which
-/// writes whatever has queued up in one `write` to stderr: threads that log never take
-/// stderr's lock or make a syscall per line (at three lines per webhook, the lock alone
-/// cost several percent of the daemon's CPU under load). The channel blocks when full, so
-/// no line is dropped; dropping the returned guard (at the end of `main`) writes what is
-/// still queued.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // Under systemd, journald stamps each line itself.
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match (format, under_journald) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
-        (LogFormat::Text, true) => builder.without_time().init(),
-        (LogFormat::Text, false) => builder.init(),
-    }
-    guard
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_writer = init_logging(cli.log_format);
+    let _log_writer = hookrouter::logging::init(matches!(cli.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,21 +30,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The daemon reports through the logger (journald, JSON shippers); the other commands
+    // are run by a person, who reads plain standard error.
+    let daemon = matches!(cli.command, Command::Serve { .. });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
             Command::Check {
                 config,
                 against_journal: false,
+                strict,
+                json,
                 ..
-            } => check(config),
+            } => check(config, strict, json),
             Command::Check {
                 config,
                 since,
                 admin,
                 token,
+                strict,
+                json,
                 ..
-            } => match check(config.clone()) {
+            } => match check(config.clone(), strict, json) {
                 Ok(()) => {
                     let args = AdminArgs {
                         admin,
@@ -104,6 +81,12 @@ fn main() -> ExitCode {
                 },
                 payload,
             ),
+            Command::Send {
+                config,
+                destination,
+                event,
+                payload,
+            } => send(config, &destination, event.map(Into::into), payload).await,
             Command::Status { admin } => operate(Operation::Status, admin).await,
             Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
             Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
@@ -125,25 +108,41 @@ fn main() -> ExitCode {
             }
         }
     });
+    // `line` is printed as is; `hookrouter: ` marks hookrouter's own words on a terminal
+    // (the logger names its target itself).
+    let report = |line: &str| {
+        if daemon {
+            tracing::error!("{}", line.trim_start_matches("hookrouter: "));
+        } else {
+            eprintln!("{line}");
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
-            eprintln!("{e}");
-            eprintln!("hookrouter: the config has errors; not starting");
+            for line in e.to_string().lines() {
+                report(line);
+            }
+            report(if daemon {
+                "hookrouter: the config has errors; not starting"
+            } else {
+                "hookrouter: the config has errors"
+            });
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Data(e)) => {
-            eprintln!("hookrouter: {e:#}");
+            report(&format!("hookrouter: {e:#}"));
             ExitCode::from(EXIT_DATA)
         }
-        Err(Failure::Exit(code, e)) => {
-            eprintln!("hookrouter: {e:#}");
+        Err(Failure::ExitWith(code, e)) => {
+            report(&format!("hookrouter: {e:#}"));
             ExitCode::from(code)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("hookrouter: {e:#}");
+            report(&format!("hookrouter: {e:#}"));
             ExitCode::FAILURE
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 
@@ -151,25 +150,56 @@ enum Failure {
     Config(ConfigError),
     Data(anyhow::Error),
     /// A daemon failure with an exit code of its own ([`hookrouter::RunError::exit_code`]).
-    Exit(u8, anyhow::Error),
+    ExitWith(u8, anyhow::Error),
     Other(anyhow::Error),
+    /// Everything has been said already: just this exit status.
+    Exit(u8),
 }
 
 fn run_failure(e: hookrouter::RunError) -> Failure {
     match e.exit_code() {
-        Some(code) => Failure::Exit(code, e.into()),
+        Some(code) => Failure::ExitWith(code, e.into()),
         None => Failure::Other(e.into()),
     }
 }
 
-fn check(path: PathBuf) -> Result<(), Failure> {
-    let config = Config::load(&path).map_err(Failure::Config)?;
+fn check(path: PathBuf, strict: bool, json: bool) -> Result<(), Failure> {
+    let loaded = Config::load(&path);
+    let failed = match &loaded {
+        Err(_) => true,
+        Ok(c) => strict && !c.warnings.is_empty(),
+    };
+    if json {
+        let report = hookrouter::inspect::check_json(&path, &loaded);
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+        return if failed {
+            Err(Failure::Exit(EXIT_CONFIG))
+        } else {
+            Ok(())
+        };
+    }
+    let config = loaded.map_err(Failure::Config)?;
     // On standard error, where the operator looks for problems; the summary stays clean
     // for scripts.
     for warning in &config.warnings {
         eprintln!("hookrouter: {warning}");
     }
     print!("{}", hookrouter::inspect::check_summary(&config));
+    let n = config.warnings.len();
+    if n > 0 {
+        let s = if n == 1 { "" } else { "s" };
+        if strict {
+            eprintln!("hookrouter: {n} warning{s}, and --strict makes them errors");
+        } else {
+            eprintln!("hookrouter: {n} warning{s} (--strict makes them errors)");
+        }
+    }
+    if failed {
+        return Err(Failure::Exit(EXIT_CONFIG));
+    }
     Ok(())
 }
 
@@ -205,7 +235,38 @@ fn route(
     payload: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let config = Config::load(&path).map_err(Failure::Config)?;
-    let (name, bytes) = match payload.filter(|p| p.as_os_str() != "-") {
+    let (bytes, payload) = read_payload(payload.filter(|p| p.as_os_str() != "-"))?;
+    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
+    if output.render {
+        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
+    }
+    if output.json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("encoding the report")
+            .map_err(Failure::Other)?;
+        println!("{text}");
+    } else {
+        print!("{}", hookrouter::inspect::render_report(&report));
+    }
+    let failed = report
+        .rendered
+        .iter()
+        .flatten()
+        .filter(|r| r.error.is_some())
+        .count();
+    if failed > 0 {
+        let of = report.rendered.as_ref().map_or(0, Vec::len);
+        eprintln!(
+            "hookrouter: {failed} of {of} requests could not be rendered: such deliveries would be dead-lettered"
+        );
+        return Err(Failure::Exit(EXIT_DATA));
+    }
+    Ok(())
+}
+
+/// Reads a payload from `path` (standard input when `None`); it must be a JSON object.
+fn read_payload(path: Option<PathBuf>) -> Result<(Vec<u8>, serde_json::Value), Failure> {
+    let (name, bytes) = match path {
         Some(p) => {
             let bytes = std::fs::read(&p)
                 .with_context(|| format!("reading {}", p.display()))
@@ -228,19 +289,38 @@ fn route(
             "{name} must hold a JSON object, as Mindstamp sends"
         )));
     }
-    let mut report = hookrouter::inspect::route_report(&config, kind, &payload, output.explain);
-    if output.render {
-        hookrouter::inspect::render_deliveries(&config, &mut report, &bytes.into(), &payload);
-    }
-    if output.json {
-        let text = serde_json::to_string_pretty(&report)
-            .context("encoding the report")
-            .map_err(Failure::Other)?;
-        println!("{text}");
+    Ok((bytes, payload))
+}
+
+/// `hookrouter send`: one real request, its answer printed; nothing queued.
+async fn send(
+    path: PathBuf,
+    destination: &str,
+    kind: Option<hookrouter::event::EventKind>,
+    payload: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    let kind = kind.unwrap_or_else(|| hookrouter::send::default_kind(&config, destination));
+    let (bytes, payload) = match payload {
+        Some(p) if p.as_os_str() == "-" => read_payload(None)?,
+        Some(p) => read_payload(Some(p))?,
+        None => (
+            hookrouter::payloads::sample_text(kind).as_bytes().to_vec(),
+            hookrouter::payloads::sample(kind).clone(),
+        ),
+    };
+    let sent = hookrouter::send::send(&config, destination, kind, bytes.into(), &payload)
+        .await
+        .map_err(|e| match e {
+            hookrouter::send::SendError::Render(_) => Failure::Data(e.into()),
+            other => Failure::Other(other.into()),
+        })?;
+    print!("{}", hookrouter::send::render(&sent));
+    if sent.delivered() {
+        Ok(())
     } else {
-        print!("{}", hookrouter::inspect::render_report(&report));
+        Err(Failure::Exit(1))
     }
-    Ok(())
 }
 
 /// Runs an operator command against the admin API and prints what it says.
@@ -283,7 +363,12 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
                     "config reloaded"
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "config reload refused; the previous rules stay in force")
+                    // One line per problem: a line break inside one would lose its priority
+                    // in the journal.
+                    for problem in e.to_string().lines() {
+                        tracing::error!("{problem}");
+                    }
+                    tracing::error!("config reload refused; the previous rules stay in force")
                 }
             }
         }

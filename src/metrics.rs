@@ -9,6 +9,7 @@
 //! The same calls feed [`recent`], the last few minutes kept in memory for the status page
 //! (rates and percentiles that Prometheus leaves to PromQL).
 
+pub mod ops;
 pub mod recent;
 
 use std::sync::atomic::AtomicU64;
@@ -87,6 +88,7 @@ pub struct Metrics {
     alerts_sent: Family<AlertLabels, Counter>,
     alerts_suppressed: Family<AlertLabels, Counter>,
     recent: recent::Recent,
+    ops: ops::OpsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,7 +157,9 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("hookrouter");
+        let ops = ops::OpsMetrics::register(&mut registry);
         let m = Metrics {
+            ops,
             webhooks: Family::default(),
             rejected: Family::default(),
             deliveries: Family::default(),
@@ -183,7 +187,8 @@ impl Metrics {
         );
         registry.register(
             "deliveries",
-            "Delivery attempts, by destination and outcome (delivered, retried, dead)",
+            "Delivery attempts, by destination and outcome (deprecated: the same as \
+             hookrouter_delivery_attempts_total, which replaces it; removed in the next release)",
             m.deliveries.clone(),
         );
         registry.register(
@@ -284,12 +289,12 @@ impl Metrics {
     /// Counts one delivery attempt's outcome and how long the attempt took.
     pub fn delivery(&self, destination: &str, outcome: DeliveryOutcome, attempt: Option<Duration>) {
         self.recent.delivery(destination, outcome.recent(), attempt);
-        self.deliveries
-            .get_or_create(&DeliveryLabels {
-                destination: destination.to_string(),
-                outcome: outcome.label().to_string(),
-            })
-            .inc();
+        let labels = DeliveryLabels {
+            destination: destination.to_string(),
+            outcome: outcome.label().to_string(),
+        };
+        self.deliveries.get_or_create(&labels).inc();
+        self.ops.attempts.get_or_create(&labels).inc();
         if let Some(d) = attempt {
             self.delivery_latency
                 .get_or_create(&DestinationLabels {
@@ -349,6 +354,9 @@ impl Metrics {
         let healths = health.snapshot();
         let snapshot = store.stats().snapshot();
         let mut names: std::collections::BTreeSet<String> = destinations.into_iter().collect();
+        // The configured destinations now, so those a reload added have their zeros too.
+        self.preset(names.iter().map(String::as_str));
+        self.refresh_store_size(store);
         names.extend(snapshot.keys().cloned());
         let now = now_ms();
         for name in names {

@@ -293,6 +293,10 @@ fn hold(state: &AdminState, name: &str, hold: bool) -> Answer {
 
 fn metrics(state: &AdminState) -> Answer {
     let names: Vec<String> = state.config.load().destinations.keys().cloned().collect();
+    let last_reload = state.reloader.history().last;
+    state
+        .metrics
+        .reload_result(last_reload.is_none_or(|r| r.error.is_none()));
     let text = state
         .metrics
         .render(&state.store, &state.health, names)

@@ -360,20 +360,9 @@ fn validate_classifier(raw: &RawDestination, path: &str, problems: &mut Problems
         match Regex::new(pattern) {
             Ok(r) => Some(r),
             Err(e) => {
-                // regex's message spans lines (pattern, caret, error): keep the error.
-                let text = e.to_string();
-                let detail = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim()
-                    .trim_start_matches("error: ")
-                    .to_string();
-                problems.push(
-                    &format!("{path}.{field}"),
-                    format!("not a valid regular expression: {detail}"),
-                );
+                let fpath = format!("{path}.{field}");
+                let detail = crate::lint::regex_error(&e, problems.secret_origin(&fpath).is_none());
+                problems.push(&fpath, format!("not a valid regular expression: {detail}"));
                 None
             }
         }
@@ -446,7 +435,12 @@ mod tests {
             assert!(err.contains(expected), "missing {expected:?} in\n{err}");
         }
         assert!(!err.contains("s3cret"), "{err}");
-        assert_eq!(err.lines().count(), 10, "{err}");
+        // The regex's caret diagram keeps its own two lines, under the problem.
+        assert!(
+            err.contains("unclosed group\n        (unclosed\n        ^\n"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 12, "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod health;
 mod locate;
 mod raw;
 mod server;
+mod unknown_fields;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -376,6 +377,9 @@ impl Config {
             secrets: &secrets,
         };
         let config = validate(&root, path, &mut ctx, &mut warnings);
+        if let Some(config) = &config {
+            crate::lint::check(&root, config, &mut problems, &mut warnings);
+        }
         if problems.is_empty() {
             if let Some(mut config) = config {
                 if !warnings.is_empty() {
@@ -440,47 +444,76 @@ fn label_for(path: &str, root: &Value) -> String {
 }
 
 /// Deserializes `value` into `T`, reporting a failure at the exact sub-path serde reached.
+///
+/// serde stops at the first unknown field of a mapping; every unknown field of that
+/// mapping is reported (each with a "did you mean" when one is close), then they are left
+/// out and deserialization goes on, so the other problems are found in the same run.
 pub fn deserialize_at<T: DeserializeOwned>(
     value: &Value,
     path: &str,
     problems: &mut Problems,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-        Ok(v) => Some(v),
-        Err(err) => {
-            let mut full = path.to_string();
-            for seg in err.path().iter() {
-                let s = match seg {
-                    serde_path_to_error::Segment::Seq { index } => index.to_string(),
-                    serde_path_to_error::Segment::Map { key } => key.clone(),
-                    serde_path_to_error::Segment::Enum { variant } => variant.clone(),
-                    serde_path_to_error::Segment::Unknown => continue,
-                };
-                if !full.is_empty() {
-                    full.push('.');
-                }
-                full.push_str(&s);
-            }
-            let message = err.into_inner().to_string();
-            // serde quotes the value it could not take (`invalid type: string "..."`): for
-            // an expanded value, say where it came from and what was expected instead.
-            let message = match problems.secret_origin(&full) {
-                Some(origin) => {
-                    let expected = message
-                        .rsplit_once(", expected ")
-                        .map(|(_, e)| format!(", expected {e}"))
-                        .unwrap_or_default();
-                    format!(
-                        "the value from {origin} does not fit here{expected} (the value is \
-                         not shown: values from the environment and files are secret)"
-                    )
-                }
-                None => message,
+    let mut value = value.clone();
+    // Where unknown fields were removed (the path serde reported, the field last).
+    let mut cleaned: Vec<Vec<String>> = Vec::new();
+    // Each round removes at least one unknown field; the bound is a guard only.
+    for _ in 0..256 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(err) => err,
+        };
+        let mut full = path.to_string();
+        let mut segments = Vec::new();
+        for seg in err.path().iter() {
+            let s = match seg {
+                serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                serde_path_to_error::Segment::Map { key } => key.clone(),
+                serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                serde_path_to_error::Segment::Unknown => continue,
             };
-            problems.push(&full, message);
-            None
+            if !full.is_empty() {
+                full.push('.');
+            }
+            full.push_str(&s);
+            segments.push(s);
         }
+        let message = err.into_inner().to_string();
+        if unknown_fields::report(&mut value, &segments, path, &message, problems) {
+            cleaned.push(segments);
+            continue;
+        }
+        // `sign: { secert: x }`: "missing field `secret`" would only repeat the "did you
+        // mean" already given for the misspelt field.
+        if !(message.starts_with("missing field")
+            && cleaned
+                .iter()
+                .any(|c| c.len() == segments.len() + 1 && c.starts_with(&segments)))
+        {
+            report_at(&full, message, problems);
+        }
+        return None;
     }
+    None
+}
+
+/// Records serde's `message` about the node at `full`.
+fn report_at(full: &str, message: String, problems: &mut Problems) {
+    // serde quotes the value it could not take (`invalid type: string "..."`): for an
+    // expanded value, say where it came from and what was expected instead.
+    let message = match problems.secret_origin(full) {
+        Some(origin) => {
+            let expected = message
+                .rsplit_once(", expected ")
+                .map(|(_, e)| format!(", expected {e}"))
+                .unwrap_or_default();
+            format!(
+                "the value from {origin} does not fit here{expected} (the value is not \
+                 shown: values from the environment and files are secret)"
+            )
+        }
+        None => message,
+    };
+    problems.push(full, message);
 }
 
 /// Parses `50ms`, `1s`, `10m`, `24h` (and combinations such as `1h 30m`).
@@ -526,10 +559,13 @@ fn validate(
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
             if !TOP_LEVEL_KEYS.contains(&name) {
+                let hint = crate::lint::did_you_mean(name, TOP_LEVEL_KEYS)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
                 ctx.problems.push(
                     name,
                     format!(
-                        "unknown key {name:?}; expected one of {}",
+                        "unknown key {name:?}{hint}; expected one of {}",
                         TOP_LEVEL_KEYS.join(", ")
                     ),
                 );
@@ -775,7 +811,14 @@ routes:
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("routes.yaml:5:5: route \"r\": retries: unknown field"),
+            err.contains("routes.yaml:5:5: route \"r\": retries: unknown field"),
+            "{err}"
+        );
+        // The rest of the route is still checked.
+        assert!(
+            err.contains(
+                "routes.yaml:4:5: route \"r\": to: a route needs at least one destination"
+            ),
             "{err}"
         );
     }

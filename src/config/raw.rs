@@ -28,6 +28,7 @@ pub struct RawServer {
     pub dead_retention: Option<String>,
     pub max_queue: Option<u64>,
     pub keep_unrouted: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `retry:` globally or inside a destination; each field overrides the level above.

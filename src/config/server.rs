@@ -51,6 +51,8 @@ pub struct ServerSettings {
     /// listable and replayable) rather than only answered `unrouted`: a rule typo must not
     /// lose traffic for good.
     pub keep_unrouted: bool,
+    /// Proxies whose `X-Forwarded-For` names the client in refusal log lines.
+    pub trusted_proxies: crate::ingress::peer::TrustedProxies,
 }
 
 pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSettings {
@@ -130,7 +132,19 @@ pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) ->
         ),
         max_queue,
         keep_unrouted: raw.keep_unrouted.unwrap_or(true),
+        trusted_proxies: trusted_proxies(raw.trusted_proxies.as_deref(), problems),
     }
+}
+
+fn trusted_proxies(
+    raw: Option<&[String]>,
+    problems: &mut Problems,
+) -> crate::ingress::peer::TrustedProxies {
+    let entries = raw.unwrap_or_default().iter().map(String::as_str);
+    crate::ingress::peer::TrustedProxies::parse(entries).unwrap_or_else(|(i, message)| {
+        problems.push(&format!("server.trusted_proxies.{i}"), message);
+        Default::default()
+    })
 }
 
 /// The default admin address: loopback only, never exposed unless the operator says so.

@@ -291,7 +291,7 @@ pub async fn attempt(
 }
 
 /// Describes a transport error without the URL (which may hold a secret token).
-fn describe_error(e: &reqwest::Error) -> String {
+pub(crate) fn describe_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -314,7 +314,7 @@ fn describe_error(e: &reqwest::Error) -> String {
     }
 }
 
-async fn read_body(mut response: reqwest::Response) -> Option<String> {
+pub(crate) async fn read_body(mut response: reqwest::Response) -> Option<String> {
     let mut buf = Vec::new();
     while buf.len() < MAX_RESPONSE_READ {
         match response.chunk().await {
@@ -336,7 +336,7 @@ const MIN_MASKED_LEN: usize = 4;
 /// What we sent that is secret and a receiver might echo back (some echo the whole request
 /// in an error page): the value of each sensitive header and each word after its first (the
 /// token of `Bearer <token>`), the URL's password, and the path and query of a URL from `${VAR}`.
-fn secrets_sent(r: &super::format::RenderedRequest) -> Vec<String> {
+pub(crate) fn secrets_sent(r: &super::format::RenderedRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for value in r.headers.values().filter(|v| v.is_sensitive()) {
         let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -360,7 +360,7 @@ fn secrets_sent(r: &super::format::RenderedRequest) -> Vec<String> {
 
 /// `body` with every one of `secrets` replaced by `<secret>`, so a dead letter's stored
 /// response snippet never holds our credentials.
-fn mask(body: String, secrets: &[String]) -> String {
+pub(crate) fn mask(body: String, secrets: &[String]) -> String {
     secrets.iter().fold(body, |b, s| {
         if b.contains(s.as_str()) {
             b.replace(s.as_str(), "<secret>")

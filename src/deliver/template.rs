@@ -96,6 +96,25 @@ impl Templates {
         self.env.get_template(name)?.render(ctx)
     }
 
+    /// The names of every compiled template (`template`, `body.x`, `headers.X-Key`,
+    /// `builtin.slack.view`...), for `check`, which renders each against sample payloads.
+    pub fn names(&self) -> Vec<String> {
+        self.env
+            .templates()
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The variables template `name` reads from its context, dotted where it reaches into
+    /// one (`viewer_name`, `variables.plan`, `payload.tag1`); loop variables and `set`s are
+    /// not included.
+    pub fn variables(&self, name: &str) -> std::collections::HashSet<String> {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(true))
+            .unwrap_or_default()
+    }
+
     /// Compiles one string leaf: a literal, a text template, or a single expression whose
     /// value keeps its JSON type.
     pub fn leaf(&mut self, name: &str, source: &str) -> Result<Leaf, String> {

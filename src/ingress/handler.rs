@@ -13,8 +13,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body;
+use super::peer::Peer;
 use super::recent::{mindstamp_id, RecentIds};
-use super::response::{error, json, ErrorCode, JsonResponse};
+use super::response::{error, json, ErrorCause, ErrorCode, ErrorMessage, JsonResponse};
 use crate::config::ServerSettings;
 use crate::deliver::Dispatcher;
 use crate::event::EventKind;
@@ -77,26 +78,46 @@ struct Accepted<'a> {
     deliveries: usize,
 }
 
-/// Answers one request.
+/// Answers one request; every refusal is logged once, with its code and who sent it.
 pub async fn handle(state: Arc<IngressState>, req: Request<Incoming>) -> JsonResponse {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let client = peer.and_then(|p| {
+        state
+            .config
+            .load()
+            .server
+            .trusted_proxies
+            .client(p, req.headers())
+    });
+    let (kind, response) = answer(state, req).await;
+    log_refusal(kind, peer, client, &response);
+    response
+}
+
+async fn answer(
+    state: Arc<IngressState>,
+    req: Request<Incoming>,
+) -> (Option<EventKind>, JsonResponse) {
     let path = req.uri().path();
     if path == "/healthz" {
-        return match *req.method() {
+        let response = match *req.method() {
             Method::GET | Method::HEAD => {
                 json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }
             _ => method_not_allowed("GET"),
         };
+        return (None, response);
     }
     let Some(kind) = path
         .strip_prefix("/webhooks/")
         .and_then(|k| k.parse::<EventKind>().ok())
     else {
-        return error(
+        let response = error(
             StatusCode::NOT_FOUND,
             "not_found",
             "unknown path; webhooks go to /webhooks/view, /webhooks/interaction or /webhooks/lead",
         );
+        return (None, response);
     };
     let response = if req.method() != Method::POST {
         method_not_allowed("POST")
@@ -104,7 +125,52 @@ pub async fn handle(state: Arc<IngressState>, req: Request<Incoming>) -> JsonRes
         receive(state.clone(), kind, req).await
     };
     count(&state.metrics, kind, &response);
-    response
+    (Some(kind), response)
+}
+
+/// The one log line of a refused request: its code, status and sentence, the peer, and the
+/// client behind a trusted proxy. An error of ours (the store) is an error; a client's
+/// mistake a warning; a path nobody serves (scanners) only information.
+fn log_refusal(
+    kind: Option<EventKind>,
+    peer: Option<std::net::SocketAddr>,
+    client: Option<std::net::IpAddr>,
+    response: &JsonResponse,
+) {
+    let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() else {
+        return;
+    };
+    let status = response.status().as_u16();
+    let message = response
+        .extensions()
+        .get::<ErrorMessage>()
+        .map_or("", |m| m.0.as_str());
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|c| c.0.as_str());
+    let kind = kind.map(EventKind::as_str);
+    let peer = peer.map(|p| p.to_string());
+    let client = client.map(|c| c.to_string());
+    macro_rules! refused {
+        ($level:ident) => {
+            tracing::$level!(
+                kind,
+                code = code.as_str(),
+                status,
+                peer,
+                client,
+                error = cause,
+                outcome = "rejected",
+                "webhook rejected: {message}"
+            )
+        };
+    }
+    match status {
+        404 => refused!(info),
+        500.. if code != "queue_full" => refused!(error),
+        _ => refused!(warn),
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> JsonResponse {
@@ -159,7 +225,6 @@ async fn receive(
     // Two `X-KEY` headers are ambiguous (a proxy and a client may each have added one, and
     // which one is "the" key differs between implementations): refused, never first-wins.
     if req.headers().get_all("x-key").iter().nth(1).is_some() {
-        tracing::warn!(%kind, reason = "duplicate_key", outcome = "rejected", "webhook rejected: more than one X-KEY header");
         return error(
             StatusCode::BAD_REQUEST,
             "duplicate_key",
@@ -170,7 +235,6 @@ async fn receive(
     let mut request = match config.keys.verify(presented.as_deref(), req) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(%kind, reason = %e, outcome = "rejected", "webhook rejected");
             let code = match e {
                 VerifyError::Missing => "missing_key",
                 VerifyError::Wrong => "invalid_key",
@@ -179,7 +243,6 @@ async fn receive(
         }
     };
     if state.store.pending_count() as u64 >= config.server.max_queue {
-        tracing::warn!(%kind, max_queue = config.server.max_queue, outcome = "rejected", reason = "queue_full", "webhook refused: the queue is full");
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_full",
@@ -262,12 +325,12 @@ async fn receive(
             });
         }
         Err(e) => {
-            tracing::error!(%kind, error = %e, "webhook not persisted; answered 503");
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "the event could not be stored durably; send it again later",
             );
+            r.extensions_mut().insert(ErrorCause(e.to_string()));
             r.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("5"),

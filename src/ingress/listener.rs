@@ -18,7 +18,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::{HttpService, Service};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -50,12 +50,15 @@ pub struct ListenerSettings {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `service` behind [`Admission`]: a request waits for a slot before it is handled, and
-/// the connection counts as waiting for a head again once the answer is ready.
+/// `service` behind [`Admission`]: a request waits for a slot before it is handled (with
+/// its peer address put into its extensions), and the connection counts as waiting for a
+/// head again once the answer is ready.
 struct Admitted<S> {
     service: S,
     connection: Arc<Connection>,
     slots: Arc<Semaphore>,
+    /// The remote address, put into every request's extensions as a [`super::peer::Peer`].
+    peer: std::net::SocketAddr,
 }
 
 /// Puts the connection back among those waiting for a head when the request is done
@@ -77,15 +80,16 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         self.connection.head_arrived();
+        req.extensions_mut().insert(super::peer::Peer(self.peer));
         let again = WaitAgain(self.connection.clone());
         let slots = self.slots.clone();
         let mut service = self.service.clone();
         Box::pin(async move {
             // The semaphore is never closed; without a permit the request still goes on.
             let _slot = slots.acquire_owned().await.ok();
-            let response = service.call(req).await;
+            let response = HttpService::call(&mut service, req).await;
             drop(again);
             response
         })
@@ -94,8 +98,9 @@ where
 
 /// Serves `service` on every connection accepted from `listener` until `shutdown` is
 /// cancelled, then lets open connections finish for up to the grace period. `name` labels
-/// the log lines ("ingress", "admin").
-pub async fn serve_http1<S>(
+/// the log lines ("ingress", "admin"). Every request carries the connection's remote
+/// address as a [`Peer`] extension.
+pub async fn serve_http1<S, B>(
     name: &'static str,
     listener: TcpListener,
     service: S,
@@ -103,12 +108,12 @@ pub async fn serve_http1<S>(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) where
-    S: HttpService<Incoming> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::ResBody: Send + 'static,
-    <S::ResBody as Body>::Data: Send,
-    <S::ResBody as Body>::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
     let graceful = GracefulShutdown::new();
     let slots = settings.max_connections.max(1);
@@ -145,6 +150,7 @@ pub async fn serve_http1<S>(
             service: service.clone(),
             connection: connection.clone(),
             slots: admission.request_slots(),
+            peer,
         };
         let served = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -155,7 +161,7 @@ pub async fn serve_http1<S>(
             .max_buf_size(MAX_HEADER_BYTES)
             .max_header_size(MAX_HEADER_BYTES)
             .serve_connection(
-                TokioIo::new(super::refusal::JsonRefusals::new(stream)),
+                TokioIo::new(super::refusal::JsonRefusals::new(stream, name, peer)),
                 admitted,
             );
         let served = graceful.watch(served);

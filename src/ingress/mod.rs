@@ -6,6 +6,7 @@ pub mod admission;
 pub mod body;
 pub mod handler;
 pub mod listener;
+pub mod peer;
 pub mod recent;
 pub mod refusal;
 pub mod response;

@@ -38,7 +38,14 @@ const REFUSALS: [(&[u8], &str, &str); 3] = [
 ];
 
 /// The JSON version of `head` if it is one of hyper's body-less refusals.
+#[cfg(test)]
 fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
+    refusal_of(head).map(|(bytes, _, _)| bytes)
+}
+
+/// The JSON version of `head`, with the refusal's code and message, if it is one of
+/// hyper's body-less refusals.
+fn refusal_of(head: &[u8]) -> Option<(Vec<u8>, &'static str, &'static str)> {
     let (status_line, code, message) = REFUSALS
         .iter()
         .find(|(line, _, _)| head.starts_with(line))?;
@@ -62,23 +69,28 @@ fn with_json_body(head: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(b"content-type: application/json\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(body.as_bytes());
-    Some(out)
+    Some((out, code, message))
 }
 
 /// A connection whose body-less parse-error answers from hyper get a JSON body (see the
 /// module doc). Reads pass through untouched.
 pub struct JsonRefusals<T> {
     inner: T,
+    /// The listener (`ingress`, `admin`) and the peer, for the refusal's log line.
+    listener: &'static str,
+    peer: std::net::SocketAddr,
     /// A replacement being written: the bytes and how many are out, and the length of the
     /// buffer hyper gave (reported written once the replacement is).
     replacing: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl<T> JsonRefusals<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T) -> Self {
+    /// Wraps `inner`, the connection from `peer` to `listener`.
+    pub fn new(inner: T, listener: &'static str, peer: std::net::SocketAddr) -> Self {
         JsonRefusals {
             inner,
+            listener,
+            peer,
             replacing: None,
         }
     }
@@ -102,8 +114,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.replacing.is_none() {
-            match with_json_body(buf) {
-                Some(bytes) => this.replacing = Some((bytes, 0, buf.len())),
+            match refusal_of(buf) {
+                Some((bytes, code, message)) => {
+                    let status: u16 = std::str::from_utf8(&buf[9..12])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    tracing::warn!(
+                        listener = this.listener,
+                        code,
+                        status,
+                        peer = %this.peer,
+                        outcome = "rejected",
+                        "request refused: {message}"
+                    );
+                    this.replacing = Some((bytes, 0, buf.len()));
+                }
                 None => return Pin::new(&mut this.inner).poll_write(cx, buf),
             }
         }

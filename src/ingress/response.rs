@@ -32,15 +32,27 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Json
         error: &'a str,
         message: String,
     }
+    let message = message.into();
+    let message_copy = message.clone();
     let mut response = json(
         status,
         &ErrorBody {
             error: code,
-            message: message.into(),
+            message,
         },
     );
     response
         .extensions_mut()
         .insert(ErrorCode(code.to_string()));
+    response.extensions_mut().insert(ErrorMessage(message_copy));
     response
 }
+
+/// The `message` of an error answer, kept for its log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMessage(pub String);
+
+/// What went wrong inside hookrouter behind an error answer (the store's error, say),
+/// logged with it but never sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorCause(pub String);

@@ -413,7 +413,7 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
                 {
                     Ok(re) => Some(Op::Regex(re)),
                     Err(e) => {
-                        let detail = e.to_string().replace('\n', " ");
+                        let detail = crate::lint::regex_error(&e, !ctx.secrets.contains(&opath));
                         ctx.problems
                             .push(&opath, format!("invalid regex: {detail}"));
                         None
@@ -437,10 +437,13 @@ fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Opti
                 }
             },
             other => {
+                let hint = crate::lint::did_you_mean(other, OPERATORS.iter().copied())
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
                 ctx.problems.push(
                     &opath,
                     format!(
-                        "unknown operator {other:?}; expected one of {}",
+                        "unknown operator {other:?}{hint}; expected one of {}",
                         OPERATORS.join(", ")
                     ),
                 );

@@ -1,0 +1,228 @@
+//! `hookrouter send`: one real request to one destination, to try a Slack URL, a token or a
+//! template for real before any webhook depends on it.
+//!
+//! The request is rendered by [`render_request`] and sent by the same client settings as
+//! every delivery (no redirects followed, no proxy, the destination's timeout), so what the
+//! receiver gets is what a delivery would send. Nothing is written to the store: there is
+//! no job, no retry and no dead letter. The answer is shown with what delivery would make
+//! of it (delivered, retried or permanent), and with every secret we sent masked in it.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::deliver::attempt::{
+    build_client, describe_error, mask, read_body, secrets_sent, Outcome, ResponseSummary,
+    SNIPPET_BYTES,
+};
+use crate::deliver::{render_request, DeliveryIds, RenderError};
+use crate::event::EventKind;
+
+/// Why nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No destination of that name.
+    #[error("no destination {name:?} in {file} (defined: {known})")]
+    UnknownDestination {
+        /// The name asked for.
+        name: String,
+        /// The config file.
+        file: String,
+        /// The names defined.
+        known: String,
+    },
+    /// The request could not be rendered (a delivery would be dead-lettered).
+    #[error("{0} (a delivery of this payload would be dead-lettered)")]
+    Render(#[from] RenderError),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Its reason phrase (`OK`).
+    pub reason: String,
+    /// Response headers, as received (values masked like the body).
+    pub headers: Vec<(String, String)>,
+    /// The body (up to 64 KiB read), secrets we sent masked.
+    pub body: Option<String>,
+    /// What a delivery would make of it.
+    pub verdict: Outcome,
+}
+
+/// One request sent and its answer.
+#[derive(Debug)]
+pub struct Sent {
+    /// The destination.
+    pub destination: String,
+    /// The kind it was rendered as.
+    pub kind: EventKind,
+    /// The request, secrets shown as `<secret>`.
+    pub request: String,
+    /// How long the request took.
+    pub elapsed: Duration,
+    /// The answer, or why none came (a transport error: delivery would retry).
+    pub answer: Result<Answer, String>,
+}
+
+impl Sent {
+    /// True when a delivery would have counted this as delivered.
+    pub fn delivered(&self) -> bool {
+        matches!(
+            self.answer,
+            Ok(Answer {
+                verdict: Outcome::Delivered { .. },
+                ..
+            })
+        )
+    }
+}
+
+/// The kind `send` renders for when none is given: the first kind a route sends to
+/// `destination`, or `view` when no route does.
+pub fn default_kind(config: &Config, destination: &str) -> EventKind {
+    config
+        .rules
+        .routes()
+        .iter()
+        .filter(|r| r.to.iter().any(|t| t == destination))
+        .find_map(|r| match &r.events {
+            Some(kinds) => kinds.first().copied(),
+            None => Some(EventKind::View),
+        })
+        .unwrap_or(EventKind::View)
+}
+
+/// Renders `body` (parsed: `payload`) as an event of `kind` for `destination`, sends it
+/// once and returns the answer.
+pub async fn send(
+    config: &Config,
+    destination: &str,
+    kind: EventKind,
+    body: Bytes,
+    payload: &Json,
+) -> Result<Sent, SendError> {
+    let Some(dest) = config.destinations.get(destination) else {
+        return Err(SendError::UnknownDestination {
+            name: destination.to_string(),
+            file: config.source.display().to_string(),
+            known: config
+                .destinations
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let ids = DeliveryIds::now(Uuid::now_v7(), Uuid::now_v7());
+    let rendered = render_request(dest, kind, &body, payload, &ids)?;
+    let request = rendered.redacted();
+    let secrets = secrets_sent(&rendered);
+    let client = build_client()?;
+    let started = Instant::now();
+    let sent = client
+        .request(rendered.method, rendered.url)
+        .timeout(dest.timeout)
+        .headers(rendered.headers)
+        .body(rendered.body)
+        .send()
+        .await;
+    let answer = match sent {
+        Err(e) => Err(describe_error(&e)),
+        Ok(response) => {
+            let status = response.status();
+            let headers: Vec<(String, String)> = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.to_string(), mask(value, &secrets))
+                })
+                .collect();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let (location, retry_after) = (header("location"), header("retry-after"));
+            let body = read_body(response).await.map(|b| mask(b, &secrets));
+            let verdict = dest.classify.classify(
+                status,
+                ResponseSummary {
+                    location,
+                    retry_after,
+                    body: body.clone(),
+                },
+                SystemTime::now(),
+            );
+            Ok(Answer {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                headers,
+                body,
+                verdict,
+            })
+        }
+    };
+    Ok(Sent {
+        destination: destination.to_string(),
+        kind,
+        request,
+        elapsed: started.elapsed(),
+        answer,
+    })
+}
+
+/// The request and its answer as text for a terminal.
+pub fn render(sent: &Sent) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "--- request to {} ({} event) ---",
+        sent.destination, sent.kind
+    );
+    let _ = writeln!(out, "{}", sent.request.trim_end());
+    let ms = sent.elapsed.as_millis();
+    match &sent.answer {
+        Err(e) => {
+            let _ = writeln!(out, "\n--- no answer after {ms} ms ---\n{e}");
+            let _ = writeln!(out, "\na delivery would retry this (network error)");
+        }
+        Ok(a) => {
+            let _ = writeln!(out, "\n--- answer in {ms} ms ---");
+            let _ = writeln!(out, "HTTP {} {}", a.status, a.reason);
+            for (k, v) in &a.headers {
+                let _ = writeln!(out, "{k}: {v}");
+            }
+            if let Some(body) = &a.body {
+                let mut end = body.len().min(SNIPPET_BYTES);
+                while !body.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let _ = writeln!(out, "\n{}", &body[..end]);
+                if end < body.len() {
+                    let _ = writeln!(out, "… ({} more bytes)", body.len() - end);
+                }
+            }
+            let verdict = match &a.verdict {
+                Outcome::Delivered { .. } => "delivered".to_string(),
+                Outcome::Retry { error, .. } => format!("retried ({error})"),
+                Outcome::Permanent { error, .. } => {
+                    format!("a permanent failure, dead-lettered ({error})")
+                }
+            };
+            let _ = writeln!(out, "\na delivery would count this as {verdict}");
+        }
+    }
+    let _ = writeln!(out, "(a test: nothing was queued, nothing will be retried)");
+    out
+}
