@@ -339,10 +339,17 @@ async fn a_replay_survives_kill_9_midway_and_sends_each_event_under_one_delivery
         "http://{}",
         daemon.admin_addr.expect("admin address logged")
     );
-    let resp = client.post(format!("{admin}/reload")).send().await.unwrap();
+    // State changes need a JSON content type (no form can send one cross-site).
+    let resp = client
+        .post(format!("{admin}/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let started: Value = client
         .post(format!("{admin}/replay?since=1h"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap()

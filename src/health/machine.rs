@@ -362,16 +362,10 @@ fn ms(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// The documented defaults: failing after 3, held after 10 over a minute, probes from
+    /// 30 s to 10 min.
     fn policy() -> HealthPolicy {
-        HealthPolicy {
-            failing_after_failures: 3,
-            failing_error_share: 0.5,
-            window: Duration::from_secs(300),
-            hold_after_failures: 10,
-            hold_after: Duration::from_secs(60),
-            probe_every: Duration::from_secs(30),
-            probe_max: Duration::from_secs(600),
-        }
+        HealthPolicy::default()
     }
 
     fn fail(at_ms: u64) -> AttemptResult {
