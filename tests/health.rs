@@ -197,7 +197,7 @@ routes:
 alerts:
   to: [ops]
   on: [dead_letter]
-  digest_every: 4s
+  digest_every: 8s
 "#,
         gone = gone.url("/gone"),
         ops = ops.url("/ops"),
@@ -240,7 +240,7 @@ alerts:
     assert_eq!(got[0]["count"], 50);
     let text = got[0]["text"].as_str().unwrap();
     assert!(
-        text.starts_with("hookrouter: 50 dead letters for gone in the last 4s"),
+        text.starts_with("hookrouter: 50 dead letters for gone in the last 8s"),
         "{text}"
     );
     assert_eq!(got[0]["hint"], "hookrouter dead list --destination gone");
