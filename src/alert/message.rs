@@ -12,8 +12,9 @@ use crate::health::{Change, HealthEvent};
 /// The body of one alert, as queued and delivered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
-    /// `destination_held`, `dead_letter`, ...
-    pub alert: &'static str,
+    /// What it is about: `destination_held`, `dead_letter`, ... in the payload.
+    #[serde(serialize_with = "event_name")]
+    pub alert: AlertEvent,
     /// One line an operator reads, with what to run next.
     pub text: String,
     /// The destination it is about, if any.
@@ -38,17 +39,9 @@ pub struct Alert {
     pub at_ms: u64,
 }
 
-impl Alert {
-    /// Which `alerts.on` entry this alert belongs to.
-    pub fn event(&self) -> AlertEvent {
-        match self.alert {
-            "destination_failing" => AlertEvent::DestinationFailing,
-            "destination_held" => AlertEvent::DestinationHeld,
-            "destination_recovered" => AlertEvent::DestinationRecovered,
-            "dead_letter" => AlertEvent::DeadLetter,
-            _ => AlertEvent::RouteSilent,
-        }
-    }
+/// An alert event as its `alerts.on` name.
+fn event_name<S: serde::Serializer>(event: &AlertEvent, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(event.as_str())
 }
 
 fn last_failure(event: &HealthEvent) -> String {
@@ -111,7 +104,7 @@ pub fn health_alert(event: &HealthEvent, queued: u64, now_ms: u64) -> Alert {
         }
     };
     Alert {
-        alert: alert.as_str(),
+        alert,
         text,
         destination: Some(d.clone()),
         route: None,
@@ -139,7 +132,7 @@ pub fn dead_letter_digest(
         format!("{count} dead letters")
     };
     Alert {
-        alert: AlertEvent::DeadLetter.as_str(),
+        alert: AlertEvent::DeadLetter,
         text: format!(
             "hookrouter: {letters} for {destination} in the last {} (latest: {latest_reason}).",
             short(window)
@@ -177,7 +170,7 @@ pub fn traffic_alert(
         )
     };
     Alert {
-        alert: AlertEvent::RouteSilent.as_str(),
+        alert: AlertEvent::RouteSilent,
         text,
         destination: None,
         route: Some(subject.to_string()),
@@ -226,8 +219,7 @@ mod tests {
     #[test]
     fn a_held_alert_names_the_destination_the_error_and_the_way_out() {
         let a = health_alert(&held_event(), 1234, 99);
-        assert_eq!(a.alert, "destination_held");
-        assert_eq!(a.event(), AlertEvent::DestinationHeld);
+        assert_eq!(a.alert, AlertEvent::DestinationHeld);
         assert_eq!(a.state, "held");
         assert_eq!(a.count, 10);
         assert!(
@@ -240,6 +232,7 @@ mod tests {
         assert!(a.text.contains("every 30s"), "{}", a.text);
         assert_eq!(a.hint, "hookrouter destination release crm");
         let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["alert"], "destination_held", "named as in alerts.on");
         assert_eq!(json["destination"], "crm");
         assert_eq!(json["last_status"], 503);
         assert!(json.get("route").is_none());
@@ -253,7 +246,7 @@ mod tests {
             "hookrouter: 37 dead letters for crm in the last 10m (latest: HTTP 400)."
         );
         assert_eq!(a.hint, "hookrouter dead list --destination crm");
-        assert_eq!(a.event(), AlertEvent::DeadLetter);
+        assert_eq!(a.alert, AlertEvent::DeadLetter);
         let one = dead_letter_digest("crm", 1, Duration::from_secs(60), "x", 5);
         assert!(one.text.starts_with("hookrouter: 1 dead letter for crm"));
     }
@@ -271,6 +264,6 @@ mod tests {
         );
         let back = traffic_alert("route leads", false, 3, 1, Duration::from_secs(7200), 2);
         assert_eq!(back.state, "resumed");
-        assert_eq!(back.event(), AlertEvent::RouteSilent);
+        assert_eq!(back.alert, AlertEvent::RouteSilent);
     }
 }

@@ -171,7 +171,7 @@ fn recipients(config: &Config, alert: &Alert) -> Vec<String> {
     let Some(settings) = &config.alerts else {
         return Vec::new();
     };
-    if !settings.on.contains(&alert.event()) {
+    if !settings.on.contains(&alert.alert) {
         return Vec::new();
     }
     settings
@@ -188,9 +188,12 @@ fn recipients(config: &Config, alert: &Alert) -> Vec<String> {
 async fn send(ctx: &AlertContext, sent: &mut VecDeque<u64>, alert: Alert) {
     let config = ctx.config.load_full();
     let to = recipients(&config, &alert);
-    let event = alert.event();
+    let event = alert.alert;
     if to.is_empty() {
-        tracing::debug!(alert = alert.alert, "no destination takes this alert");
+        tracing::debug!(
+            alert = alert.alert.as_str(),
+            "no destination takes this alert"
+        );
         return;
     }
     let now = now_ms();
@@ -200,13 +203,13 @@ async fn send(ctx: &AlertContext, sent: &mut VecDeque<u64>, alert: Alert) {
     let cap = config.alerts.as_ref().map_or(0, |a| a.max_per_hour);
     if sent.len() >= cap as usize {
         ctx.metrics.alert_suppressed(event.as_str());
-        tracing::warn!(alert = alert.alert, text = %alert.text, max_per_hour = cap, "alert not sent: the hourly cap (alerts.max_per_hour) is reached");
+        tracing::warn!(alert = alert.alert.as_str(), text = %alert.text, max_per_hour = cap, "alert not sent: the hourly cap (alerts.max_per_hour) is reached");
         return;
     }
     // Serializing plain data cannot fail.
     let body = Bytes::from(serde_json::to_vec(&alert).unwrap_or_default());
     let event_id = Uuid::now_v7();
-    let routes = vec![format!("alert:{}", alert.alert)];
+    let routes = vec![format!("alert:{}", alert.alert.as_str())];
     let jobs: Vec<JobRecord> = to
         .iter()
         .map(|d| JobRecord::new(event_id, EventKind::Alert, d.clone(), routes.clone(), now))
@@ -228,13 +231,13 @@ async fn send(ctx: &AlertContext, sent: &mut VecDeque<u64>, alert: Alert) {
         Ok(_) => {
             sent.push_back(now);
             ctx.metrics.alert_sent(event.as_str());
-            tracing::info!(alert = alert.alert, %event_id, to = ?to, text = %alert.text, "alert queued");
+            tracing::info!(alert = alert.alert.as_str(), %event_id, to = ?to, text = %alert.text, "alert queued");
             for d in &to {
                 (ctx.wake)(d);
             }
         }
         Err(e) => {
-            tracing::error!(alert = alert.alert, text = %alert.text, error = %e, "cannot queue an alert");
+            tracing::error!(alert = alert.alert.as_str(), text = %alert.text, error = %e, "cannot queue an alert");
         }
     }
 }
