@@ -21,6 +21,9 @@ async fn a_destination_down_for_several_retries_gets_everything_when_back() {
     let daemon = TestDaemon::start(&format!(
         r#"
 retry: {{ initial_interval: 100ms, multiplier: 2.0, max_interval: 400ms, max_elapsed: 1h }}
+# Every job attempted as it comes (no pacing of the failure streak): the retry spacing is
+# what this test checks.
+health: {{ failing_pace: 0s }}
 destinations:
   crm: {{ url: "http://{down}/crm" }}
   audit: {{ url: "{audit}" }}

@@ -21,6 +21,12 @@ pub(super) fn validate_health(
             .unwrap_or(base.failing_after_failures),
         failing_error_share: raw.failing_error_share.unwrap_or(base.failing_error_share),
         window: duration(&raw.window, base.window, "window", problems),
+        failing_pace: duration(
+            &raw.failing_pace,
+            base.failing_pace,
+            "failing_pace",
+            problems,
+        ),
         hold_after_failures: raw.hold_after_failures.unwrap_or(base.hold_after_failures),
         hold_after: duration(&raw.hold_after, base.hold_after, "hold_after", problems),
         probe_every: duration(&raw.probe_every, base.probe_every, "probe_every", problems),

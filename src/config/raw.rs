@@ -74,6 +74,7 @@ pub struct RawHealth {
     pub failing_after_failures: Option<u32>,
     pub failing_error_share: Option<f64>,
     pub window: Option<String>,
+    pub failing_pace: Option<String>,
     pub hold_after_failures: Option<u32>,
     pub hold_after: Option<String>,
     pub probe_every: Option<String>,

@@ -194,9 +194,18 @@ impl Worker {
                 Some(wait) => pause = pause.min(wait),
                 None if free > 0 => {
                     // A held destination gets nothing but its probe.
-                    let take = match self.inner.health.gate(&self.name, now_ms()) {
+                    let gate = self.inner.health.gate(&self.name, now_ms(), &dest.health);
+                    // While held, its queue waits in the journal, not in memory or sled.
+                    self.inner
+                        .store
+                        .park(&self.name, !matches!(gate, Gate::Open));
+                    let take = match gate {
                         Gate::Open => Some(Take::Jobs(free)),
                         Gate::Probe => Some(Take::Probe),
+                        Gate::Paced { fresh, next_in } => {
+                            pause = pause.min(next_in);
+                            Some(Take::Paced { free, fresh })
+                        }
                         Gate::Closed(wait) => {
                             pause = pause.min(wait.unwrap_or(MAX_IDLE));
                             None
@@ -256,23 +265,26 @@ impl Worker {
     ) -> Duration {
         let taken: HashSet<Uuid> = ids.values().copied().collect();
         let now = now_ms();
-        let (free, probe) = match take {
-            Take::Jobs(free) => (free, false),
-            Take::Probe => (1, true),
+        let (free, fresh, probe) = match take {
+            Take::Jobs(free) => (free, free, false),
+            Take::Paced { free, fresh } => (free, usize::from(fresh), false),
+            Take::Probe => (1, 1, true),
         };
         // A paced destination sends one job per pass: lease no more than that.
         let limit = if dest.rate_limit.is_some() { 1 } else { free };
-        let scan = match self
-            .inner
-            .store
-            .lease(&self.name, now, limit, |id| taken.contains(id))
-        {
-            Ok(scan) => scan,
-            Err(e) => {
-                tracing::error!(destination = %self.name, error = %e, "cannot read due jobs");
-                return STORE_ERROR_PAUSE;
-            }
-        };
+        let scan =
+            match self
+                .inner
+                .store
+                .lease_with(&self.name, now, limit, fresh.min(limit), |id| {
+                    taken.contains(id)
+                }) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    tracing::error!(destination = %self.name, error = %e, "cannot read due jobs");
+                    return STORE_ERROR_PAUSE;
+                }
+            };
         let mut pause = match scan.next_due_ms {
             Some(next) => Duration::from_millis(next.saturating_sub(now)),
             None => MAX_IDLE,
@@ -436,6 +448,14 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease, probe:
 enum Take {
     /// Up to this many due jobs.
     Jobs(usize),
+    /// Up to `free` retries due in the retry queue, and a fresh job only with `fresh` (a
+    /// streak of failures: see `health.failing_pace`).
+    Paced {
+        /// Jobs the worker may start.
+        free: usize,
+        /// Whether one of them may be a fresh job.
+        fresh: bool,
+    },
     /// One job, as the probe of a held destination.
     Probe,
 }

@@ -107,6 +107,15 @@ pub enum Gate {
     Open,
     /// Held: attempt exactly one job, as a probe.
     Probe,
+    /// Failing with a streak of failures: retries due in the retry queue go as usual, but
+    /// at most one fresh job (with `fresh`) per `failing_pace`; the next may go after
+    /// `next_in`.
+    Paced {
+        /// One fresh job may go now.
+        fresh: bool,
+        /// When the next fresh job may go.
+        next_in: Duration,
+    },
     /// Held: attempt nothing; look again after this long (an operator's hold: never by
     /// itself).
     Closed(Option<Duration>),
@@ -185,6 +194,10 @@ pub struct DestinationHealth {
     /// a fresh window.
     #[serde(skip)]
     window: VecDeque<(u64, bool)>,
+    /// While paced (a streak of failures, not held): when the next attempt may go. Not
+    /// persisted: after a restart the first attempt goes at once.
+    #[serde(skip)]
+    next_paced_ms: u64,
 }
 
 impl DestinationHealth {
@@ -204,6 +217,7 @@ impl DestinationHealth {
             probes: 0,
             holds: HoldHistory::default(),
             window: VecDeque::new(),
+            next_paced_ms: 0,
         }
     }
 
@@ -313,9 +327,29 @@ impl DestinationHealth {
 
     /// What a worker may do at `now_ms`. A probe slot is used up when it is handed out: the
     /// next one comes one interval later whatever the probe's outcome is.
-    pub fn gate(&mut self, now_ms: u64) -> Gate {
+    pub fn gate(&mut self, now_ms: u64, policy: &HealthPolicy) -> Gate {
         if self.state != HealthState::Held {
-            return Gate::Open;
+            let pace = u64::try_from(policy.failing_pace.as_millis()).unwrap_or(u64::MAX);
+            // A destination refusing jobs (a 4xx but 408 and 429) is up: its jobs die at
+            // once and do not wait in the retry queue, so only a streak of failures that
+            // retry (no answer, a timeout, 408, 429, 5xx) is paced.
+            let retrying = self
+                .last_status
+                .is_none_or(|s| s >= 500 || s == 408 || s == 429);
+            let streak = policy.failing_after_failures > 0
+                && self.consecutive_failures >= policy.failing_after_failures
+                && retrying;
+            if pace == 0 || !streak {
+                return Gate::Open;
+            }
+            let fresh = now_ms >= self.next_paced_ms;
+            if fresh {
+                self.next_paced_ms = now_ms.saturating_add(pace);
+            }
+            return Gate::Paced {
+                fresh,
+                next_in: Duration::from_millis(self.next_paced_ms - now_ms),
+            };
         }
         if self.held_by_operator {
             return Gate::Closed(None);
@@ -442,12 +476,12 @@ mod tests {
             Some(Change::Held { by_operator: false })
         );
         assert_eq!(
-            h.gate(60_001),
+            h.gate(60_001, &p),
             Gate::Closed(Some(Duration::from_millis(29_999)))
         );
-        assert_eq!(h.gate(90_000), Gate::Probe);
+        assert_eq!(h.gate(90_000, &p), Gate::Probe);
         assert_eq!(
-            h.gate(90_001),
+            h.gate(90_001, &p),
             Gate::Closed(Some(Duration::from_millis(29_999)))
         );
         // The probe fails: the next one comes 60 s after it, then 120 s, ... up to 600 s.
@@ -462,7 +496,7 @@ mod tests {
         assert_eq!(h.next_probe_ms, 150_010);
         for n in 0..10 {
             let at = h.next_probe_ms;
-            assert_eq!(h.gate(at), Gate::Probe, "probe {n}");
+            assert_eq!(h.gate(at, &p), Gate::Probe, "probe {n}");
             h.record(
                 &AttemptResult {
                     probe: true,
@@ -477,7 +511,7 @@ mod tests {
         h.record(&fail(next - 5), &p);
         assert_eq!(h.next_probe_ms, next);
         // A probe that succeeds resumes delivery.
-        assert_eq!(h.gate(next), Gate::Probe);
+        assert_eq!(h.gate(next, &p), Gate::Probe);
         assert_eq!(
             h.record(
                 &AttemptResult {
@@ -488,8 +522,58 @@ mod tests {
             ),
             Some(Change::Recovered { by_operator: false })
         );
-        assert_eq!(h.gate(next + 11), Gate::Open);
+        assert_eq!(h.gate(next + 11, &p), Gate::Open);
         assert_eq!(h.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_streak_of_failures_paces_attempts_until_one_succeeds() {
+        let p = policy();
+        let mut h = DestinationHealth::new(0);
+        h.record(&fail(0), &p);
+        h.record(&fail(10), &p);
+        assert_eq!(h.gate(20, &p), Gate::Open, "two failures: not a streak yet");
+        h.record(&fail(20), &p);
+        let paced = |fresh, ms| Gate::Paced {
+            fresh,
+            next_in: Duration::from_millis(ms),
+        };
+        assert_eq!(h.gate(30, &p), paced(true, 1_000), "one fresh job");
+        assert_eq!(h.gate(31, &p), paced(false, 999), "then a second's wait");
+        assert_eq!(h.gate(1_030, &p), paced(true, 1_000));
+        h.record(&ok(1_040), &p);
+        assert_eq!(h.gate(1_041, &p), Gate::Open, "a success ends the pacing");
+        let unpaced = HealthPolicy {
+            failing_pace: Duration::ZERO,
+            ..policy()
+        };
+        for i in 0..5 {
+            h.record(&fail(2_000 + i), &unpaced);
+        }
+        assert_eq!(h.gate(2_010, &unpaced), Gate::Open, "failing_pace: 0");
+        // Refusals (a 4xx) are not paced: those jobs die at once, they do not pile up.
+        let mut h = DestinationHealth::new(0);
+        for i in 0..5 {
+            h.record(
+                &AttemptResult {
+                    status: Some(410),
+                    ..fail(i)
+                },
+                &p,
+            );
+        }
+        assert_eq!(h.gate(10, &p), Gate::Open);
+        h.record(
+            &AttemptResult {
+                status: Some(429),
+                ..fail(11)
+            },
+            &p,
+        );
+        assert!(
+            matches!(h.gate(12, &p), Gate::Paced { fresh: true, .. }),
+            "429 is retried, so paced"
+        );
     }
 
     #[test]
@@ -514,7 +598,7 @@ mod tests {
             Some(Change::Held { by_operator: true })
         );
         assert_eq!(h.hold_by_operator(11, &p), None);
-        assert_eq!(h.gate(10_000_000), Gate::Closed(None));
+        assert_eq!(h.gate(10_000_000, &p), Gate::Closed(None));
         assert_eq!(
             h.record(&ok(20), &p),
             None,
@@ -526,7 +610,7 @@ mod tests {
             Some(Change::Recovered { by_operator: true })
         );
         assert_eq!(h.release(5_001), None);
-        assert_eq!(h.gate(5_002), Gate::Open);
+        assert_eq!(h.gate(5_002, &p), Gate::Open);
         assert_eq!(
             h.holds.held_between(0, 10_000),
             Duration::from_millis(4_990)

@@ -89,11 +89,11 @@ impl HealthBoard {
     }
 
     /// What the worker of `destination` may do at `now_ms`.
-    pub fn gate(&self, destination: &str, now_ms: u64) -> Gate {
+    pub fn gate(&self, destination: &str, now_ms: u64, policy: &HealthPolicy) -> Gate {
         let mut states = self.states();
         match states.get_mut(destination) {
             Some(h) => {
-                let gate = h.gate(now_ms);
+                let gate = h.gate(now_ms, policy);
                 if gate == Gate::Probe {
                     tracing::info!(
                         destination,

@@ -13,6 +13,12 @@ pub struct HealthPolicy {
     pub failing_error_share: f64,
     /// The window of the error share.
     pub window: Duration,
+    /// While the last `failing_after_failures` attempts or more all failed, the latest with
+    /// a failure that is retried (no answer, a timeout, 408, 429, 5xx), the destination gets
+    /// one attempt at a time, at most one per this (zero: no pacing): a destination that is
+    /// down is not sent every fresh job, each to fail into the retry queue, during the
+    /// minute before it is held.
+    pub failing_pace: Duration,
     /// Failures in a row that hold a destination (0: never held automatically)...
     pub hold_after_failures: u32,
     /// ...once the run of failures has lasted at least this long.
@@ -25,7 +31,8 @@ pub struct HealthPolicy {
 }
 
 impl Default for HealthPolicy {
-    /// Failing after 3 failures in a row or half of the last 5 minutes' attempts; held after
+    /// Failing after 3 failures in a row (then one attempt a second until one succeeds) or
+    /// half of the last 5 minutes' attempts; held after
     /// 10 failures in a row over at least a minute; probed after 30 s, then 1, 2, 4, 8 and
     /// at most every 10 minutes.
     fn default() -> Self {
@@ -33,6 +40,7 @@ impl Default for HealthPolicy {
             failing_after_failures: 3,
             failing_error_share: 0.5,
             window: Duration::from_secs(300),
+            failing_pace: Duration::from_secs(1),
             hold_after_failures: 10,
             hold_after: Duration::from_secs(60),
             probe_every: Duration::from_secs(30),

@@ -23,7 +23,7 @@ use super::checkpoint;
 use super::ingest::uuid_ms;
 use super::journal::Position;
 use super::keys::{self, Expiring};
-use super::lane::LaneJob;
+use super::overflow_records;
 use super::record::{now_ms, DeadLetter, JobRecord, SettledJob};
 use super::retry_queue::{decode_tx, segment_of, TxResult};
 use super::segments;
@@ -63,11 +63,6 @@ pub fn dedupe_key(kind: EventKind, payload: &Json, window: Duration) -> Option<D
         window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
     })
 }
-
-/// How long a job may wait in the fast lane before it moves to sled: the checkpoint cannot
-/// pass a job that is only in memory, so a slow or paused destination must not keep its
-/// jobs there.
-const LANE_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// What one purge pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -263,24 +258,6 @@ impl Store {
         before - map.len()
     }
 
-    /// Moves jobs that waited too long in the fast lane to sled.
-    fn spill_waiting(&self) -> Result<usize, StoreError> {
-        let jobs = self.inner.lane.take_waiting(None, LANE_MAX_WAIT);
-        self.spill(jobs)
-    }
-
-    /// Moves lane jobs (already taken out of the lane) to sled, then releases them.
-    pub(super) fn spill(&self, jobs: Vec<LaneJob>) -> Result<usize, StoreError> {
-        if jobs.is_empty() {
-            return Ok(0);
-        }
-        self.queue_in_sled(jobs.iter().map(|lj| &lj.job))?;
-        for lj in &jobs {
-            self.inner.lane.release(lj.at);
-        }
-        Ok(jobs.len())
-    }
-
     /// Advances the checkpoint to the oldest journal position with a job only in memory or
     /// waiting in the journal for the lane:
     /// sled is flushed and synced first, so every job moved there before is durable.
@@ -289,18 +266,22 @@ impl Store {
         if i.failed.is_cancelled() {
             return Ok(());
         }
-        let at = {
+        // Jobs waiting in the journal do not hold the checkpoint back: their overflow
+        // records, written with it, say where they are.
+        let (at, records) = {
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = w.overflow.values().map(|o| o.from).min();
-            match (i.lane.oldest_live(), waiting) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => w.journal.end(),
-            }
+            let at = i.lane.oldest_live().unwrap_or_else(|| w.journal.end());
+            (at, overflow_records::snapshot(&w))
         };
         let mut last = i.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
-        if at == *last {
+        let mut saved = i.saved_overflow.lock().unwrap_or_else(|p| p.into_inner());
+        if at == *last && records == *saved {
             return Ok(());
+        }
+        if records != *saved {
+            self.save_overflow_records(&records)
+                .map_err(|e| self.observe(e))?;
+            *saved = records;
         }
         self.sync_sled().map_err(|e| self.observe(e))?;
         checkpoint::write(&i.journal_dir, at).map_err(|e| self.observe(e.into()))?;
@@ -317,12 +298,12 @@ impl Store {
             .check()
             .map_err(|e| self.observe(e.into()))?;
         self.sync_settles()?;
-        let spilled = self.spill_waiting()?;
+        let taken_back = self.push_back_waiting()?;
         self.refill_all()?;
-        if spilled > 0 {
+        if taken_back > 0 {
             tracing::debug!(
-                jobs = spilled,
-                "jobs waited too long in the fast lane; moved to the retry queue"
+                jobs = taken_back,
+                "jobs waited too long in the fast lane (or their destination is held); they wait in the journal"
             );
         }
         self.advance_checkpoint()?;

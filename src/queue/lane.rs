@@ -2,8 +2,9 @@
 //!
 //! A job is born here when its event is durable in the journal, and on a healthy
 //! destination it never leaves memory: its delivery is recorded as a small journal record.
-//! A job that fails an attempt, or waits longer than the lane allows, moves to sled (the
-//! retry queue). The lane holds at most `capacity` jobs per destination; beyond that a
+//! A job that fails an attempt moves to sled (the retry queue); one that waits longer than
+//! the lane allows, or whose destination is held, goes back to the journal
+//! ([`super::push_back`]). The lane holds at most `capacity` jobs per destination; beyond that a
 //! destination's new jobs wait in the journal ([`super::overflow`]). So the lane is bounded,
 //! holds only young jobs, and one slow destination cannot fill it for the others.
 //!
@@ -199,13 +200,18 @@ impl Lane {
         });
     }
 
+    /// Jobs of `destination` waiting for a worker (not leased).
+    pub fn waiting_of(&self, destination: &str) -> usize {
+        self.with(|s| s.waiting_of.get(destination).copied().unwrap_or(0))
+    }
+
     /// The oldest event position that still has a job only in memory.
     pub fn oldest_live(&self) -> Option<Position> {
         self.with(|s| s.live.keys().next().copied())
     }
 
     /// Takes out every waiting job that has waited at least `longer_than` (or all waiting
-    /// jobs of `destination` with `Duration::ZERO`), for moving to sled. They stay live
+    /// jobs of `destination` with `Duration::ZERO`), to put back into the journal. They stay live
     /// until released.
     pub fn take_waiting(&self, destination: Option<&str>, longer_than: Duration) -> Vec<LaneJob> {
         let now = Instant::now();

@@ -95,6 +95,20 @@ impl Store {
         limit: usize,
         skip: impl Fn(&Uuid) -> bool,
     ) -> Result<LeaseScan, StoreError> {
+        self.lease_with(destination, now_ms, limit, limit, skip)
+    }
+
+    /// [`Store::lease`], with at most `fresh_limit` of the jobs fresh ones (from the lane
+    /// or the journal): a destination failing in a streak keeps retrying what is in the
+    /// retry queue but takes fresh jobs only one at a time.
+    pub fn lease_with(
+        &self,
+        destination: &str,
+        now_ms: u64,
+        limit: usize,
+        fresh_limit: usize,
+        skip: impl Fn(&Uuid) -> bool,
+    ) -> Result<LeaseScan, StoreError> {
         let mut scan = LeaseScan::default();
         let t = &self.inner.trees;
         for item in t.due.scan_prefix(keys::due_prefix(destination)) {
@@ -136,7 +150,7 @@ impl Store {
                 }
             }
         }
-        let room = limit.saturating_sub(scan.leases.len());
+        let room = limit.saturating_sub(scan.leases.len()).min(fresh_limit);
         if room > 0 {
             let mut fresh = self.inner.lane.take(destination, room);
             if fresh.len() < room && self.overflowing(destination) {

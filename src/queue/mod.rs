@@ -6,10 +6,11 @@
 //! accept ──▶ journal (event + body, one write + fdatasync per batch) ──200──▶ Mindstamp
 //!               │
 //!               ├─▶ fast lane (memory, bounded per destination) ──delivered──▶ journal: Delivered record
-//!               │      ▲                 │ fails an attempt, or waits too long
-//!               │      │ read back       ▼
-//!               └─▶ beyond a destination's share of the lane, its jobs wait in the journal
-//!                   (`overflow`)     sled retry queue (job, due index, attempts) ──▶ done / dead letter
+//!               │      ▲       │ waits 30 s, or its           │ fails an attempt
+//!               │      │       │ destination is held          ▼
+//!               │      │ read  ▼                sled retry queue (job, due index, attempts)
+//!               └─▶ beyond a destination's share of the lane,        ──▶ done / dead letter
+//!                   its jobs wait in the journal (`overflow`, `push_back`)
 //! ```
 //! On a healthy destination a job never touches sled: the only writes are the event record
 //! in the journal and, after delivery, a small Delivered record appended with a later batch.
@@ -45,9 +46,11 @@
 //!   `fdatasync`ed. It survives `kill -9` and power loss.
 //! - The checkpoint file ([`checkpoint`]) names the oldest journal position whose jobs may
 //!   still be only in memory. It is advanced about once a second, after sled was flushed and
-//!   synced, so everything before it is either delivered (its Delivered record durable) or
-//!   safe in sled. Start-up replays the journal from the checkpoint and re-creates every job
-//!   of those events that has neither a Delivered record nor a sled record.
+//!   synced, so everything before it is either delivered (its Delivered record durable),
+//!   safe in sled, or waiting in the journal as an overflow record written in the same sync
+//!   says ([`overflow_records`]). Start-up replays the journal from the checkpoint and
+//!   re-creates every job of those events that has neither a Delivered record nor a sled
+//!   record; a destination's jobs waiting in the journal start from its record.
 //! - A delivery's outcome becomes durable with the next group commit (Delivered record) or
 //!   the next sled flush (retry, dead letter). A crash can forget that a job was delivered:
 //!   it is sent again after the restart, with the same `X-Hookrouter-Delivery` id
@@ -58,7 +61,8 @@
 //!
 //! # Space
 //! A journal segment is deleted whole once it is sealed, older than `server.retention`,
-//! before the checkpoint, and no job or dead letter in sled points into it; records still
+//! before the checkpoint and every destination's first job waiting in the journal, and no
+//! job or dead letter in sled points into it; records still
 //! needed are first copied forward into the current segment ([`segments`]). Settled sled
 //! records and dead letters are purged by [`housekeeping`] after their retention.
 //!
@@ -82,7 +86,9 @@ mod lease;
 mod migrate;
 pub mod operator;
 mod overflow;
+mod overflow_records;
 pub mod presence;
+mod push_back;
 pub mod record;
 mod recover;
 mod replay;
@@ -323,6 +329,10 @@ struct Inner {
     checkpoint: Mutex<Position>,
     /// Held by the one thread moving jobs from the journal into the lane.
     refilling: Mutex<()>,
+    /// Destinations whose jobs wait in the journal while they are held ([`Store::park`]).
+    parked: Mutex<std::collections::HashSet<String>>,
+    /// The overflow records last written, so an unchanged set is not written again.
+    saved_overflow: Mutex<Vec<(String, overflow_records::OverflowRecord)>>,
     /// Whether any destination has jobs waiting in the journal (`Writer::overflow` is not
     /// empty): read by every lease without taking the writer's lock, which the committer
     /// holds through each `fdatasync`. Set under that lock whenever the map changes.
@@ -448,13 +458,14 @@ impl Store {
         self.sync_sled().map_err(|e| self.observe(e))
     }
 
-    /// Stops the store cleanly: jobs still waiting in the fast lane move to sled (so the
-    /// next start replays nothing), everything is synced, the checkpoint goes to the end,
-    /// and the queue counts are saved so the next start need not walk the due index. Any
-    /// write after this is refused (a delivery that finishes later stays queued).
+    /// Stops the store cleanly: jobs still waiting in the fast lane go back to the
+    /// journal (so the next start replays nothing), everything is synced, the checkpoint
+    /// goes to the end, and the queue counts are saved so the next start need not walk
+    /// the due index. Any write after this is refused (a delivery that finishes later
+    /// stays queued).
     pub fn close(&self) -> Result<(), StoreError> {
         let waiting = self.inner.lane.take_waiting(None, Duration::ZERO);
-        self.spill(waiting)?;
+        self.push_back(waiting)?;
         self.flush()?;
         self.inner
             .closed
@@ -509,5 +520,7 @@ impl Store {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod push_back_tests;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -23,11 +24,14 @@ use uuid::Uuid;
 use super::entry::{self, Entry};
 use super::journal::{frame_len, Position};
 use super::lane::LaneJob;
+use super::record::JobState;
 use super::{Store, StoreError, Writer};
 
 /// Jobs one refill moves into the lane at most: a refill runs on the thread that leases,
 /// so it stays short (reads of recently written records, from the page cache).
 const REFILL_CHUNK: usize = 4096;
+/// Jobs the lane holds at most of a destination whose jobs went back to the journal.
+const TAKEN_BACK_WINDOW: usize = 256;
 /// Bytes a refill reads from the journal at once.
 const READ_RUN_BYTES: usize = 1 << 20;
 
@@ -50,9 +54,29 @@ pub(super) struct Overflow {
     pub from_ms: u64,
     /// Jobs waiting here.
     pub jobs: u64,
-    /// Jobs of events after `from` that must not be re-created (delivered or in sled
-    /// already): only after a restart, whose replay found them.
+    /// Jobs of events after `from` that must not be re-created and are not counted in
+    /// `jobs` (delivered, in sled, or in the lane already): found by a restart's replay, or
+    /// by [`Store::push_back`] when lane jobs went back to the journal.
     pub skip: HashSet<Uuid>,
+    /// Set for an overflow restored from its durable record at start-up: jobs before
+    /// `Recheck::before` were counted when the record was written, and may have been
+    /// delivered or moved to sled since (refilled after the record, before the stop).
+    pub recheck: Option<Recheck>,
+    /// Set once lane jobs of this destination went back to the journal for waiting too
+    /// long ([`Store::push_back`]): from then on the lane takes only a small window of its
+    /// jobs, so a slow destination does not cycle its backlog between lane and journal.
+    pub taken_back: bool,
+}
+
+/// What a restored overflow's refill checks for the jobs its record counted (the replay
+/// does not look them up): a job delivered (a Delivered record the replay found) or in
+/// sled is dropped from the count instead of re-created.
+#[derive(Debug, Clone)]
+pub(super) struct Recheck {
+    /// The journal's end when the record was written.
+    pub before: Position,
+    /// Jobs the replay found Delivered records for.
+    pub delivered: Arc<HashSet<Uuid>>,
 }
 
 impl Overflow {
@@ -63,6 +87,8 @@ impl Overflow {
             from_ms,
             jobs: 0,
             skip: HashSet::new(),
+            recheck: None,
+            taken_back: false,
         }
     }
 }
@@ -90,12 +116,13 @@ impl Store {
             .contains_key(destination)
     }
 
-    /// Refills the lane for every destination with jobs waiting in the journal.
+    /// Refills the lane for every destination with jobs waiting in the journal, but the
+    /// parked ones (their probe's lease refills what it needs).
     pub(super) fn refill_all(&self) -> Result<usize, StoreError> {
         let names = self.overflowed_destinations();
         let mut n = 0;
-        for name in names {
-            n += self.refill_lane(&name)?;
+        for name in names.iter().filter(|d| !self.is_parked(d)) {
+            n += self.refill_lane(name)?;
         }
         Ok(n)
     }
@@ -106,17 +133,42 @@ impl Store {
         let i = &self.inner;
         // One refill at a time, so that two never re-create the same job.
         let _one = i.refilling.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut at, end, mut skip) = {
+        let parked = self.is_parked(destination);
+        let waiting = i.lane.waiting_of(destination);
+        let (mut at, end, mut skip, recheck, limit) = {
             let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
             let end = w.journal.end();
-            match w.overflow.get_mut(destination) {
-                None => return Ok(0),
-                Some(o) => (o.from, end, std::mem::take(&mut o.skip)),
+            let Some(o) = w.overflow.get_mut(destination) else {
+                return Ok(0);
+            };
+            // A parked destination (held: see [`Store::park`]) gets one job at a time, for
+            // its probe; one whose jobs went back to the journal for waiting too long gets
+            // a small window. The rest of their queue stays in the journal.
+            let limit = if parked {
+                1
+            } else if o.taken_back {
+                TAKEN_BACK_WINDOW
+            } else {
+                REFILL_CHUNK + waiting
             }
+            .saturating_sub(waiting);
+            if limit == 0 {
+                return Ok(0);
+            }
+            (
+                o.from,
+                end,
+                std::mem::take(&mut o.skip),
+                o.recheck.clone(),
+                limit,
+            )
         };
         let mut from_ms = None;
         let mut n = 0;
-        'refill: while at < end && n < REFILL_CHUNK {
+        // Jobs of a restored overflow found delivered or in sled on the way: counted, so
+        // they leave the count.
+        let mut settled = 0u64;
+        'refill: while at < end && n < limit {
             let len = i.journal.segment_len(at.segment).unwrap_or(0);
             if at.offset >= len {
                 match i.journal.segment_after(at.segment) {
@@ -144,6 +196,23 @@ impl Store {
                         .fresh_jobs()
                         .find(|j| j.destination == destination && !skip.remove(&j.id));
                     if let Some(mut job) = job {
+                        if let Some(r) = recheck.as_ref().filter(|r| pos < r.before) {
+                            if r.delivered.contains(&job.id)
+                                || self.in_sled(&job.id).unwrap_or(false)
+                            {
+                                settled += 1;
+                                at = Position {
+                                    segment: pos.segment,
+                                    offset: pos.offset + frame_len(payload.len()),
+                                };
+                                continue;
+                            }
+                        }
+                        if n >= limit {
+                            from_ms = Some(header.received_at_ms);
+                            at = pos;
+                            break 'refill;
+                        }
                         let Some(with_body) = i.lane.room(destination, header_body_len(&body))
                         else {
                             from_ms = Some(header.received_at_ms);
@@ -179,12 +248,19 @@ impl Store {
         let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let caught_up = at >= w.journal.end();
         if let Some(o) = w.overflow.get_mut(destination) {
-            o.jobs = o.jobs.saturating_sub(n as u64);
+            o.jobs = o.jobs.saturating_sub(n as u64 + settled);
             o.from = at;
             if let Some(ms) = from_ms {
                 o.from_ms = ms;
             }
             o.skip = skip;
+            if o.recheck.as_ref().is_some_and(|r| at >= r.before) {
+                o.recheck = None;
+            }
+            for _ in 0..settled {
+                i.stats
+                    .remove(destination, super::stats::Slot::Queued(JobState::Pending));
+            }
             if caught_up {
                 w.overflow.remove(destination);
                 self.note_overflow(&w);

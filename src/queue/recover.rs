@@ -21,7 +21,8 @@ use super::ingest::uuid_ms;
 use super::journal::{self, Journal, JournalError, Position, Scanned, HEADER_LEN};
 use super::lane::{Lane, LaneJob};
 use super::migrate;
-use super::overflow::Overflow;
+use super::overflow::{Overflow, Recheck};
+use super::overflow_records::OverflowRecord;
 use super::record::{now_ms, DeadLetter, JobRecord};
 use super::retry_queue::{decode, encode, parse_due_value, segment_of};
 use super::segments::{self, IndexEntry};
@@ -163,6 +164,8 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             segment_bytes: o.segment_bytes,
             checkpoint: Mutex::new(Position::start_of(0)),
             refilling: Mutex::new(()),
+            parked: Mutex::new(HashSet::new()),
+            saved_overflow: Mutex::new(Vec::new()),
             any_overflow: std::sync::atomic::AtomicBool::new(false),
             failed: CancellationToken::new(),
             presence: super::presence::Presence::record(dir),
@@ -257,11 +260,48 @@ impl Store {
     }
 
     /// Whether sled knows job `id` (queued, dead or settled there).
-    fn in_sled(&self, id: &Uuid) -> Result<bool, StoreError> {
+    pub(super) fn in_sled(&self, id: &Uuid) -> Result<bool, StoreError> {
         let t = &self.inner.trees;
         Ok(t.jobs.contains_key(id.as_bytes())?
             || t.dead.contains_key(id.as_bytes())?
             || t.done.contains_key(id.as_bytes())?)
+    }
+
+    /// Jobs the overflow record of `destination` counts that moved to sled's retry queue
+    /// after it was written (refilled, attempted, failed, before a crash): taken out of
+    /// the count (and into the skip set), so the queue is not counted high until the
+    /// refill reaches them. Returns how many; walks only that destination's due entries
+    /// in the record's segments.
+    fn uncount_moved_to_sled(
+        &self,
+        destination: &str,
+        r: &OverflowRecord,
+        o: &mut Overflow,
+    ) -> Result<u64, StoreError> {
+        let t = &self.inner.trees;
+        let mut n = 0;
+        for item in t.due.scan_prefix(keys::due_prefix(destination)) {
+            let (key, value) = item?;
+            if parse_due_value(&value).is_some_and(|(_, segment)| segment < r.from.segment) {
+                continue;
+            }
+            let Some((_, _, job_id)) = keys::parse_due_key(&key) else {
+                continue;
+            };
+            if o.skip.contains(&job_id) {
+                continue;
+            }
+            let Some(bytes) = t.jobs.get(job_id.as_bytes())? else {
+                continue;
+            };
+            let job: JobRecord = decode(&bytes)?;
+            if job.event_at.is_some_and(|at| at >= r.from && at < r.upto) && n < o.jobs {
+                o.skip.insert(job_id);
+                o.jobs -= 1;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Rebuilds the de-duplication memory and the active segment's index, and re-creates
@@ -367,22 +407,62 @@ impl Store {
         report.events = candidates.len();
         // The lane takes the jobs while it has room (their bodies are read when they are
         // leased); from the first event that does not fit, they wait in the journal, as
-        // they would have if the daemon had not stopped.
-        let mut overflow: HashMap<String, Overflow> = HashMap::new();
+        // they would have if the daemon had not stopped. A destination whose jobs waited
+        // in the journal at the last checkpoint starts from its record instead.
+        let records = self.overflow_records()?;
+        let mut overflow: HashMap<String, Overflow> = records
+            .iter()
+            .map(|(name, r)| (name.clone(), r.restore()))
+            .collect();
+        // Jobs the record counted already: in its stretch [from, upto).
+        let counted = |destination: &str, at: Position| {
+            records
+                .get(destination)
+                .is_some_and(|r| at >= r.from && at < r.upto)
+        };
+        // Jobs a record counted that were delivered after it, per destination.
+        let mut delivered_since: HashMap<String, u64> = HashMap::new();
         for (at, header) in candidates {
             for mut job in header.fresh_jobs() {
-                let waiting = overflow.get_mut(&job.destination);
+                // Counted by its overflow's record; delivered since (a Delivered record after
+                // the checkpoint) it leaves the count here, moved to sled since it leaves it
+                // below (`uncount_moved_to_sled`); the refill checks again (`Recheck`). No
+                // sled lookup per job for the backlog of a destination that is down.
+                if counted(&job.destination, at) {
+                    if delivered.contains(&job.id) {
+                        if let Some(o) = overflow.get_mut(&job.destination) {
+                            o.skip.insert(job.id);
+                            o.jobs = o.jobs.saturating_sub(1);
+                            *delivered_since.entry(job.destination.clone()).or_default() += 1;
+                        }
+                    }
+                    continue;
+                }
                 if delivered.contains(&job.id) || self.in_sled(&job.id)? {
-                    if let Some(o) = waiting {
-                        o.skip.insert(job.id);
+                    if let Some(o) = overflow.get_mut(&job.destination) {
+                        if at >= o.from {
+                            o.skip.insert(job.id);
+                        }
                     }
                     continue;
                 }
                 i.stats.add(&job.destination, Slot::Queued(job.state()));
                 report.recreated += 1;
-                let o = match waiting {
-                    Some(o) => o,
-                    None if i.lane.room(&job.destination, 0).is_some() => {
+                let room = i.lane.room(&job.destination, 0).is_some();
+                match overflow.get_mut(&job.destination) {
+                    Some(o) if at >= o.from => o.jobs += 1,
+                    Some(o) if !room => {
+                        // Before a restored overflow: it starts earlier now.
+                        o.from = at;
+                        o.from_ms = o.from_ms.min(header.received_at_ms);
+                        o.jobs += 1;
+                    }
+                    None if !room => {
+                        let mut o = Overflow::new(at, header.received_at_ms);
+                        o.jobs = 1;
+                        overflow.insert(job.destination.clone(), o);
+                    }
+                    Some(_) | None => {
                         job.event_at = Some(at);
                         i.lane.push(LaneJob {
                             job,
@@ -391,12 +471,26 @@ impl Store {
                         });
                         continue;
                     }
-                    None => overflow
-                        .entry(job.destination.clone())
-                        .or_insert(Overflow::new(at, header.received_at_ms)),
-                };
-                o.jobs += 1;
+                }
                 report.waiting += 1;
+            }
+        }
+        let delivered = Arc::new(delivered);
+        for (name, r) in &records {
+            let mut jobs = r
+                .jobs
+                .saturating_sub(delivered_since.get(name).copied().unwrap_or(0));
+            if let Some(o) = overflow.get_mut(name) {
+                jobs -= self.uncount_moved_to_sled(name, r, o)?;
+            }
+            i.stats
+                .add_many(name, Slot::Queued(super::record::JobState::Pending), jobs);
+            report.waiting += usize::try_from(r.jobs).unwrap_or(usize::MAX);
+            if let Some(o) = overflow.get_mut(name) {
+                o.recheck = Some(Recheck {
+                    before: r.upto,
+                    delivered: Arc::clone(&delivered),
+                });
             }
         }
         {

@@ -331,9 +331,19 @@ impl Store {
             }
         }
         let checkpoint = *i.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+        // Jobs waiting in the journal are re-created from their events: none of those
+        // segments may go (the checkpoint passes them, see `overflow_records`).
+        let keep_from = {
+            let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.overflow
+                .values()
+                .map(|o| o.from.segment)
+                .min()
+                .unwrap_or(u64::MAX)
+        };
         let mut deleted = 0;
         for seg in i.journal.segments() {
-            if seg.seq >= checkpoint.segment {
+            if seg.seq >= checkpoint.segment || seg.seq >= keep_from {
                 break;
             }
             if modified_ms(&i.journal_dir, seg.seq).saturating_add(retention) > now {

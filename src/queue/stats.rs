@@ -77,6 +77,11 @@ impl QueueStats {
         self.adjust(destination, slot, 1);
     }
 
+    /// Counts `n` jobs of `destination` into `slot`.
+    pub fn add_many(&self, destination: &str, slot: Slot, n: u64) {
+        self.adjust(destination, slot, i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Counts one job of `destination` out of `slot`.
     pub fn remove(&self, destination: &str, slot: Slot) {
         self.adjust(destination, slot, -1);
