@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod alert;
+pub mod auth;
 pub mod cli_args;
 pub mod config;
 pub mod deliver;

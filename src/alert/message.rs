@@ -88,6 +88,14 @@ pub fn health_alert(event: &HealthEvent, queued: u64, now_ms: u64) -> Alert {
             ),
             format!("hookrouter destination release {d}"),
         ),
+        Change::CredentialsRefused => (
+            AlertEvent::DestinationHeld,
+            format!(
+                "hookrouter: destination {d} is held: its OAuth token endpoint refused the credentials ({}). Its {queued} queued jobs are kept and nothing is sent until the credentials are fixed (auth.oauth2 in routes.yaml, then reload) and it is released.",
+                last_failure(event)
+            ),
+            format!("hookrouter destination release {d}"),
+        ),
         Change::Recovered { by_operator } => {
             let how = if by_operator {
                 "was released by an operator"

@@ -7,6 +7,7 @@
 //! problem is refused whole: the daemon never runs half-configured.
 
 mod alerts;
+mod auth;
 mod destination;
 mod expand;
 mod health;
@@ -78,8 +79,12 @@ pub struct Config {
 pub struct Destination {
     /// The name routes use in `to:`.
     pub name: String,
-    /// Where jobs are sent.
+    /// Where jobs are sent (for a templated URL: its fixed part, scheme to first template).
     pub url: reqwest::Url,
+    /// `url:` with `{{ field }}`: rendered per event, each value percent-encoded.
+    pub url_template: Option<crate::deliver::url_template::UrlTemplate>,
+    /// `auth:`: bearer, basic or OAuth2 credentials (never shown).
+    pub auth: Option<Arc<crate::auth::AuthSpec>>,
     /// The URL came from `${VAR}` or a file (a Slack webhook URL is a secret): never shown.
     pub url_is_secret: bool,
     /// `method:` (default POST).
@@ -127,6 +132,7 @@ impl Destination {
     /// Does rendering need the parsed payload (a non-raw format or a templated header)?
     pub fn uses_templates(&self) -> bool {
         !matches!(self.format, Format::Raw)
+            || self.url_template.is_some()
             || self
                 .headers
                 .iter()
@@ -149,6 +155,7 @@ impl fmt::Debug for Destination {
             .field("retry", &self.retry)
             .field("max_age", &self.max_age)
             .field("signed", &self.sign.is_some())
+            .field("auth", &self.auth)
             .finish()
     }
 }

@@ -93,6 +93,9 @@ pub enum Change {
         /// An operator held it by hand.
         by_operator: bool,
     },
+    /// Held because the destination's token endpoint refused its credentials
+    /// (`invalid_grant`): like an operator's hold, no probes; only a release ends it.
+    CredentialsRefused,
     /// Back to healthy: a probe or an attempt succeeded, or an operator released it.
     Recovered {
         /// An operator released it by hand.
@@ -342,6 +345,29 @@ impl DestinationHealth {
                 Some(Change::Held { by_operator: true })
             }
         }
+    }
+
+    /// The token endpoint refused the credentials (`error` says how): held without probes
+    /// (retrying cannot help until an operator fixes them), `error` kept as the last error
+    /// so `status` shows why. Returns the change unless it was held that way already.
+    pub fn hold_for_credentials(
+        &mut self,
+        now_ms: u64,
+        policy: &HealthPolicy,
+        error: String,
+    ) -> Option<Change> {
+        let already = self.state == HealthState::Held && self.held_by_operator;
+        self.last_status = None;
+        self.last_error = Some(error);
+        if already {
+            return None;
+        }
+        if self.state == HealthState::Held {
+            self.held_by_operator = true;
+        } else {
+            self.hold(now_ms, true, policy);
+        }
+        Some(Change::CredentialsRefused)
     }
 
     /// An operator releases the destination; returns the change unless it was not held.
