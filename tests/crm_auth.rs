@@ -389,3 +389,58 @@ routes:
     }
     assert_eq!(crm.requests().len(), 1, "delivered once, not retried");
 }
+
+#[test]
+fn check_no_environment_validates_a_config_whose_secrets_are_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        r#"keys: ["${CRM_TEST_UNSET_KEY}"]
+destinations:
+  sf:
+    url: "https://example.my.salesforce.com/services/data/v60.0/sobjects/Lead/Mindstamp_Id__c/{{ id }}"
+    method: PATCH
+    headers:
+      X-Extra: "Bearer ${file:/run/credentials/hookrouter/nothing-here}"
+    auth:
+      oauth2:
+        token_url: https://login.salesforce.com/services/oauth2/token
+        client_id: "${CRM_TEST_UNSET_ID}"
+        client_secret: { file: /run/credentials/hookrouter/nothing-here }
+        refresh_token: "${CRM_TEST_UNSET_REFRESH}"
+routes:
+  - { name: leads, event: lead, to: [sf] }
+"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .args(extra)
+            .env_remove("HOOKROUTER_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("CRM_TEST_UNSET_REFRESH is not set"), "{err}");
+    assert!(err.contains("cannot read secret file"), "{err}");
+    let out = run(&["--no-environment"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no variable or secret file was read"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sf"));
+    // A real mistake is still one.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("token_url:", "token_uri:")).unwrap();
+    let out = run(&["--no-environment"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("auth.oauth2.token_uri: unknown field"),
+        "{err}"
+    );
+}
