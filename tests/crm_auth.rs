@@ -444,3 +444,56 @@ routes:
         "{err}"
     );
 }
+
+/// `hookrouter send` to an OAuth2 destination: a client-credentials token of its own; a
+/// refresh-token grant is refused (the daemon holds the current refresh token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_fetches_a_client_credentials_token_and_leaves_refresh_tokens_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let crm = Receiver::start().await;
+    let tokens = Receiver::start().await;
+    tokens.set_default(token("access-for-send", 3600, None));
+    let write = |oauth_extra: &str| {
+        let path = dir.path().join("routes.yaml");
+        let text = format!(
+            "{}keys: [\"{KEY}\"]\n{}",
+            common::server_block(&dir.path().join("data")),
+            oauth_config(&crm, &tokens, oauth_extra, "")
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |path: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+                .args(["send", "--destination", "crm", "--config"])
+                .arg(path)
+                .env_remove("HOOKROUTER_CONFIG")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(write("")).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(crm.requests().len(), 1);
+    assert_eq!(
+        crm.requests()[0].header("authorization"),
+        "Bearer access-for-send"
+    );
+    assert!(!said.contains("access-for-send"), "{said}");
+
+    let out = run(write("        refresh_token: the-daemons-token\n"))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("send does not refresh its token"), "{err}");
+    assert_eq!(tokens.requests().len(), 1, "no refresh from send");
+    assert_eq!(crm.requests().len(), 1);
+}

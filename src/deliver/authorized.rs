@@ -52,6 +52,19 @@ fn unauthorized(e: AuthError) -> (Outcome, Option<String>) {
     (outcome, refused)
 }
 
+/// Adds `Authorization: Bearer <token>` (sensitive) to `rendered`; false when the token is
+/// not a valid header value.
+pub fn insert_token(rendered: &mut RenderedRequest, issued: &Issued) -> bool {
+    match HeaderValue::from_str(&format!("Bearer {}", issued.token.expose())) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            rendered.headers.insert(http::header::AUTHORIZATION, value);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 async fn send_once(
     client: &reqwest::Client,
     dest: &Destination,
@@ -59,19 +72,13 @@ async fn send_once(
     token: Option<&Issued>,
 ) -> Outcome {
     if let Some(issued) = token {
-        match HeaderValue::from_str(&format!("Bearer {}", issued.token.expose())) {
-            Ok(mut value) => {
-                value.set_sensitive(true);
-                rendered.headers.insert(http::header::AUTHORIZATION, value);
-            }
-            Err(_) => {
-                return Outcome::Retry {
-                    status: None,
-                    error: "the OAuth access token is not a valid header value".into(),
-                    snippet: None,
-                    retry_after: None,
-                }
-            }
+        if !insert_token(&mut rendered, issued) {
+            return Outcome::Retry {
+                status: None,
+                error: "the OAuth access token is not a valid header value".into(),
+                snippet: None,
+                retry_after: None,
+            };
         }
     }
     // Every secret we send (the token too) is masked in what we keep of the answer.
