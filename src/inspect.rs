@@ -62,6 +62,9 @@ pub fn check_summary(config: &Config) -> String {
         if d.sign.is_some() {
             extras.push("signed".to_string());
         }
+        if let Some(auth) = &d.auth {
+            extras.push(format!("auth {}", auth.kind()));
+        }
         if !headers.is_empty() {
             extras.push(format!("headers: {}", headers.join(", ")));
         }

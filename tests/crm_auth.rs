@@ -432,7 +432,8 @@ routes:
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("no variable or secret file was read"), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sf"));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("auth oauth2"), "{summary}");
     // A real mistake is still one.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("token_url:", "token_uri:")).unwrap();
