@@ -256,11 +256,35 @@ async fn a_rotated_refresh_token_survives_kill_9() {
         "after the crash, the rotated token: {}",
         body_text(&fetches[1])
     );
-    let log = format!("{before}{}", daemon.log());
+    let mut daemon = daemon;
+    daemon.kill9();
+    let after = daemon.log();
+
+    // An operator who writes a new refresh token into the config starts from it.
+    tokens.script([token("access-new-config", 3600, None)]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("configured-refresh-token", "operator-new-refresh-token"),
+    )
+    .unwrap();
+    let daemon = DaemonProcess::spawn(&config);
+    post_to(&daemon, lead(3)).await;
+    eventually(WAIT, "a delivery under the new config's token", || {
+        tokens.requests().len() == 3
+    })
+    .await;
+    assert!(
+        body_text(&tokens.requests()[2]).contains("refresh_token=operator-new-refresh-token&"),
+        "{}",
+        body_text(&tokens.requests()[2])
+    );
+    let log = format!("{before}{after}{}", daemon.log());
     assert!(log.contains("rotated the refresh token"), "{log}");
     for secret in [
         "rotated-refresh-token",
         "configured-refresh-token",
+        "operator-new-refresh-token",
         "client-secret-value",
         "access-before-crash",
         "access-after-crash",
