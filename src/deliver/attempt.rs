@@ -258,7 +258,7 @@ pub async fn attempt(
     dest: &Destination,
     job: &JobRecord,
     body: Bytes,
-) -> Attempted {
+) -> super::authorized::Attempted {
     let started = Instant::now();
     let payload = if dest.uses_templates() {
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
@@ -274,7 +274,7 @@ pub async fn attempt(
                 error: e.to_string(),
                 snippet: None,
             };
-            return Attempted {
+            return super::authorized::Attempted {
                 outcome,
                 latency: started.elapsed(),
                 refused: None,
@@ -282,22 +282,11 @@ pub async fn attempt(
         }
     };
     let (outcome, refused) = super::authorized::send(client, auth, dest, rendered).await;
-    Attempted {
+    super::authorized::Attempted {
         outcome,
         latency: started.elapsed(),
         refused,
     }
-}
-
-/// What [`attempt`] came to.
-#[derive(Debug)]
-pub struct Attempted {
-    /// The outcome.
-    pub outcome: Outcome,
-    /// How long it took, token fetch included.
-    pub latency: Duration,
-    /// The token endpoint refused the destination's credentials (why): hold it.
-    pub refused: Option<String>,
 }
 
 /// Describes a transport error without the URL (which may hold a secret token).

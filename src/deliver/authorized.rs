@@ -11,6 +11,17 @@ use super::format::RenderedRequest;
 use crate::auth::{AuthError, Authorizer, Issued};
 use crate::config::Destination;
 
+/// What [`attempt`](super::attempt::attempt) came to.
+#[derive(Debug)]
+pub struct Attempted {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// How long it took, token fetch included.
+    pub latency: std::time::Duration,
+    /// The token endpoint refused the destination's credentials (why): hold it.
+    pub refused: Option<String>,
+}
+
 /// Sends `rendered` for `dest`; returns the outcome and, when the token endpoint refused
 /// the credentials, why (the caller holds the destination).
 pub async fn send(
