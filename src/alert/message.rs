@@ -225,6 +225,30 @@ mod tests {
     }
 
     #[test]
+    fn a_credentials_alert_says_what_was_refused_and_what_to_do() {
+        let mut h = DestinationHealth::new(0);
+        let change = h.hold_for_credentials(
+            5,
+            &HealthPolicy::default(),
+            "the OAuth token endpoint refused the credentials (invalid_grant)".into(),
+        );
+        let event = HealthEvent {
+            destination: "salesforce".into(),
+            change: change.unwrap(),
+            health: h,
+        };
+        let a = health_alert(&event, 7, 9);
+        assert_eq!(a.alert, AlertEvent::DestinationHeld);
+        assert!(
+            a.text.contains("destination salesforce is held: its OAuth token endpoint refused the credentials (last error: the OAuth token endpoint refused the credentials (invalid_grant))"),
+            "{}",
+            a.text
+        );
+        assert!(a.text.contains("7 queued jobs are kept"), "{}", a.text);
+        assert_eq!(a.hint, "hookrouter destination release salesforce");
+    }
+
+    #[test]
     fn a_held_alert_names_the_destination_the_error_and_the_way_out() {
         let a = health_alert(&held_event(), 1234, 99);
         assert_eq!(a.alert, AlertEvent::DestinationHeld);

@@ -532,6 +532,32 @@ mod tests {
     }
 
     #[test]
+    fn refused_credentials_hold_without_probes_and_keep_the_refusal_as_last_error() {
+        let p = policy();
+        let mut h = DestinationHealth::new(0);
+        let refusal = "the OAuth token endpoint refused the credentials (invalid_grant)";
+        assert_eq!(
+            h.hold_for_credentials(10, &p, refusal.into()),
+            Some(Change::CredentialsRefused)
+        );
+        assert_eq!(h.state, HealthState::Held);
+        assert!(h.held_by_operator);
+        assert_eq!(h.last_error.as_deref(), Some(refusal));
+        assert_eq!(h.gate(10_000_000), Gate::Closed(None), "no probes");
+        assert_eq!(h.hold_for_credentials(20, &p, refusal.into()), None);
+        // An automatic hold becomes one without probes.
+        let mut auto = DestinationHealth::new(0);
+        auto.hold(0, false, &p);
+        assert_eq!(
+            auto.hold_for_credentials(5, &p, refusal.into()),
+            Some(Change::CredentialsRefused)
+        );
+        assert_eq!(auto.gate(10_000_000), Gate::Closed(None));
+        assert_eq!(h.release(30), Some(Change::Recovered { by_operator: true }));
+        assert_eq!(h.gate(31), Gate::Open);
+    }
+
+    #[test]
     fn an_operator_hold_sends_no_probes_and_only_a_release_ends_it() {
         let p = policy();
         let mut h = DestinationHealth::new(0);
