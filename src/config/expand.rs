@@ -179,6 +179,24 @@ fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
+/// Where the `}` closing `${` is in `body` (what follows `${`): the first one, except in
+/// `${file:...}`, whose path may itself hold `${CREDENTIALS_DIRECTORY}`.
+fn closing_brace(body: &str) -> Option<usize> {
+    if !body.starts_with("file:") {
+        return body.find('}');
+    }
+    let mut depth = 0usize;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Expands `${VAR}`, `${VAR:-default}`, `${file:PATH}` and `$$` in `s`. Returns `None` when `s` has nothing
 /// to expand, so untouched values are not marked secret.
 pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
@@ -205,7 +223,7 @@ fn expand_vars(s: &str, env: &dyn Env) -> Result<Option<Expanded>, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| {
+            let end = closing_brace(body).ok_or_else(|| {
                 "unterminated \"${\" (write \"$$\" for a literal \"$\")".to_string()
             })?;
             let spec = &body[..end];
@@ -303,6 +321,17 @@ mod tests {
         assert_eq!(
             problems.secret_origin("a"),
             Some(format!("${{file:{}}}", file.display()).as_str())
+        );
+        // The path may name systemd's credentials directory by its variable.
+        let e = HashMap::from([(
+            "CREDENTIALS_DIRECTORY".to_string(),
+            dir.path().display().to_string(),
+        )]);
+        assert_eq!(
+            expand_str("Bearer ${file:${CREDENTIALS_DIRECTORY}/t}!", &e)
+                .unwrap()
+                .as_deref(),
+            Some("Bearer tok-from-file!")
         );
         let missing = format!("${{file:{}/nope}}", dir.path().display());
         assert!(expand_str(&missing, &env())
