@@ -31,7 +31,7 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// `value` percent-encoded as one URL component (see [`COMPONENT`]).
+/// `value` percent-encoded as one URL component: every byte but `A-Z a-z 0-9 - . _ ~`.
 pub fn encode_component(value: &str) -> String {
     utf8_percent_encode(value, COMPONENT).to_string()
 }
