@@ -522,3 +522,33 @@ async fn send_fetches_a_client_credentials_token_and_leaves_refresh_tokens_alone
     assert_eq!(tokens.requests().len(), 1, "no refresh from send");
     assert_eq!(crm.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_token_unless_the_oauth_settings_change() {
+    let crm = Receiver::start().await;
+    let tokens = Receiver::start().await;
+    tokens.script([
+        token("access-one", 3600, None),
+        token("access-two", 3600, None),
+    ]);
+    let d = TestDaemon::start(&oauth_config(&crm, &tokens, "", "")).await;
+    d.post("lead", Some(KEY), lead(1)).await;
+    crm.wait_for(1, WAIT).await;
+    // Another setting changes: the token stays.
+    d.rewrite_config(&oauth_config(&crm, &tokens, "", "    timeout: 5s\n"));
+    d.running().reload().expect("valid reload");
+    d.post("lead", Some(KEY), lead(2)).await;
+    let got = crm.wait_for(2, WAIT).await;
+    assert_eq!(got[1].header("authorization"), "Bearer access-one");
+    assert_eq!(tokens.requests().len(), 1);
+    // The client changes: a new token, from the new client.
+    let config = oauth_config(&crm, &tokens, "", "").replace("the-client", "another-client");
+    d.rewrite_config(&config);
+    d.running().reload().expect("valid reload");
+    d.post("lead", Some(KEY), lead(3)).await;
+    let got = crm.wait_for(3, WAIT).await;
+    assert_eq!(got[2].header("authorization"), "Bearer access-two");
+    let fetches = tokens.requests();
+    assert_eq!(fetches.len(), 2);
+    assert!(body_text(&fetches[1]).contains("client_id=another-client&"));
+}
