@@ -221,3 +221,42 @@ async fn the_salesforce_recipe_upserts_with_patch_and_an_oauth_refresh() {
     let sent: Value = serde_json::from_slice(&got[1].body).unwrap();
     assert_eq!(sent["LastName"], "Doe");
 }
+
+/// `hookrouter route --render` shows the Salesforce recipe's request: PATCH to the encoded
+/// URL, an Authorization header (the OAuth token, as `<secret>`) and the body.
+#[test]
+fn route_render_shows_the_salesforce_upsert() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(&path, &recipes()["salesforce"]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrouter"))
+        .args(["route", "--event", "lead", "--render", "--config"])
+        .arg(&path)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lead.json"))
+        .env_remove("HOOKROUTER_CONFIG")
+        .envs([
+            ("MINDSTAMP_WEBHOOK_KEY", KEY),
+            ("SALESFORCE_DOMAIN", "example.my.salesforce.com"),
+            ("SALESFORCE_CLIENT_ID", "sf-client"),
+            ("SALESFORCE_CLIENT_SECRET", "sf-secret"),
+            ("SALESFORCE_REFRESH_TOKEN", "sf-refresh"),
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("PATCH https://example.my.salesforce.com/"),
+        "{shown}"
+    );
+    assert!(shown.contains("authorization: <secret>"), "{shown}");
+    assert!(shown.contains(r#""LastName":"Doe""#), "{shown}");
+    assert!(
+        !shown.contains("sf-secret") && !shown.contains("sf-refresh"),
+        "{shown}"
+    );
+}
