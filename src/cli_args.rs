@@ -80,6 +80,11 @@ pub enum Command {
         /// Treat warnings as errors: exit 64 if there is any.
         #[arg(long)]
         strict: bool,
+        /// Read no environment variable and no secret file: each `${VAR}`, `${file:PATH}`
+        /// and `{ file: PATH }` stands for a placeholder and is not judged (for a config
+        /// whose secrets exist only under systemd).
+        #[arg(long)]
+        no_environment: bool,
         /// Print the result as JSON (errors, warnings, destinations, routes) on standard
         /// output.
         #[arg(long)]
@@ -399,7 +404,8 @@ mod examples {
     pub const CHECK: &str = "Examples:
   hookrouter check --config /etc/hookrouter/routes.yaml
   hookrouter check --strict         # warnings fail too (exit 64), e.g. in CI
-  hookrouter check --json | jq '.warnings[].message'";
+  hookrouter check --json | jq '.warnings[].message'
+  hookrouter check --no-environment # secrets only the service can read (systemd credentials)";
     pub const INIT: &str = "Examples:
   sudo hookrouter init /etc/hookrouter
   hookrouter init ./try-it";

@@ -62,6 +62,9 @@ pub fn check_summary(config: &Config) -> String {
         if d.sign.is_some() {
             extras.push("signed".to_string());
         }
+        if let Some(auth) = &d.auth {
+            extras.push(format!("auth {}", auth.kind()));
+        }
         if !headers.is_empty() {
             extras.push(format!("headers: {}", headers.join(", ")));
         }
@@ -199,7 +202,15 @@ pub fn render_deliveries(
             let result = match config.destinations.get(&d.destination) {
                 Some(dest) => {
                     crate::deliver::render_request(dest, report.event, body, payload, &ids)
-                        .map(|r| r.redacted())
+                        .map(|mut r| {
+                            // The OAuth token is fetched when sent: show that one goes.
+                            if let Some(crate::auth::AuthSpec::OAuth2(_)) = dest.auth.as_deref() {
+                                let mut v = http::HeaderValue::from_static("Bearer (oauth2)");
+                                v.set_sensitive(true);
+                                r.headers.insert(http::header::AUTHORIZATION, v);
+                            }
+                            r.redacted()
+                        })
                         .map_err(|e| e.to_string())
                 }
                 None => Err("destination not configured".to_string()),

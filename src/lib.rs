@@ -11,7 +11,8 @@
 //! 5. [`queue`]: the ingest journal, the fast lane and sled's retry queue, with the group
 //!    committer; a request is answered 200 only after its event is in the journal and
 //!    `fdatasync`ed.
-//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome.
+//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome,
+//!    with the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh).
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
@@ -29,6 +30,7 @@
 
 pub mod admin;
 pub mod alert;
+pub mod auth;
 pub mod cli_args;
 pub mod config;
 pub mod deliver;

@@ -337,6 +337,21 @@ fn templates(
         Some(k) => k.iter().copied().collect(),
         None => EventKind::ALL.to_vec(),
     };
+    if let (Some(url), true) = (&dest.url_template, routed.is_some()) {
+        // A templated URL's fields: a misspelt one would dead-letter every delivery.
+        let path = format!("destinations.{dest_name}.url");
+        for var in url.variables() {
+            let field = var.strip_prefix("payload.").unwrap_or(&var);
+            if CONTEXT_NAMES.contains(&field.split('.').next().unwrap_or_default())
+                && !var.starts_with("payload.")
+            {
+                continue;
+            }
+            if let Some(message) = misfit(field, &kinds, "this URL") {
+                warnings.push(&path, message);
+            }
+        }
+    }
     let ids = DeliveryIds::now(uuid::Uuid::nil(), uuid::Uuid::nil());
     let mut names = dest.templates.names();
     names.sort();
@@ -483,6 +498,19 @@ routes:
             "{w:#?}"
         );
         assert!(w[2].contains("tried with examples/view.json"), "{w:#?}");
+    }
+
+    #[test]
+    fn a_templated_url_field_is_checked_against_the_routed_kinds() {
+        let (warnings, result) = warnings_of(
+            "destinations:\n  sf:\n    url: \"https://h/sobjects/Lead/Mindstamp_Id__c/{{ idd }}?e={{ event }}\"\nroutes:\n  - { name: l, event: lead, to: [sf] }\n",
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("destination \"sf\": url:") && warnings[0].contains("\"id\""),
+            "{warnings:?}"
+        );
     }
 
     #[test]

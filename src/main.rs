@@ -41,8 +41,9 @@ fn main() -> ExitCode {
                 against_journal: false,
                 strict,
                 json,
+                no_environment,
                 ..
-            } => check(config, strict, json),
+            } => check(config, strict, json, no_environment),
             Command::Check {
                 config,
                 since,
@@ -50,8 +51,9 @@ fn main() -> ExitCode {
                 token,
                 strict,
                 json,
+                no_environment,
                 ..
-            } => match check(config.clone(), strict, json) {
+            } => match check(config.clone(), strict, json, no_environment) {
                 Ok(()) => {
                     let args = AdminArgs {
                         admin,
@@ -163,8 +165,13 @@ fn run_failure(e: hookrouter::RunError) -> Failure {
     }
 }
 
-fn check(path: PathBuf, strict: bool, json: bool) -> Result<(), Failure> {
-    let loaded = Config::load(&path);
+fn check(path: PathBuf, strict: bool, json: bool, no_environment: bool) -> Result<(), Failure> {
+    let loaded = if no_environment {
+        eprintln!("hookrouter: --no-environment: no variable or secret file was read; the values they give are not checked");
+        Config::load_without_environment(&path)
+    } else {
+        Config::load(&path)
+    };
     let failed = match &loaded {
         Err(_) => true,
         Ok(c) => strict && !c.warnings.is_empty(),

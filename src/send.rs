@@ -38,6 +38,13 @@ pub enum SendError {
     /// The request could not be rendered (a delivery would be dead-lettered).
     #[error("{0} (a delivery of this payload would be dead-lettered)")]
     Render(#[from] RenderError),
+    /// `send` opens no store, so it cannot use the refresh token the daemon keeps (and a
+    /// refresh could rotate it under the daemon).
+    #[error("destination {0:?} uses the OAuth refresh-token grant: send does not refresh its token (the running daemon holds the current refresh token, and the token endpoint may rotate it); try it with a real delivery, or with `hookrouter route --render` for the request")]
+    RefreshGrant(String),
+    /// No OAuth token could be had.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -123,10 +130,25 @@ pub async fn send(
         });
     };
     let ids = DeliveryIds::now(Uuid::now_v7(), Uuid::now_v7());
-    let rendered = render_request(dest, kind, &body, payload, &ids)?;
+    let mut rendered = render_request(dest, kind, &body, payload, &ids)?;
+    let client = build_client()?;
+    if let Some(crate::auth::AuthSpec::OAuth2(spec)) = dest.auth.as_deref() {
+        if spec.refresh_token.is_some() {
+            return Err(SendError::RefreshGrant(destination.to_string()));
+        }
+        // Client credentials: a token of its own, kept in memory only.
+        let authorizer = crate::auth::Authorizer::new(client.clone(), None);
+        if let Some(source) = authorizer.source(dest) {
+            let issued = source.token().await?;
+            if !crate::deliver::authorized::insert_token(&mut rendered, &issued) {
+                return Err(SendError::Auth(crate::auth::AuthError::Unavailable(
+                    "the access token is not a valid header value".into(),
+                )));
+            }
+        }
+    }
     let request = rendered.redacted();
     let secrets = secrets_sent(&rendered);
-    let client = build_client()?;
     let started = Instant::now();
     let sent = client
         .request(rendered.method, rendered.url)

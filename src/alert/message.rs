@@ -88,6 +88,14 @@ pub fn health_alert(event: &HealthEvent, queued: u64, now_ms: u64) -> Alert {
             ),
             format!("hookrouter destination release {d}"),
         ),
+        Change::CredentialsRefused => (
+            AlertEvent::DestinationHeld,
+            format!(
+                "hookrouter: destination {d} is held: its OAuth token endpoint refused the credentials ({}). Its {queued} queued jobs are kept and nothing is sent until the credentials are fixed (auth.oauth2 in routes.yaml, then reload) and it is released.",
+                last_failure(event)
+            ),
+            format!("hookrouter destination release {d}"),
+        ),
         Change::Recovered { by_operator } => {
             let how = if by_operator {
                 "was released by an operator"
@@ -214,6 +222,30 @@ mod tests {
             change: change.unwrap(),
             health: h,
         }
+    }
+
+    #[test]
+    fn a_credentials_alert_says_what_was_refused_and_what_to_do() {
+        let mut h = DestinationHealth::new(0);
+        let change = h.hold_for_credentials(
+            5,
+            &HealthPolicy::default(),
+            "the OAuth token endpoint refused the credentials (invalid_grant)".into(),
+        );
+        let event = HealthEvent {
+            destination: "salesforce".into(),
+            change: change.unwrap(),
+            health: h,
+        };
+        let a = health_alert(&event, 7, 9);
+        assert_eq!(a.alert, AlertEvent::DestinationHeld);
+        assert!(
+            a.text.contains("destination salesforce is held: its OAuth token endpoint refused the credentials (last error: the OAuth token endpoint refused the credentials (invalid_grant))"),
+            "{}",
+            a.text
+        );
+        assert!(a.text.contains("7 queued jobs are kept"), "{}", a.text);
+        assert_eq!(a.hint, "hookrouter destination release salesforce");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::deliver::format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLA
 use crate::deliver::pace::RateLimit;
 use crate::deliver::sign::SigningKey;
 use crate::deliver::template::{is_template, Leaf, Templates};
+use crate::deliver::url_template::UrlTemplate;
 use crate::health::HealthPolicy;
 use crate::retry::RetryPolicy;
 
@@ -84,7 +85,28 @@ fn validate_one(
     source_digest: u64,
 ) -> Option<Destination> {
     let problems = &mut *ctx.problems;
-    let url = validate_url(&raw.url, path, problems);
+    let (url, url_template) = match UrlTemplate::compile(&raw.url) {
+        Ok(Some(t)) => (Some(t.base().clone()), Some(t)),
+        Ok(None) => (validate_url(&raw.url, path, problems), None),
+        Err(e) => {
+            if !problems.has(&format!("{path}.url")) {
+                problems.push(&format!("{path}.url"), e);
+            }
+            (None, None)
+        }
+    };
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), &format!("{path}.auth"), problems);
+    if auth.is_some()
+        && raw
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+    {
+        problems.push(
+            &format!("{path}.auth"),
+            "auth: and an Authorization header cannot both be set; keep one",
+        );
+    }
     let method = validate_method(raw.method.as_deref(), path, problems);
     let mut templates = Templates::new();
     let headers = validate_headers(&raw, path, ctx.secrets, &mut templates, ctx.problems);
@@ -143,6 +165,8 @@ fn validate_one(
     Some(Destination {
         name: name.to_string(),
         url: url?,
+        url_template,
+        auth: auth.map(Arc::new),
         url_is_secret: ctx.secrets.contains(&format!("{path}.url")),
         method,
         headers,
@@ -338,23 +362,30 @@ fn validate_format(
     result
 }
 
+fn status_set(items: &[StatusItem], path: &str, problems: &mut Problems) -> StatusSet {
+    let mut set = StatusSet::empty();
+    for (i, item) in items.iter().enumerate() {
+        let text = match item {
+            StatusItem::Code(c) => c.to_string(),
+            StatusItem::Text(t) => t.clone(),
+        };
+        if let Err(e) = set.add(&text) {
+            problems.push(&format!("{path}.{i}"), e);
+        }
+    }
+    set
+}
+
 fn validate_classifier(raw: &RawDestination, path: &str, problems: &mut Problems) -> Classifier {
     let retry_on = match &raw.retry_on {
         None => StatusSet::default(),
-        Some(items) => {
-            let mut set = StatusSet::empty();
-            for (i, item) in items.iter().enumerate() {
-                let text = match item {
-                    StatusItem::Code(c) => c.to_string(),
-                    StatusItem::Text(t) => t.clone(),
-                };
-                if let Err(e) = set.add(&text) {
-                    problems.push(&format!("{path}.retry_on.{i}"), e);
-                }
-            }
-            set
-        }
+        Some(items) => status_set(items, &format!("{path}.retry_on"), problems),
     };
+    // `success_on: [409]`: a receiver's "already exists" is what an upsert wants.
+    let success_on = raw
+        .success_on
+        .as_deref()
+        .map(|items| status_set(items, &format!("{path}.success_on"), problems));
     let regex = |field: &str, value: &Option<String>, problems: &mut Problems| {
         let pattern = value.as_deref()?;
         match Regex::new(pattern) {
@@ -369,6 +400,7 @@ fn validate_classifier(raw: &RawDestination, path: &str, problems: &mut Problems
     };
     Classifier {
         retry_on,
+        success_on,
         permanent_if_body: regex("permanent_if_body", &raw.permanent_if_body, problems),
         retry_if_body: regex("retry_if_body", &raw.retry_if_body, problems),
     }

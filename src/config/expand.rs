@@ -15,6 +15,33 @@ use super::Problems;
 pub trait Env {
     /// The value of variable `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// `Some` for `check --no-environment`: every variable and every secret file stands
+    /// for this text, nothing is read, and problems with those values are not reported.
+    fn placeholder(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// `check --no-environment`: validates a config whose secrets exist only where it runs
+/// (systemd credentials, an env file only root reads). Each `${VAR}`, `${file:PATH}` and
+/// `{ file: PATH }` becomes [`NoEnvironment::PLACEHOLDER`] (a URL, so a whole-URL variable
+/// still parses).
+pub struct NoEnvironment;
+
+impl NoEnvironment {
+    /// What every variable and secret file stands for.
+    pub const PLACEHOLDER: &'static str = "https://value-not-read.invalid/";
+}
+
+impl Env for NoEnvironment {
+    fn var(&self, _name: &str) -> Option<String> {
+        Some(Self::PLACEHOLDER.to_string())
+    }
+
+    fn placeholder(&self) -> Option<&str> {
+        Some(Self::PLACEHOLDER)
+    }
 }
 
 /// The process environment.
@@ -130,6 +157,9 @@ const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
     use std::io::Read;
+    if let Some(placeholder) = env.placeholder() {
+        return Ok(placeholder.to_string());
+    }
     let path = expand_str(raw_path, env)?.unwrap_or_else(|| raw_path.to_string());
     let cannot = |e: std::io::Error| format!("cannot read secret file {path}: {e}");
     let file = std::fs::File::open(&path).map_err(cannot)?;
@@ -149,7 +179,25 @@ fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
-/// Expands `${VAR}`, `${VAR:-default}` and `$$` in `s`. Returns `None` when `s` has nothing
+/// Where the `}` closing `${` is in `body` (what follows `${`): the first one, except in
+/// `${file:...}`, whose path may itself hold `${CREDENTIALS_DIRECTORY}`.
+fn closing_brace(body: &str) -> Option<usize> {
+    if !body.starts_with("file:") {
+        return body.find('}');
+    }
+    let mut depth = 0usize;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Expands `${VAR}`, `${VAR:-default}`, `${file:PATH}` and `$$` in `s`. Returns `None` when `s` has nothing
 /// to expand, so untouched values are not marked secret.
 pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
     Ok(expand_vars(s, env)?.map(|(expanded, _)| expanded))
@@ -175,10 +223,19 @@ fn expand_vars(s: &str, env: &dyn Env) -> Result<Option<Expanded>, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| {
+            let end = closing_brace(body).ok_or_else(|| {
                 "unterminated \"${\" (write \"$$\" for a literal \"$\")".to_string()
             })?;
             let spec = &body[..end];
+            // `${file:/run/credentials/hookrouter/token}`: the file's contents, inline.
+            if let Some(file) = spec.strip_prefix("file:") {
+                let contents = read_secret_file(file, env)?;
+                out.push_str(&contents);
+                vars.push((spec.to_string(), contents));
+                substituted = true;
+                rest = &body[end + 1..];
+                continue;
+            }
             let (name, default) = match spec.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (spec, None),
@@ -245,6 +302,46 @@ mod tests {
         assert!(expand_str("${TOKEN", &e)
             .unwrap_err()
             .contains("unterminated"));
+    }
+
+    #[test]
+    fn an_inline_file_reference_is_expanded_and_named_as_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "tok-from-file\n").unwrap();
+        let text = format!("Bearer ${{file:{}}}", file.display());
+        assert_eq!(
+            expand_str(&text, &env()).unwrap().as_deref(),
+            Some("Bearer tok-from-file")
+        );
+        let mut v: Value = serde_yaml::from_str(&format!("a: {text:?}")).unwrap();
+        let mut problems = Problems::default();
+        let secrets = expand_tree(&mut v, &env(), &mut problems);
+        assert!(secrets.contains("a"));
+        assert_eq!(
+            problems.secret_origin("a"),
+            Some(format!("${{file:{}}}", file.display()).as_str())
+        );
+        // The path may name systemd's credentials directory by its variable.
+        let e = HashMap::from([(
+            "CREDENTIALS_DIRECTORY".to_string(),
+            dir.path().display().to_string(),
+        )]);
+        assert_eq!(
+            expand_str("Bearer ${file:${CREDENTIALS_DIRECTORY}/t}!", &e)
+                .unwrap()
+                .as_deref(),
+            Some("Bearer tok-from-file!")
+        );
+        let missing = format!("${{file:{}/nope}}", dir.path().display());
+        assert!(expand_str(&missing, &env())
+            .unwrap_err()
+            .contains("cannot read secret file"));
+        // --no-environment: nothing is read.
+        assert_eq!(
+            expand_str(&missing, &NoEnvironment).unwrap().as_deref(),
+            Some(NoEnvironment::PLACEHOLDER)
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct RawDestination {
     pub rate_limit: Option<String>,
     pub retry: Option<RawRetry>,
     pub retry_on: Option<Vec<StatusItem>>,
+    pub success_on: Option<Vec<StatusItem>>,
+    pub auth: Option<serde_yaml::Value>,
     pub permanent_if_body: Option<String>,
     pub retry_if_body: Option<String>,
     pub max_age: Option<String>,

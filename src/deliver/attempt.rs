@@ -125,6 +125,9 @@ impl StatusSet {
 pub struct Classifier {
     /// Non-2xx statuses that are retried; the others are permanent.
     pub retry_on: StatusSet,
+    /// `success_on`: non-2xx statuses that count as delivered (HubSpot's 409 for a
+    /// contact that already exists).
+    pub success_on: Option<StatusSet>,
     /// A non-2xx response whose body matches is permanent, whatever its status
     /// (Slack's `channel_is_archived`).
     pub permanent_if_body: Option<Regex>,
@@ -156,7 +159,7 @@ impl Classifier {
         now: SystemTime,
     ) -> Outcome {
         let code = status.as_u16();
-        if status.is_success() {
+        if status.is_success() || self.success_on.as_ref().is_some_and(|s| s.contains(code)) {
             return Outcome::Delivered { status: code };
         }
         let body = response.body.as_deref().unwrap_or("");
@@ -246,14 +249,16 @@ pub fn build_client() -> reqwest::Result<reqwest::Client> {
 }
 
 /// Renders `job` for `dest` (the same [`render_request`] that `route --render` shows) and
-/// sends it once; returns the outcome and how long it took. A render failure is permanent:
-/// the same template will fail the same way on every retry.
+/// sends it once (with an OAuth2 token from `auth`, refreshed and sent again once after a
+/// 401); returns the outcome and how long it took. A render failure is permanent: the same
+/// template will fail the same way on every retry.
 pub async fn attempt(
     client: &reqwest::Client,
+    auth: &crate::auth::Authorizer,
     dest: &Destination,
     job: &JobRecord,
     body: Bytes,
-) -> (Outcome, Duration) {
+) -> super::authorized::Attempted {
     let started = Instant::now();
     let payload = if dest.uses_templates() {
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
@@ -269,25 +274,19 @@ pub async fn attempt(
                 error: e.to_string(),
                 snippet: None,
             };
-            return (outcome, started.elapsed());
+            return super::authorized::Attempted {
+                outcome,
+                latency: started.elapsed(),
+                refused: None,
+            };
         }
     };
-    let secrets = secrets_sent(&rendered);
-    let request = client
-        .request(rendered.method, rendered.url)
-        .timeout(dest.timeout)
-        .headers(rendered.headers)
-        .body(rendered.body);
-    let outcome = match request.send().await {
-        Ok(response) => classify_response(&dest.classify, response, &secrets).await,
-        Err(e) => Outcome::Retry {
-            status: None,
-            error: describe_error(&e),
-            snippet: None,
-            retry_after: None,
-        },
-    };
-    (outcome, started.elapsed())
+    let (outcome, refused) = super::authorized::send(client, auth, dest, rendered).await;
+    super::authorized::Attempted {
+        outcome,
+        latency: started.elapsed(),
+        refused,
+    }
 }
 
 /// Describes a transport error without the URL (which may hold a secret token).
@@ -370,7 +369,7 @@ pub(crate) fn mask(body: String, secrets: &[String]) -> String {
     })
 }
 
-async fn classify_response(
+pub(crate) async fn classify_response(
     classifier: &Classifier,
     response: reqwest::Response,
     secrets: &[String],
@@ -454,6 +453,7 @@ mod tests {
         retry_on.add("4xx").unwrap();
         let c = Classifier {
             retry_on,
+            success_on: None,
             permanent_if_body: Regex::new("channel_is_archived|invalid_payload").ok(),
             retry_if_body: Regex::new("REQUEST_LIMIT_EXCEEDED").ok(),
         };

@@ -195,6 +195,12 @@ pub enum RenderError {
         /// minijinja's description.
         message: String,
     },
+    /// A templated `url:` could not be rendered into a URL of the destination's host.
+    #[error("url: {message}")]
+    Url {
+        /// What went wrong (the URL itself is not quoted).
+        message: String,
+    },
     /// A rendered header value is not a valid header value (a newline, for example).
     #[error("header {name}: the rendered value is not a valid header value")]
     Header {
@@ -274,6 +280,16 @@ pub fn render_request(
         value.set_sensitive(spec.sensitive);
         headers.insert(spec.name.clone(), value);
     }
+    // `auth: bearer / basic`; an OAuth2 token is added when the request is sent.
+    if let Some(value) = dest.auth.as_ref().and_then(|a| a.static_header()) {
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let url = match &dest.url_template {
+        Some(t) => t
+            .render(&ctx)
+            .map_err(|message| RenderError::Url { message })?,
+        None => dest.url.clone(),
+    };
     headers.insert(
         "x-hookrouter-event",
         HeaderValue::from_static(kind.as_str()),
@@ -296,7 +312,7 @@ pub fn render_request(
     }
     Ok(RenderedRequest {
         method: dest.method.clone(),
-        url: dest.url.clone(),
+        url,
         url_is_secret: dest.url_is_secret,
         headers,
         body,

@@ -14,11 +14,13 @@
 //! from the destination's compiled [`template`]s, and signed by [`sign`] when configured.
 
 pub mod attempt;
+pub mod authorized;
 pub mod format;
 pub mod pace;
 pub mod sign;
 pub mod template;
 pub mod transition;
+pub mod url_template;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,8 @@ struct Inner {
     store: Store,
     config: SharedConfig,
     client: reqwest::Client,
+    /// OAuth2 tokens of the destinations that use them.
+    auth: crate::auth::Authorizer,
     workers: Mutex<HashMap<String, Arc<Notify>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -89,11 +93,14 @@ impl Dispatcher {
         health: HealthBoard,
         alerts: Alerts,
     ) -> Result<Self, DispatchError> {
+        let client = attempt::build_client()?;
+        let auth = crate::auth::Authorizer::new(client.clone(), Some(store.clone()));
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 store,
                 config,
-                client: attempt::build_client()?,
+                client,
+                auth,
                 workers: Mutex::new(HashMap::new()),
                 shutdown,
                 tracker: TaskTracker::new(),
@@ -389,7 +396,18 @@ async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease, probe:
         return Ok(None);
     };
     let started_ms = now_ms();
-    let (outcome, latency) = attempt::attempt(&inner.client, &dest, job, body).await;
+    let attempted = attempt::attempt(&inner.client, &inner.auth, &dest, job, body).await;
+    let (outcome, latency) = (attempted.outcome, attempted.latency);
+    if let Some(reason) = &attempted.refused {
+        // Every job would meet the same refusal: hold the destination instead.
+        if let Err(e) =
+            inner
+                .health
+                .hold_for_credentials(&job.destination, now_ms(), &dest.health, reason)
+        {
+            tracing::error!(destination = %job.destination, error = %e, "cannot store the hold of a destination whose credentials were refused");
+        }
+    }
     let record = transition::attempt_record(job, &outcome, started_ms, latency);
     let span = tracing::info_span!(
         "delivery",

@@ -83,6 +83,21 @@ impl Templates {
         Templates { env }
     }
 
+    /// A set for URL templates: every printed value is percent-encoded as one URL
+    /// component ([`crate::auth::encode_component`]), so a field holding `/`, `?` or `&`
+    /// stays inside its path segment or query value.
+    pub fn url_encoding() -> Self {
+        let mut t = Templates::new();
+        t.env.set_formatter(|out, _state, value| {
+            if !value.is_none() {
+                let text = value.to_string();
+                out.write_str(&crate::auth::encode_component(&text))?;
+            }
+            Ok(())
+        });
+        t
+    }
+
     /// Compiles `source` under `name` (the field's path, which render errors then name).
     /// The error is minijinja's description, with the line inside the template.
     pub fn add(&mut self, name: &str, source: &str) -> Result<(), String> {

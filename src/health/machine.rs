@@ -93,6 +93,9 @@ pub enum Change {
         /// An operator held it by hand.
         by_operator: bool,
     },
+    /// Held because the destination's token endpoint refused its credentials
+    /// (`invalid_grant`): like an operator's hold, no probes; only a release ends it.
+    CredentialsRefused,
     /// Back to healthy: a probe or an attempt succeeded, or an operator released it.
     Recovered {
         /// An operator released it by hand.
@@ -378,6 +381,29 @@ impl DestinationHealth {
         }
     }
 
+    /// The token endpoint refused the credentials (`error` says how): held without probes
+    /// (retrying cannot help until an operator fixes them), `error` kept as the last error
+    /// so `status` shows why. Returns the change unless it was held that way already.
+    pub fn hold_for_credentials(
+        &mut self,
+        now_ms: u64,
+        policy: &HealthPolicy,
+        error: String,
+    ) -> Option<Change> {
+        let already = self.state == HealthState::Held && self.held_by_operator;
+        self.last_status = None;
+        self.last_error = Some(error);
+        if already {
+            return None;
+        }
+        if self.state == HealthState::Held {
+            self.held_by_operator = true;
+        } else {
+            self.hold(now_ms, true, policy);
+        }
+        Some(Change::CredentialsRefused)
+    }
+
     /// An operator releases the destination; returns the change unless it was not held.
     pub fn release(&mut self, now_ms: u64) -> Option<Change> {
         if self.state != HealthState::Held {
@@ -587,6 +613,32 @@ mod tests {
             h.record(&fail(i * 1000), &p);
         }
         assert_eq!(h.state, HealthState::Failing);
+    }
+
+    #[test]
+    fn refused_credentials_hold_without_probes_and_keep_the_refusal_as_last_error() {
+        let p = policy();
+        let mut h = DestinationHealth::new(0);
+        let refusal = "the OAuth token endpoint refused the credentials (invalid_grant)";
+        assert_eq!(
+            h.hold_for_credentials(10, &p, refusal.into()),
+            Some(Change::CredentialsRefused)
+        );
+        assert_eq!(h.state, HealthState::Held);
+        assert!(h.held_by_operator);
+        assert_eq!(h.last_error.as_deref(), Some(refusal));
+        assert_eq!(h.gate(10_000_000), Gate::Closed(None), "no probes");
+        assert_eq!(h.hold_for_credentials(20, &p, refusal.into()), None);
+        // An automatic hold becomes one without probes.
+        let mut auto = DestinationHealth::new(0);
+        auto.hold(0, false, &p);
+        assert_eq!(
+            auto.hold_for_credentials(5, &p, refusal.into()),
+            Some(Change::CredentialsRefused)
+        );
+        assert_eq!(auto.gate(10_000_000), Gate::Closed(None));
+        assert_eq!(h.release(30), Some(Change::Recovered { by_operator: true }));
+        assert_eq!(h.gate(31), Gate::Open);
     }
 
     #[test]

@@ -151,6 +151,21 @@ impl HealthBoard {
         self.operator_change(destination, now_ms, |h| h.hold_by_operator(now_ms, policy))
     }
 
+    /// The token endpoint of `destination` refused its credentials: hold it without probes
+    /// with `error` as its last error (synced, so the hold survives a crash) and alert;
+    /// `Ok(false)` when it was already held that way.
+    pub fn hold_for_credentials(
+        &self,
+        destination: &str,
+        now_ms: u64,
+        policy: &HealthPolicy,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        self.operator_change(destination, now_ms, |h| {
+            h.hold_for_credentials(now_ms, policy, error.to_string())
+        })
+    }
+
     /// An operator releases `destination`; `Ok(false)` when it was not held.
     pub fn release(&self, destination: &str, now_ms: u64) -> Result<bool, StoreError> {
         self.operator_change(destination, now_ms, |h| h.release(now_ms))
@@ -221,6 +236,9 @@ impl HealthBoard {
             }
             Change::Held { by_operator: false } => {
                 tracing::error!(destination = %d, consecutive_failures = h.consecutive_failures, last_status = %status, last_error = %error, probe_in_ms = h.probe_interval_ms, "the destination is held after failing without a break: its jobs stay queued and one probe is sent at a growing interval")
+            }
+            Change::CredentialsRefused => {
+                tracing::error!(destination = %d, last_error = %error, "the destination is held: its token endpoint refused the credentials; nothing is sent until they are fixed and the destination released")
             }
             Change::Recovered { by_operator: true } => {
                 tracing::warn!(destination = %d, "the destination was released by an operator; delivery resumes")

@@ -75,6 +75,7 @@
 pub mod catalog;
 pub mod checkpoint;
 pub mod commit;
+mod credentials;
 pub mod entry;
 mod health_records;
 pub mod housekeeping;
