@@ -627,7 +627,7 @@ mod tests {
         assert_eq!(h.state, HealthState::Held);
         assert!(h.held_by_operator);
         assert_eq!(h.last_error.as_deref(), Some(refusal));
-        assert_eq!(h.gate(10_000_000), Gate::Closed(None), "no probes");
+        assert_eq!(h.gate(10_000_000, &p), Gate::Closed(None), "no probes");
         assert_eq!(h.hold_for_credentials(20, &p, refusal.into()), None);
         // An automatic hold becomes one without probes.
         let mut auto = DestinationHealth::new(0);
@@ -636,9 +636,9 @@ mod tests {
             auto.hold_for_credentials(5, &p, refusal.into()),
             Some(Change::CredentialsRefused)
         );
-        assert_eq!(auto.gate(10_000_000), Gate::Closed(None));
+        assert_eq!(auto.gate(10_000_000, &p), Gate::Closed(None));
         assert_eq!(h.release(30), Some(Change::Recovered { by_operator: true }));
-        assert_eq!(h.gate(31), Gate::Open);
+        assert_eq!(h.gate(31, &p), Gate::Open);
     }
 
     #[test]
