@@ -357,9 +357,9 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
             let Some(r) = guard.as_ref() else { return };
             match r.reload() {
                 Ok(s) => tracing::info!(
-                    routes_added = ?s.routes.0, routes_removed = ?s.routes.1, routes_changed = ?s.routes.2,
-                    destinations_added = ?s.destinations.0, destinations_removed = ?s.destinations.1,
-                    destinations_changed = ?s.destinations.2,
+                    routes_added = ?s.routes.added, routes_removed = ?s.routes.removed, routes_changed = ?s.routes.changed,
+                    destinations_added = ?s.destinations.added, destinations_removed = ?s.destinations.removed,
+                    destinations_changed = ?s.destinations.changed,
                     "config reloaded"
                 ),
                 Err(e) => {

@@ -50,8 +50,8 @@ async fn a_reload_under_steady_traffic_loses_no_request_and_applies_per_request(
     tokio::time::sleep(Duration::from_millis(100)).await;
     daemon.rewrite_config(&rules(&first, &second, "second", &format!("[{KEY}]")));
     let summary = daemon.running().reload().expect("valid reload");
-    assert_eq!(summary.routes.0, ["to-second"]);
-    assert_eq!(summary.routes.1, ["to-first"]);
+    assert_eq!(summary.routes.added, ["to-second"]);
+    assert_eq!(summary.routes.removed, ["to-first"]);
 
     let mut expect_first = Vec::new();
     let mut expect_second = Vec::new();
@@ -154,8 +154,8 @@ async fn pending_retries_go_to_the_fixed_url_and_removed_destinations_dead_lette
 
     daemon.rewrite_config(&config(&good.url("/fixed"), false));
     let summary = daemon.running().reload().expect("valid reload");
-    assert_eq!(summary.destinations.1, ["second"]);
-    assert_eq!(summary.destinations.2, ["first"]);
+    assert_eq!(summary.destinations.removed, ["second"]);
+    assert_eq!(summary.destinations.changed, ["first"]);
 
     let got = good.wait_for(3, WAIT).await;
     assert!(got.iter().all(|r| r.path == "/fixed"));
