@@ -5,7 +5,8 @@
 //! The modules, in the order a webhook passes through them:
 //!
 //! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`].
-//! 2. [`ingress`]: the hyper listener and the tower service that answers each request.
+//! 2. [`ingress`]: the tower service that answers each webhook, on the HTTP/1 accept loop
+//!    it shares with the admin API ([`http_server`]).
 //! 3. [`verify`]: the `X-KEY` check; only it produces a [`verify::Verified`] request.
 //! 4. [`route`]: pure matching of the payload against the compiled rules.
 //! 5. [`queue`]: the ingest journal, the fast lane and sled's retry queue, with the group
@@ -39,6 +40,7 @@ pub mod deliver;
 pub mod echo;
 pub mod event;
 pub mod health;
+pub mod http_server;
 pub mod ingress;
 pub mod init;
 pub mod inspect;

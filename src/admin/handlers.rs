@@ -14,7 +14,7 @@ use super::views::{
 };
 use super::{history, AdminState};
 use crate::config::ConfigError;
-use crate::ingress::response::{error, json, JsonResponse};
+use crate::http_server::response::{error, json, JsonResponse};
 use crate::queue::{now_ms, Store, StoreError};
 
 /// Dead letters listed when `limit` is not given.

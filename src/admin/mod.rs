@@ -38,8 +38,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::deliver::Dispatcher;
 use crate::health::HealthBoard;
-use crate::ingress::response::{error, JsonResponse};
-use crate::ingress::{serve_http1, ListenerSettings};
+use crate::http_server::response::{error, JsonResponse};
+use crate::http_server::{serve_http1, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::queue::Store;
 use crate::{Reloader, SharedConfig};

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::handlers::{parse_id, parse_limit, query_pairs, retry_ids, AdminError};
 use super::views::{AttemptView, DeadLetterView, RetryResult, Skipped};
 use super::AdminState;
-use crate::ingress::response::{json, JsonResponse};
+use crate::http_server::response::{json, JsonResponse};
 use crate::queue::{DeadLetter, StoreError};
 
 /// Dead letters shown when `limit` is not given.

@@ -13,12 +13,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body;
-use super::peer::Peer;
 use super::recent::{mindstamp_id, RecentIds};
-use super::response::{error, json, ErrorCause, ErrorCode, ErrorMessage, JsonResponse};
 use crate::config::ServerSettings;
 use crate::deliver::Dispatcher;
 use crate::event::EventKind;
+use crate::http_server::peer::Peer;
+use crate::http_server::response::{
+    error, json, ErrorCause, ErrorCode, ErrorMessage, JsonResponse,
+};
 use crate::metrics::Metrics;
 use crate::queue::commit::Committer;
 use crate::queue::housekeeping::dedupe_key;
