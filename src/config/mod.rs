@@ -7,11 +7,15 @@
 //! problem is refused whole: the daemon never runs half-configured.
 
 mod alerts;
+pub mod condition;
+#[cfg(test)]
+mod condition_tests;
 mod destination;
 mod expand;
 mod health;
 mod locate;
 mod raw;
+mod routes;
 mod server;
 mod unknown_fields;
 
@@ -601,7 +605,7 @@ fn validate(
                 .collect()
         })
         .unwrap_or_default();
-    let rules = RuleSet::compile(root.get("routes"), &names, ctx);
+    let rules = routes::compile_rules(root.get("routes"), &names, ctx);
     let alerts = alerts::validate_alerts(root.get("alerts"), &names, ctx.problems);
     let expect = alerts::validate_kind_expectations(root.get("expect"), ctx.problems);
     Some(Config {

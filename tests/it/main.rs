@@ -22,6 +22,7 @@ mod housekeeping;
 mod ingress;
 mod init;
 mod journal_damage;
+mod layering;
 mod migration;
 mod mistakes;
 mod monitoring_contrib;

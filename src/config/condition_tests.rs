@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Value as Json};
 
-use super::condition::Condition;
+use super::condition::compile_map;
 use crate::config::{Config, Ctx, Problems};
+use crate::route::condition::Condition;
 
 fn compile(yaml: &str) -> Condition {
     let map: serde_yaml::Mapping = serde_yaml::from_str(yaml).expect("test yaml");
@@ -17,7 +18,7 @@ fn compile(yaml: &str) -> Condition {
         problems: &mut problems,
         secrets: &secrets,
     };
-    let c = Condition::compile_map(&map, "routes.0.match", &mut ctx);
+    let c = compile_map(&map, "routes.0.match", &mut ctx);
     assert!(problems.is_empty(), "{problems:?}");
     c
 }
