@@ -14,6 +14,8 @@
 
 pub mod cli;
 pub mod client;
+mod dead_letters;
+mod error;
 pub mod handlers;
 pub mod history;
 mod history_cli;

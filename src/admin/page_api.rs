@@ -20,7 +20,8 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::handlers::{parse_id, parse_limit, query_pairs, retry_ids, AdminError};
+use super::dead_letters::retry_ids;
+use super::handlers::{parse_id, parse_limit, query_pairs, AdminError};
 use super::views::{AttemptView, DeadLetterView, RetryResult, Skipped};
 use super::AdminState;
 use crate::http_server::response::{json, JsonResponse};
