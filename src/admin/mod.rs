@@ -13,6 +13,7 @@
 //! `Content-Type: application/json` (but the page's login and logout forms).
 
 pub mod cli;
+mod cli_render;
 pub mod client;
 mod dead_letters;
 mod error;
