@@ -122,19 +122,7 @@ pub async fn serve_http1<S, B>(
         slots.saturating_mul(WAITING_PER_PEER_PER_SLOT),
         slots.saturating_mul(WAITING_PER_SLOT),
     );
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = next_connection(&listener, name, &shutdown).await {
         let closed = admission.take_closed();
         if closed > 0 {
             tracing::debug!(
@@ -186,5 +174,26 @@ pub async fn serve_http1<S, B>(
             listener = name,
             "connections still open at the end of the grace period were closed"
         );
+    }
+}
+
+/// The next accepted connection, or `None` once `shutdown` is cancelled. A failed accept
+/// (usually EMFILE) is logged and retried after a short pause instead of spinning.
+async fn next_connection(
+    listener: &TcpListener,
+    name: &'static str,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
