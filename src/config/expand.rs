@@ -33,7 +33,11 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String
 }
 
 /// Expands every string in `value` in place; returns the paths whose values are secret.
-pub fn expand_tree(value: &mut Value, env: &dyn Env, problems: &mut Problems) -> HashSet<String> {
+pub(crate) fn expand_tree(
+    value: &mut Value,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> HashSet<String> {
     let mut secrets = HashSet::new();
     walk(value, "", env, problems, &mut secrets);
     secrets
@@ -151,7 +155,7 @@ fn read_secret_file(raw_path: &str, env: &dyn Env) -> Result<String, String> {
 
 /// Expands `${VAR}`, `${VAR:-default}` and `$$` in `s`. Returns `None` when `s` has nothing
 /// to expand, so untouched values are not marked secret.
-pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
+pub(crate) fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
     Ok(expand_vars(s, env)?.map(|(expanded, _)| expanded))
 }
 

@@ -11,7 +11,7 @@ use crate::event::EventKind;
 use crate::route::{Condition, Route, RuleSet};
 
 /// Compiles `routes:`; `destinations` are the names `to:` may use.
-pub fn compile_rules(
+pub(super) fn compile_rules(
     value: Option<&Yaml>,
     destinations: &BTreeSet<String>,
     ctx: &mut Ctx<'_>,

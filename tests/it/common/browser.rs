@@ -15,11 +15,11 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 
 /// How long a wait for something on the page lasts.
-pub const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// A running chromedriver with one browser session.
-pub struct Browser {
-    pub client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     profile: tempfile::TempDir,
 }
@@ -82,7 +82,7 @@ fn kill(pids: &[u32]) {
 impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why not: `None` (with a message)
     /// when they are not installed, a panic when they are missing under `CI=true`.
-    pub async fn start() -> Option<Browser> {
+    pub(crate) async fn start() -> Option<Browser> {
         let chromium = program("CHROMIUM", "/usr/bin/chromium");
         let driver = program("CHROMEDRIVER", "/usr/bin/chromedriver");
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
@@ -131,13 +131,13 @@ impl Browser {
     }
 
     /// Ends the session (Chromium quits), then stops chromedriver.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.client.clone().close().await;
         // Drop stops whatever is left by pid.
     }
 
     /// Waits until `css` matches an element and returns it.
-    pub async fn find(&self, css: &str) -> Element {
+    pub(crate) async fn find(&self, css: &str) -> Element {
         self.client
             .wait()
             .at_most(WAIT)
@@ -147,12 +147,17 @@ impl Browser {
     }
 
     /// Whether `css` matches an element now.
-    pub async fn exists(&self, css: &str) -> bool {
+    pub(crate) async fn exists(&self, css: &str) -> bool {
         self.client.find(Locator::Css(css)).await.is_ok()
     }
 
     /// Waits until the text of `css` satisfies `check`; returns it.
-    pub async fn text_until(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn text_until(
+        &self,
+        css: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + WAIT;
         let mut last = String::new();
         loop {
@@ -173,7 +178,7 @@ impl Browser {
     }
 
     /// Clicks `css` once it is there.
-    pub async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.find(css)
             .await
             .click()
@@ -182,7 +187,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the window to `dir/name` when `dir` is given (for the README).
-    pub async fn screenshot(&self, dir: Option<&Path>, name: &str) {
+    pub(crate) async fn screenshot(&self, dir: Option<&Path>, name: &str) {
         let Some(dir) = dir else { return };
         let png = self.client.screenshot().await.expect("screenshot");
         std::fs::create_dir_all(dir).expect("screenshot dir");

@@ -28,7 +28,7 @@ const DEFAULTS: [(&str, &str); 4] = [
 
 /// A test config file under construction (see the module doc).
 #[derive(Debug, Clone)]
-pub struct TestConfig {
+pub(crate) struct TestConfig {
     data_dir: PathBuf,
     /// `server:` settings as (name, value), defaults first, then the test's own.
     server: Vec<(String, String)>,
@@ -39,7 +39,7 @@ pub struct TestConfig {
 
 impl TestConfig {
     /// The defaults with the store in `data_dir`.
-    pub fn new(data_dir: &Path) -> TestConfig {
+    pub(crate) fn new(data_dir: &Path) -> TestConfig {
         TestConfig {
             data_dir: data_dir.to_path_buf(),
             server: DEFAULTS
@@ -53,7 +53,7 @@ impl TestConfig {
 
     /// One `server:` setting, as `"name: value"`: replaces a default of the same name (kept
     /// in its place), else is added after the defaults.
-    pub fn server(mut self, setting: &str) -> TestConfig {
+    pub(crate) fn server(mut self, setting: &str) -> TestConfig {
         let (name, value) = setting
             .split_once(':')
             .unwrap_or_else(|| panic!("a server setting is `name: value`: {setting:?}"));
@@ -67,7 +67,7 @@ impl TestConfig {
 
     /// Several `server:` settings, one per line (indentation ignored, blank lines skipped):
     /// the form `TestDaemon::start_with_server` takes (`"  max_queue: 3\n"`).
-    pub fn server_lines(self, lines: &str) -> TestConfig {
+    pub(crate) fn server_lines(self, lines: &str) -> TestConfig {
         lines
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -75,27 +75,27 @@ impl TestConfig {
     }
 
     /// Leaves a default `server:` setting out, so the daemon's own default applies.
-    pub fn without(mut self, name: &str) -> TestConfig {
+    pub(crate) fn without(mut self, name: &str) -> TestConfig {
         self.server.retain(|(k, _)| k != name);
         self
     }
 
     /// The `keys:` value (a YAML flow list such as `["a", "b"]`), instead of [`KEY`].
-    pub fn keys(mut self, list: &str) -> TestConfig {
+    pub(crate) fn keys(mut self, list: &str) -> TestConfig {
         self.keys = Some(list.to_string());
         self
     }
 
     /// Everything after `server:` and `keys:` (retry, destinations, routes, alerts, ...).
     /// When it holds its own `keys:`, no key list is written.
-    pub fn rest(mut self, yaml: &str) -> TestConfig {
+    pub(crate) fn rest(mut self, yaml: &str) -> TestConfig {
         self.rest = yaml.to_string();
         self
     }
 
     /// The `server:` block alone. `data_dir` comes right before the first setting that is
     /// not an address or `dedupe_window`, where the tests always wrote it.
-    pub fn server_text(&self) -> String {
+    pub(crate) fn server_text(&self) -> String {
         let mut text = String::from("server:\n");
         let data_dir = format!("  data_dir: {:?}\n", self.data_dir.display().to_string());
         let mut data_dir = Some(data_dir);
@@ -110,7 +110,7 @@ impl TestConfig {
     }
 
     /// The whole file.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut text = self.server_text();
         match &self.keys {
             Some(list) => text.push_str(&format!("keys: {list}\n")),
@@ -122,13 +122,13 @@ impl TestConfig {
     }
 
     /// Writes the file at `path`.
-    pub fn write(&self, path: &Path) {
+    pub(crate) fn write(&self, path: &Path) {
         std::fs::write(path, self.text())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 
     /// Writes `dir/routes.yaml` and returns its path.
-    pub fn write_in(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn write_in(&self, dir: &Path) -> PathBuf {
         let path = dir.join("routes.yaml");
         self.write(&path);
         path
@@ -136,13 +136,13 @@ impl TestConfig {
 }
 
 /// The `server:` block of a test config with the defaults (see [`TestConfig`]).
-pub fn server_block(data_dir: &Path) -> String {
+pub(crate) fn server_block(data_dir: &Path) -> String {
     TestConfig::new(data_dir).server_text()
 }
 
 /// Writes `contents` as `dir/name` (a config given whole, a payload) and returns its path
 /// as text, for a command line.
-pub fn write_file(dir: &Path, name: &str, contents: &str) -> String {
+pub(crate) fn write_file(dir: &Path, name: &str, contents: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     path.display().to_string()
@@ -150,7 +150,7 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> String {
 
 /// Destinations and routes for the retention tests: leads go to `crm`, which takes them;
 /// views go to `gone`, which the test makes answer 410, so each view becomes a dead letter.
-pub fn leads_delivered_views_dead(crm: &Receiver, gone: &Receiver) -> String {
+pub(crate) fn leads_delivered_views_dead(crm: &Receiver, gone: &Receiver) -> String {
     format!(
         r#"
 destinations:

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use super::config::TestConfig;
 
 /// The daemon, in-process, on an ephemeral port with a temp store.
-pub struct TestDaemon {
-    pub addr: SocketAddr,
+pub(crate) struct TestDaemon {
+    pub(crate) addr: SocketAddr,
     dir: Option<tempfile::TempDir>,
-    pub config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     running: Option<hookrouter::Running>,
     client: reqwest::Client,
     /// Extra `server:` lines (indented two spaces) kept across `rewrite_config`.
@@ -20,20 +20,20 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts with `rest` (keys, retry, destinations, routes) after a generated `server:`
     /// block. `rest` may use `{KEY}`-free YAML; the key list defaults to [`KEY`] when absent.
-    pub async fn start(rest: &str) -> TestDaemon {
+    pub(crate) async fn start(rest: &str) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, rest).await
     }
 
     /// Like [`TestDaemon::start`] with an existing directory (the store in `dir/data`
     /// survives between daemons, as across a restart).
-    pub async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestDaemon {
+    pub(crate) async fn start_in(dir: tempfile::TempDir, rest: &str) -> TestDaemon {
         Self::start_with_server(dir, "", rest).await
     }
 
     /// Like [`TestDaemon::start_in`] with extra `server:` settings, each line indented two
     /// spaces (`"  max_queue: 3\n"`).
-    pub async fn start_with_server(
+    pub(crate) async fn start_with_server(
         dir: tempfile::TempDir,
         server_extra: &str,
         rest: &str,
@@ -57,12 +57,16 @@ impl TestDaemon {
     }
 
     /// The admin API's base URL.
-    pub fn admin_url(&self) -> String {
+    pub(crate) fn admin_url(&self) -> String {
         format!("http://{}", self.running().admin_addr)
     }
 
     /// A request to the admin API: status and JSON body.
-    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
         let changes = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
         let mut req = self
             .client
@@ -76,17 +80,17 @@ impl TestDaemon {
     }
 
     /// The running daemon (store, reload).
-    pub fn running(&self) -> &hookrouter::Running {
+    pub(crate) fn running(&self) -> &hookrouter::Running {
         self.running.as_ref().expect("running")
     }
 
     /// The directory holding the config file and the store (`data/`).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.as_ref().expect("dir").path()
     }
 
     /// Rewrites the config file (same server block) for a reload.
-    pub fn rewrite_config(&self, rest: &str) {
+    pub(crate) fn rewrite_config(&self, rest: &str) {
         Self::config(self.dir(), &self.server_extra, rest).write(&self.config_path);
     }
 
@@ -99,7 +103,7 @@ impl TestDaemon {
     }
 
     /// POSTs `body` to `/webhooks/{kind}` with `key` (None: no X-KEY header).
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         kind: &str,
         key: Option<&str>,
@@ -118,7 +122,11 @@ impl TestDaemon {
     }
 
     /// A raw request with any method and path.
-    pub async fn request(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
         let resp = self
             .client
             .request(method, format!("http://{}{path}", self.addr))
@@ -129,7 +137,7 @@ impl TestDaemon {
     }
 
     /// Stops the daemon gracefully and returns its directory (to restart on the same store).
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
@@ -146,7 +154,7 @@ impl Drop for TestDaemon {
 }
 
 /// Status and JSON body of a response (the body must be JSON).
-pub async fn response_json(resp: reqwest::Response) -> (u16, serde_json::Value) {
+pub(crate) async fn response_json(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("response body");
     let json = serde_json::from_str(&text)

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The X-KEY every test config accepts.
-pub const KEY: &str = "test-key";
+pub(crate) const KEY: &str = "test-key";
 
 /// A sample payload from `tests/fixtures/` (copied from Mindstamp's documentation).
-pub fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -16,12 +16,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// A sample payload as JSON, for tests that change a field.
-pub fn fixture_json(name: &str) -> serde_json::Value {
+pub(crate) fn fixture_json(name: &str) -> serde_json::Value {
     serde_json::from_slice(&fixture(name)).expect("fixture is JSON")
 }
 
 /// Polls `check` every 10 ms until it returns true; panics with `what` after `timeout`.
-pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(
@@ -33,12 +33,12 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -
 }
 
 /// A tiny xorshift generator for tests that need reproducible random numbers.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     /// Seeded from the environment variable `var` when set, else from the clock; the seed
     /// is printed, so a failing run can be replayed with `var=<seed>`.
-    pub fn from_env(var: &str) -> (Rng, u64) {
+    pub(crate) fn from_env(var: &str) -> (Rng, u64) {
         let seed = std::env::var(var)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -54,7 +54,7 @@ impl Rng {
     }
 
     /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -62,19 +62,19 @@ impl Rng {
     }
 
     /// `len` random bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.below(256) as u8).collect()
     }
 
     /// One of `items`.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 }
 
 /// Polls the async `check` every 20 ms until it yields a value; panics with `what` after
 /// `timeout`.
-pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+pub(crate) async fn until<T, F: std::future::Future<Output = Option<T>>>(
     timeout: Duration,
     what: &str,
     mut check: impl FnMut() -> F,

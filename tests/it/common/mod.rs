@@ -14,15 +14,15 @@
 //! `rest` holding destinations and routes (the key list defaults to [`KEY`]), or
 //! `TestConfig::new(..).rest(..).write_in(dir)` and [`DaemonProcess::spawn`] for the binary.
 
-pub mod browser;
+pub(crate) mod browser;
 mod config;
 mod daemon;
 mod fixtures;
 mod process;
 mod receiver;
 
-pub use config::{leads_delivered_views_dead, server_block, write_file, TestConfig};
-pub use daemon::{response_json, TestDaemon};
-pub use fixtures::{eventually, fixture, fixture_json, until, Rng, KEY};
-pub use process::{admin_cli, hookrouter, text, DaemonProcess};
-pub use receiver::{Receiver, Recorded, Reply};
+pub(crate) use config::{leads_delivered_views_dead, server_block, write_file, TestConfig};
+pub(crate) use daemon::{response_json, TestDaemon};
+pub(crate) use fixtures::{eventually, fixture, fixture_json, until, Rng, KEY};
+pub(crate) use process::{admin_cli, hookrouter, text, DaemonProcess};
+pub(crate) use receiver::{Receiver, Recorded, Reply};

@@ -9,23 +9,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The real `hookrouter` binary running as a child process.
-pub struct DaemonProcess {
-    pub addr: SocketAddr,
+pub(crate) struct DaemonProcess {
+    pub(crate) addr: SocketAddr,
     /// The admin API's address, from the same log line.
-    pub admin_addr: Option<SocketAddr>,
+    pub(crate) admin_addr: Option<SocketAddr>,
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl DaemonProcess {
     /// Spawns `hookrouter serve --config CONFIG` and waits until it logs that it is ready.
-    pub fn spawn(config: &Path) -> DaemonProcess {
+    pub(crate) fn spawn(config: &Path) -> DaemonProcess {
         Self::spawn_with(config, &[], &[])
     }
 
     /// Like [`DaemonProcess::spawn`] with extra arguments before `serve` (such as
     /// `--log-format json`) and extra environment variables (such as `NOTIFY_SOCKET`).
-    pub fn spawn_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
+    pub(crate) fn spawn_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookrouter"));
         command.args(args);
         for (k, v) in env {
@@ -88,23 +88,23 @@ impl DaemonProcess {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Everything it logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// `kill -9`: no chance to flush or clean up.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Waits up to `timeout` for the process to exit by itself; `None` if it is still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -118,7 +118,7 @@ impl DaemonProcess {
     }
 
     /// SIGTERM, then waits (up to 20 s) for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
@@ -150,13 +150,13 @@ impl Drop for DaemonProcess {
 /// One run of the binary as a command (`check`, `route`, `init`, the admin CLI), built up
 /// then run to completion with [`Cli::output`]. `HOOKROUTER_CONFIG` is always removed, so a
 /// developer's own setting never leaks in.
-pub struct Cli {
+pub(crate) struct Cli {
     command: Command,
     stdin: Option<Vec<u8>>,
 }
 
 /// `hookrouter ARGS` (see [`Cli`]).
-pub fn hookrouter(args: &[&str]) -> Cli {
+pub(crate) fn hookrouter(args: &[&str]) -> Cli {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookrouter"));
     command.args(args).env_remove("HOOKROUTER_CONFIG");
     Cli {
@@ -167,19 +167,19 @@ pub fn hookrouter(args: &[&str]) -> Cli {
 
 impl Cli {
     /// Writes `bytes` to its standard input, then closes it (otherwise stdin is empty).
-    pub fn stdin(mut self, bytes: &[u8]) -> Cli {
+    pub(crate) fn stdin(mut self, bytes: &[u8]) -> Cli {
         self.stdin = Some(bytes.to_vec());
         self
     }
 
     /// Sets environment variables.
-    pub fn envs(mut self, vars: &[(&str, &str)]) -> Cli {
+    pub(crate) fn envs(mut self, vars: &[(&str, &str)]) -> Cli {
         self.command.envs(vars.iter().copied());
         self
     }
 
     /// Removes inherited environment variables (such as `JOURNAL_STREAM`).
-    pub fn env_remove(mut self, names: &[&str]) -> Cli {
+    pub(crate) fn env_remove(mut self, names: &[&str]) -> Cli {
         for name in names {
             self.command.env_remove(name);
         }
@@ -188,12 +188,12 @@ impl Cli {
 
     /// The command itself, for what the builder does not cover (a working directory, a
     /// cleared environment).
-    pub fn command(&mut self) -> &mut Command {
+    pub(crate) fn command(&mut self) -> &mut Command {
         &mut self.command
     }
 
     /// Runs it to completion: exit status, standard output and error.
-    pub fn output(mut self) -> Output {
+    pub(crate) fn output(mut self) -> Output {
         self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let Some(input) = self.stdin else {
             return self
@@ -215,14 +215,16 @@ impl Cli {
 }
 
 /// Output bytes as text (lossy: a test's message must show what came, whatever it is).
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The operator CLI against a running daemon, off the async test's threads: (exit code,
 /// stdout, stderr). `HOOKROUTER_ADMIN` and `HOOKROUTER_ADMIN_TOKEN` are removed, so only
 /// the arguments say where and with what token; the CLI logs warnings only.
-pub async fn admin_cli(args: impl IntoIterator<Item = impl ToString>) -> (i32, String, String) {
+pub(crate) async fn admin_cli(
+    args: impl IntoIterator<Item = impl ToString>,
+) -> (i32, String, String) {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

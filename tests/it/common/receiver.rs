@@ -19,17 +19,17 @@ use tokio_util::sync::CancellationToken;
 
 /// One request a [`Receiver`] got.
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub at: Instant,
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) at: Instant,
 }
 
 impl Recorded {
     /// A header's value as text ("" when absent).
-    pub fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -40,16 +40,16 @@ impl Recorded {
 
 /// A scripted answer.
 #[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    pub delay: Duration,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+    pub(crate) delay: Duration,
 }
 
 impl Reply {
     /// A bare status with body "ok".
-    pub fn status(status: u16) -> Reply {
+    pub(crate) fn status(status: u16) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -59,19 +59,19 @@ impl Reply {
     }
 
     /// Adds a response header.
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets the response body.
-    pub fn body(mut self, body: &str) -> Reply {
+    pub(crate) fn body(mut self, body: &str) -> Reply {
         self.body = body.into();
         self
     }
 
     /// Waits this long before answering.
-    pub fn delay(mut self, delay: Duration) -> Reply {
+    pub(crate) fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
         self
     }
@@ -85,15 +85,15 @@ struct ReceiverState {
 
 /// An HTTP receiver on 127.0.0.1 that records every request and answers from a script
 /// (then with the default reply).
-pub struct Receiver {
-    pub addr: SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
     state: Arc<Mutex<ReceiverState>>,
     stop: CancellationToken,
 }
 
 impl Receiver {
     /// Starts a receiver on an ephemeral port that answers 200.
-    pub async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -101,7 +101,7 @@ impl Receiver {
     }
 
     /// Starts a receiver on a given port (to bring a "down" destination back up).
-    pub async fn start_on(addr: SocketAddr) -> Receiver {
+    pub(crate) async fn start_on(addr: SocketAddr) -> Receiver {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match TcpListener::bind(addr).await {
@@ -149,27 +149,27 @@ impl Receiver {
     }
 
     /// The URL of `path` on this receiver.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Queues replies for the next requests.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+    pub(crate) fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
     }
 
     /// Sets the reply used once the script is exhausted.
-    pub fn set_default(&self, reply: Reply) {
+    pub(crate) fn set_default(&self, reply: Reply) {
         self.state.lock().unwrap().default = reply;
     }
 
     /// Every request so far.
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
     }
 
     /// Waits until at least `n` requests arrived; panics after `timeout`.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+    pub(crate) async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.requests();
@@ -189,7 +189,7 @@ impl Receiver {
     /// Stops listening (the port becomes free; connections are dropped), without dropping
     /// the receiver and what it recorded: a destination going down mid-test.
     #[allow(dead_code)] // harness API, for tests to come (dropping does the same)
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.cancel();
     }
 }
