@@ -148,8 +148,8 @@ async fn serve_warns_at_start_and_on_reload_but_takes_the_key_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "127.0.0.1:0", &format!("[{DEV_KEY:?}]"));
     let mut daemon = DaemonProcess::spawn(&path);
-    // spawn returns on the ready line, before it is added to the log: what the log holds
-    // now was logged before the daemon said it was ready, the first thing an operator reads.
+    // spawn returns as soon as the ready line is in the log: the warning is among what the
+    // daemon logged by the time it said it was ready, the first thing an operator reads.
     let log = daemon.log();
     let warning = log
         .lines()

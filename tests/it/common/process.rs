@@ -48,6 +48,13 @@ impl DaemonProcess {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Into the log before readiness is signalled, so the ready line is in
+                // `log()` once `spawn` returns (a test may look for it at once).
+                {
+                    let mut l = sink.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if line.contains("hookrouter is ready") {
                     if let Some(tx) = tx.take() {
                         // Text (`addr=...`) or JSON (`"addr":"..."`) logs.
@@ -63,9 +70,6 @@ impl DaemonProcess {
                         let _ = tx.send(find("addr").map(|a| (a, find("admin_addr"))));
                     }
                 }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let (addr, admin_addr) = match rx.recv_timeout(Duration::from_secs(20)) {
