@@ -49,21 +49,40 @@ pub struct IngressState {
     pub bodies: body::Budget,
 }
 
-/// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
-/// extension for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookStatus(pub &'static str);
+/// The `status` of a 200 answer, kept as a response extension for the metrics; its JSON
+/// (and metric label) is the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// Committed with one job per destination.
+    Accepted,
+    /// Matched no route (kept for replay unless `server.keep_unrouted` is off).
+    Unrouted,
+    /// The same webhook was accepted before; not forwarded again.
+    Duplicate,
+}
 
-fn ok(accepted: &Accepted<'static>) -> JsonResponse {
+impl WebhookStatus {
+    /// The name in the answer, the logs and the `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Accepted => "accepted",
+            WebhookStatus::Unrouted => "unrouted",
+            WebhookStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+fn ok(accepted: &Accepted) -> JsonResponse {
     let mut r = json(StatusCode::OK, accepted);
-    r.extensions_mut().insert(WebhookStatus(accepted.status));
+    r.extensions_mut().insert(accepted.status);
     r
 }
 
 /// Counts one answer to a webhook of `kind` in the metrics.
 fn count(metrics: &Metrics, kind: EventKind, response: &JsonResponse) {
-    if let Some(WebhookStatus(status)) = response.extensions().get::<WebhookStatus>() {
-        metrics.webhook(kind, status, None);
+    if let Some(status) = response.extensions().get::<WebhookStatus>() {
+        metrics.webhook(kind, status.as_str(), None);
     } else {
         let reason = response
             .extensions()
@@ -74,8 +93,8 @@ fn count(metrics: &Metrics, kind: EventKind, response: &JsonResponse) {
 }
 
 #[derive(Serialize)]
-struct Accepted<'a> {
-    status: &'a str,
+struct Accepted {
+    status: WebhookStatus,
     event_id: String,
     routes: Vec<String>,
     deliveries: usize,
@@ -247,7 +266,7 @@ async fn receive(
     if unrouted && !config.server.keep_unrouted {
         tracing::info!(%kind, outcome = "unrouted", "webhook matched no route; not kept (server.keep_unrouted: false)");
         return ok(&Accepted {
-            status: "unrouted",
+            status: WebhookStatus::Unrouted,
             event_id: String::new(),
             routes: Vec::new(),
             deliveries: 0,
@@ -265,7 +284,7 @@ async fn receive(
         Ok(Committed::Duplicate { event_id: first }) => {
             tracing::info!(event_id = %first, %kind, outcome = "duplicate", "webhook already accepted; not forwarded again");
             return ok(&Accepted {
-                status: "duplicate",
+                status: WebhookStatus::Duplicate,
                 event_id: first.to_string(),
                 routes: decision.routes,
                 deliveries: 0,
@@ -276,7 +295,7 @@ async fn receive(
     if unrouted {
         tracing::info!(%event_id, %kind, outcome = "unrouted", "webhook matched no route; kept in the journal for replay");
         return ok(&Accepted {
-            status: "unrouted",
+            status: WebhookStatus::Unrouted,
             event_id: event_id.to_string(),
             routes: Vec::new(),
             deliveries: 0,
@@ -398,7 +417,7 @@ fn accepted(
         "webhook accepted"
     );
     ok(&Accepted {
-        status: "accepted",
+        status: WebhookStatus::Accepted,
         event_id: event_id.to_string(),
         routes: decision.routes,
         deliveries: decision.deliveries.len(),
