@@ -7,7 +7,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{eventually, fixture, fixture_json, Receiver, Reply, TestDaemon, KEY};
+use crate::common::{
+    eventually, fixture, fixture_json, DownPort, Receiver, Reply, TestDaemon, KEY,
+};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -765,10 +767,7 @@ async fn the_cli_lists_shows_retries_and_drops_dead_letters_and_shows_events() {
 async fn queue_counts_survive_a_restart() {
     let gone = Receiver::start().await;
     gone.set_default(Reply::status(410));
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let config = format!(
         r#"
 retry: {{ initial_interval: 10s, max_interval: 10s, max_elapsed: 1h }}

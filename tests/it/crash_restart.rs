@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{fixture_json, response_json, DaemonProcess, Receiver, TestConfig, KEY};
+use crate::common::{
+    fixture_json, response_json, DaemonProcess, DownPort, Receiver, TestConfig, KEY,
+};
 
 /// Leads to `crm` and `audit` with quick retries; de-duplication on, as in production.
 fn write_config(dir: &Path, crm_url: &str) -> std::path::PathBuf {
@@ -29,10 +31,7 @@ routes:
 async fn acknowledged_jobs_survive_kill_9_and_are_delivered_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on yet: the destination is down.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let config = write_config(dir.path(), &format!("http://{down}"));
     let mut daemon = DaemonProcess::spawn(&config);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -59,7 +58,7 @@ async fn acknowledged_jobs_survive_kill_9_and_are_delivered_after_restart() {
     daemon.kill9();
 
     // Bring the destination up on the port the jobs point at, then restart on the same store.
-    let receiver = Receiver::start_on(down).await;
+    let receiver = Receiver::start_on(down.release()).await;
     let daemon = DaemonProcess::spawn(&config);
     let got = receiver.wait_for(100, Duration::from_secs(30)).await;
     let mut crm = HashSet::new();

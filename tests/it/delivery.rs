@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::common::{eventually, fixture, fixture_json, Receiver, Reply, TestDaemon, KEY};
+use crate::common::{
+    eventually, fixture, fixture_json, DownPort, Receiver, Reply, TestDaemon, KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -277,10 +279,7 @@ routes:
 
 #[tokio::test]
 async fn jobs_survive_a_graceful_restart_and_go_to_the_current_url() {
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead_port = DownPort::reserve();
     let config = |url: &str| {
         format!(
             r#"

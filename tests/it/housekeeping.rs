@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::{
-    eventually, fixture, fixture_json, response_json, Receiver, Reply, TestDaemon, KEY,
+    eventually, fixture, fixture_json, response_json, DownPort, Receiver, Reply, TestDaemon, KEY,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -75,10 +75,7 @@ async fn a_repeated_event_is_a_duplicate_and_an_update_is_forwarded() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_with_server(
         dir,
@@ -119,7 +116,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
     );
 
     // The destination comes back; the queue drains and webhooks are accepted again.
-    let crm = Receiver::start_on(down).await;
+    let crm = Receiver::start_on(down.release()).await;
     crm.wait_for(2, WAIT).await;
     let store = daemon.running().store().clone();
     eventually(WAIT, "the queue to drain", || store.pending_count() == 0).await;

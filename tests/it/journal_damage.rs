@@ -10,20 +10,13 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::{
-    eventually, fixture_json, response_json, DaemonProcess, Receiver, Recorded, TestConfig, KEY,
+    eventually, fixture_json, response_json, DaemonProcess, DownPort, Receiver, Recorded,
+    TestConfig, KEY,
 };
 
 /// How long a test waits for deliveries: generous, since a passing run needs a second or two
 /// and a loaded 2-core CI machine once took longer than 20 s.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A port nothing listens on (yet): a destination that is down.
-fn down_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A config routing leads to `crm` (and `audit` when given), with quick retries.
 fn write_config(dir: &Path, crm: SocketAddr, audit: Option<SocketAddr>, extra: &str) -> PathBuf {
@@ -190,8 +183,8 @@ fn log_line(daemon: &DaemonProcess, needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_truncated_and_logged_and_every_acknowledged_webhook_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let port = down_port();
-    let config = write_config(dir.path(), port, None, "");
+    let port = DownPort::reserve();
+    let config = write_config(dir.path(), port.addr, None, "");
     let mut daemon = DaemonProcess::spawn(&config);
     let sent = post_leads(daemon.addr, "torn", 12).await;
     daemon.kill9();
@@ -205,7 +198,7 @@ async fn a_torn_tail_is_truncated_and_logged_and_every_acknowledged_webhook_is_d
     bytes.extend_from_slice(&partial);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let receiver = Receiver::start_on(port).await;
+    let receiver = Receiver::start_on(port.release()).await;
     let daemon = DaemonProcess::spawn(&config);
     let line = log_line(&daemon, "torn tail");
     assert!(line.contains(&format!("offset={whole}")), "{line}");
@@ -229,8 +222,8 @@ fn holds(payload: &[u8], body: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_mid_segment_is_logged_and_every_other_webhook_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let port = down_port();
-    let config = write_config(dir.path(), port, None, "");
+    let port = DownPort::reserve();
+    let config = write_config(dir.path(), port.addr, None, "");
     let mut daemon = DaemonProcess::spawn(&config);
     let sent = post_leads(daemon.addr, "flip", 12).await;
     // Let the first attempts fail, so the jobs are in sled pointing at their records too.
@@ -259,7 +252,7 @@ async fn a_flipped_byte_mid_segment_is_logged_and_every_other_webhook_is_deliver
         .parse()
         .unwrap();
 
-    let receiver = Receiver::start_on(port).await;
+    let receiver = Receiver::start_on(port.release()).await;
     let daemon = DaemonProcess::spawn(&config);
     let line = log_line(&daemon, "damaged bytes");
     assert!(line.contains(&format!("segment={seq}")), "{line}");
@@ -275,8 +268,8 @@ async fn a_flipped_byte_mid_segment_is_logged_and_every_other_webhook_is_deliver
 async fn a_kill_between_the_journal_append_and_the_checkpoint_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let crm = Receiver::start().await;
-    let audit_port = down_port();
-    let config = write_config(dir.path(), crm.addr, Some(audit_port), "");
+    let audit_port = DownPort::reserve();
+    let config = write_config(dir.path(), crm.addr, Some(audit_port.addr), "");
     let mut daemon = DaemonProcess::spawn(&config);
     let sent = post_leads(daemon.addr, "cp", 20).await;
     // Right after the last 200: well inside the checkpoint's one-second interval.
@@ -304,7 +297,7 @@ async fn a_kill_between_the_journal_append_and_the_checkpoint_loses_nothing() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
     }
 
-    let audit = Receiver::start_on(audit_port).await;
+    let audit = Receiver::start_on(audit_port.release()).await;
     let daemon = DaemonProcess::spawn(&config);
     assert_delivered(&crm, "/crm", &sent, &HashSet::new()).await;
     assert_delivered(&audit, "/audit", &sent, &HashSet::new()).await;
@@ -314,9 +307,9 @@ async fn a_kill_between_the_journal_append_and_the_checkpoint_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_of_a_crash_during_segment_deletion_are_handled() {
     let dir = tempfile::tempdir().unwrap();
-    let port = down_port();
+    let port = DownPort::reserve();
     // Retention 4 s: the active segment is sealed after 2 s.
-    let config = write_config(dir.path(), port, None, "  retention: 4s\n");
+    let config = write_config(dir.path(), port.addr, None, "  retention: 4s\n");
     let mut daemon = DaemonProcess::spawn(&config);
     let mut sent = post_leads(daemon.addr, "del-a", 5).await;
     eventually(WAIT, "the first segment to be sealed", || {
@@ -346,7 +339,7 @@ async fn leftovers_of_a_crash_during_segment_deletion_are_handled() {
     let idx_tmp = journal.join(format!("{:020}.idx.tmp", 2));
     std::fs::write(&idx_tmp, b"HRJI half an index").unwrap();
 
-    let receiver = Receiver::start_on(port).await;
+    let receiver = Receiver::start_on(port.release()).await;
     let daemon = DaemonProcess::spawn(&config);
     assert!(first_idx.exists(), "the missing index is rebuilt at start");
     assert_delivered(&receiver, "/crm", &sent, &HashSet::new()).await;
@@ -373,7 +366,8 @@ async fn leftovers_of_a_crash_during_segment_deletion_are_handled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_deleted_while_running_gets_503_never_200_and_exit_74() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), down_port(), None, "");
+    let down = DownPort::reserve();
+    let config = write_config(dir.path(), down.addr, None, "");
     let mut daemon = DaemonProcess::spawn(&config);
     post_leads(daemon.addr, "before", 3).await;
     std::fs::remove_dir_all(dir.path().join("data")).unwrap();
@@ -441,7 +435,8 @@ fn serve_until_exit(config: &Path) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_at_start_is_an_error_naming_the_file_and_exit_65() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), down_port(), None, "");
+    let down = DownPort::reserve();
+    let config = write_config(dir.path(), down.addr, None, "");
     let mut daemon = DaemonProcess::spawn(&config);
     post_leads(daemon.addr, "pending", 5).await;
     // The destination is down: every job fails an attempt and waits in sled for a retry.

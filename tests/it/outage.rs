@@ -4,17 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{eventually, fixture_json, Receiver, TestDaemon, KEY};
+use crate::common::{eventually, fixture_json, DownPort, Receiver, TestDaemon, KEY};
 
 const EVENTS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_down_for_several_retries_gets_everything_when_back() {
     // A port nothing listens on: bound, then dropped, so connections are refused.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let healthy = Receiver::start().await;
     let daemon = TestDaemon::start(&format!(
         r#"
@@ -102,7 +99,7 @@ routes:
     );
 
     // The destination comes back on the same port.
-    let back = Receiver::start_on(down).await;
+    let back = Receiver::start_on(down.release()).await;
     let got = back.wait_for(EVENTS, Duration::from_secs(10)).await;
     eventually(Duration::from_secs(5), "the queue to drain", || {
         store.pending_count() == 0

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common;
-use crate::common::{eventually, fixture, fixture_json, DaemonProcess, Receiver, TestDaemon, KEY};
+use crate::common::{
+    eventually, fixture, fixture_json, DaemonProcess, DownPort, Receiver, TestDaemon, KEY,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -121,10 +123,7 @@ async fn an_invalid_reload_is_refused_with_its_line_and_the_old_rules_stay() {
 #[tokio::test]
 async fn pending_retries_go_to_the_fixed_url_and_removed_destinations_dead_letter() {
     let good = Receiver::start().await;
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let config = |first_url: &str, with_second: bool| {
         let second = if with_second {
             format!("  second: {{ url: \"http://{down}/second\" }}\n")

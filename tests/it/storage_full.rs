@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{fixture_json, DaemonProcess, Receiver, TestConfig, KEY};
+use crate::common::{fixture_json, DaemonProcess, DownPort, Receiver, TestConfig, KEY};
 
 /// A tmpfs mounted on a temp directory; unmounted on drop, whatever happened.
 struct TinyFs {
@@ -91,10 +91,7 @@ async fn a_full_disk_gets_503_never_a_false_200_and_nothing_acknowledged_is_lost
     };
     let dir = tempfile::tempdir().unwrap();
     // The destination is down throughout, so every acknowledged job stays in the store.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = DownPort::reserve();
     let config = write_config(
         dir.path(),
         &fs.path().join("data"),
@@ -206,7 +203,7 @@ async fn a_full_disk_gets_503_never_a_false_200_and_nothing_acknowledged_is_lost
 
     // Crash, bring the destination up, restart: every 200 is delivered from disk, and no 503.
     daemon.kill9();
-    let receiver = Receiver::start_on(down).await;
+    let receiver = Receiver::start_on(down.release()).await;
     let daemon = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))

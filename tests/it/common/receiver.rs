@@ -235,3 +235,38 @@ async fn answer(
     }
     Ok(response)
 }
+
+/// A loopback port for a destination that is down: bound but never listening, so a
+/// delivery to it is refused at once, and held, so no daemon or receiver that asks for port
+/// 0 anywhere in the test binary is given it meanwhile (a free port merely looked up could
+/// be, and the "down" destination would answer). [`DownPort::release`] frees it for
+/// [`Receiver::start_on`], to bring the destination up.
+pub(crate) struct DownPort {
+    /// The reserved address.
+    pub(crate) addr: SocketAddr,
+    socket: tokio::net::TcpSocket,
+}
+
+impl DownPort {
+    /// Reserves a free loopback port.
+    pub(crate) fn reserve() -> DownPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a loopback port");
+        let addr = socket.local_addr().expect("local addr");
+        DownPort { addr, socket }
+    }
+
+    /// Frees the port and returns its address.
+    pub(crate) fn release(self) -> SocketAddr {
+        drop(self.socket);
+        self.addr
+    }
+}
+
+impl std::fmt::Display for DownPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
