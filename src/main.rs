@@ -33,83 +33,96 @@ fn main() -> ExitCode {
     // The daemon reports through the logger (journald, JSON shippers); the other commands
     // are run by a person, who reads plain standard error.
     let daemon = matches!(cli.command, Command::Serve { .. });
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { config } => serve(config).await,
-            Command::Check {
-                config,
-                against_journal: false,
-                strict,
-                json,
-                no_environment,
-                ..
-            } => check(config, strict, json, no_environment),
-            Command::Check {
-                config,
-                since,
-                admin,
-                token,
-                strict,
-                json,
-                no_environment,
-                ..
-            } => match check(config.clone(), strict, json, no_environment) {
-                Ok(()) => {
-                    let args = AdminArgs {
-                        admin,
-                        config,
-                        token,
-                        json: false,
-                    };
-                    operate(Operation::Shadow { since }, args).await
-                }
-                Err(e) => Err(e),
-            },
-            Command::Init { dir } => init(&dir),
-            Command::Route {
-                config,
-                event,
+    let result = runtime.block_on(dispatch(cli.command));
+    exit_code(result, daemon)
+}
+
+/// Runs one command: the daemon, an offline command, or an operator command over the
+/// admin API.
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve { config } => serve(config).await,
+        Command::Check {
+            config,
+            against_journal: false,
+            strict,
+            json,
+            no_environment,
+            ..
+        } => check(config, strict, json, no_environment),
+        Command::Check {
+            config,
+            since,
+            admin,
+            token,
+            strict,
+            json,
+            no_environment,
+            ..
+        } => match check(config.clone(), strict, json, no_environment) {
+            Ok(()) => {
+                let args = AdminArgs {
+                    admin,
+                    config,
+                    token,
+                    json: false,
+                };
+                operate(Operation::Shadow { since }, args).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Init { dir } => init(&dir),
+        Command::Route {
+            config,
+            event,
+            explain,
+            json,
+            render,
+            payload,
+        } => route(
+            config,
+            event.into(),
+            RouteOutput {
                 explain,
                 json,
                 render,
-                payload,
-            } => route(
-                config,
-                event.into(),
-                RouteOutput {
-                    explain,
-                    json,
-                    render,
-                },
-                payload,
-            ),
-            Command::Send {
-                config,
-                destination,
-                event,
-                payload,
-            } => send(config, &destination, event.map(Into::into), payload).await,
-            Command::Status { admin } => operate(Operation::Status, admin).await,
-            Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
-            Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
-            Command::Destination { admin, command } => {
-                operate(Operation::Destination(command), admin).await
-            }
-            Command::Replay { admin, args } => operate(Operation::Replay(args), admin).await,
-            Command::Echo { listen } => {
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let token = shutdown.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::signal::ctrl_c().await;
-                    token.cancel();
-                });
-                hookrouter::echo::run(listen, shutdown)
-                    .await
-                    .with_context(|| format!("echo on {listen}"))
-                    .map_err(Failure::Other)
-            }
+            },
+            payload,
+        ),
+        Command::Send {
+            config,
+            destination,
+            event,
+            payload,
+        } => send(config, &destination, event.map(Into::into), payload).await,
+        Command::Status { admin } => operate(Operation::Status, admin).await,
+        Command::Dead { admin, command } => operate(Operation::Dead(command), admin).await,
+        Command::Event { admin, command } => operate(Operation::Event(command), admin).await,
+        Command::Destination { admin, command } => {
+            operate(Operation::Destination(command), admin).await
         }
+        Command::Replay { admin, args } => operate(Operation::Replay(args), admin).await,
+        Command::Echo { listen } => echo(listen).await,
+    }
+}
+
+/// `echo`: the local receiver, until Ctrl-C.
+async fn echo(listen: std::net::SocketAddr) -> Result<(), Failure> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
     });
+    hookrouter::echo::run(listen, shutdown)
+        .await
+        .with_context(|| format!("echo on {listen}"))
+        .map_err(Failure::Other)
+}
+
+/// Reports a failure (through the logger for the daemon, on standard error otherwise) and
+/// gives the exit code it calls for.
+fn exit_code(result: Result<(), Failure>, daemon: bool) -> ExitCode {
     // `line` is printed as is; `hookrouter: ` marks hookrouter's own words on a terminal
     // (the logger names its target itself).
     let report = |line: &str| {
@@ -364,9 +377,9 @@ async fn serve(path: PathBuf) -> Result<(), Failure> {
             let Some(r) = guard.as_ref() else { return };
             match r.reload() {
                 Ok(s) => tracing::info!(
-                    routes_added = ?s.routes.0, routes_removed = ?s.routes.1, routes_changed = ?s.routes.2,
-                    destinations_added = ?s.destinations.0, destinations_removed = ?s.destinations.1,
-                    destinations_changed = ?s.destinations.2,
+                    routes_added = ?s.routes.added, routes_removed = ?s.routes.removed, routes_changed = ?s.routes.changed,
+                    destinations_added = ?s.destinations.added, destinations_removed = ?s.destinations.removed,
+                    destinations_changed = ?s.destinations.changed,
                     "config reloaded"
                 ),
                 Err(e) => {

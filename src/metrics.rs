@@ -175,67 +175,7 @@ impl Metrics {
             recent: recent::Recent::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "webhooks_received",
-            "Webhooks received, by kind and outcome (accepted, unrouted, duplicate, rejected)",
-            m.webhooks.clone(),
-        );
-        registry.register(
-            "webhooks_rejected",
-            "Webhooks rejected, by kind and reason (the error code of the answer)",
-            m.rejected.clone(),
-        );
-        registry.register(
-            "deliveries",
-            "Delivery attempts, by destination and outcome (deprecated: the same as \
-             hookrouter_delivery_attempts_total, which replaces it; removed in the next release)",
-            m.deliveries.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Jobs by destination and state (pending, retrying, dead)",
-            m.depth.clone(),
-        );
-        registry.register(
-            "deliveries_in_flight",
-            "Deliveries being attempted right now, by destination",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "queue_oldest_pending_age_seconds",
-            "Age of the oldest queued job, by destination (0 when none is queued)",
-            m.oldest.clone(),
-        );
-        registry.register(
-            "delivery_latency_seconds",
-            "Duration of one delivery attempt, by destination",
-            m.delivery_latency.clone(),
-        );
-        registry.register(
-            "ingest_to_delivery_seconds",
-            "Time from acceptance of an event to its successful delivery, by destination",
-            m.ingest_latency.clone(),
-        );
-        registry.register(
-            "destination_state",
-            "Health of each destination: 1 for its current state (healthy, failing, held), 0 for the others",
-            m.destination_state.clone(),
-        );
-        registry.register(
-            "destination_last_success_timestamp_seconds",
-            "Unix time of the destination's latest successful delivery (0 before the first)",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "alerts_sent",
-            "Alerts queued for the alert destinations, by event",
-            m.alerts_sent.clone(),
-        );
-        registry.register(
-            "alerts_suppressed",
-            "Alerts not sent because alerts.max_per_hour was reached, by event",
-            m.alerts_suppressed.clone(),
-        );
+        m.register_families(&mut registry);
         // Present from the start, so `increase()` sees the first alert.
         for event in AlertEvent::ALL {
             let labels = AlertLabels {
@@ -245,6 +185,71 @@ impl Metrics {
             drop(m.alerts_suppressed.get_or_create(&labels));
         }
         Metrics { registry, ..m }
+    }
+
+    /// Registers the families this struct holds (the ops families register themselves).
+    fn register_families(&self, registry: &mut Registry) {
+        registry.register(
+            "webhooks_received",
+            "Webhooks received, by kind and outcome (accepted, unrouted, duplicate, rejected)",
+            self.webhooks.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhooks rejected, by kind and reason (the error code of the answer)",
+            self.rejected.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by destination and outcome (deprecated: the same as \
+             hookrouter_delivery_attempts_total, which replaces it; removed in the next release)",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Jobs by destination and state (pending, retrying, dead)",
+            self.depth.clone(),
+        );
+        registry.register(
+            "deliveries_in_flight",
+            "Deliveries being attempted right now, by destination",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "queue_oldest_pending_age_seconds",
+            "Age of the oldest queued job, by destination (0 when none is queued)",
+            self.oldest.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Duration of one delivery attempt, by destination",
+            self.delivery_latency.clone(),
+        );
+        registry.register(
+            "ingest_to_delivery_seconds",
+            "Time from acceptance of an event to its successful delivery, by destination",
+            self.ingest_latency.clone(),
+        );
+        registry.register(
+            "destination_state",
+            "Health of each destination: 1 for its current state (healthy, failing, held), 0 for the others",
+            self.destination_state.clone(),
+        );
+        registry.register(
+            "destination_last_success_timestamp_seconds",
+            "Unix time of the destination's latest successful delivery (0 before the first)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "alerts_sent",
+            "Alerts queued for the alert destinations, by event",
+            self.alerts_sent.clone(),
+        );
+        registry.register(
+            "alerts_suppressed",
+            "Alerts not sent because alerts.max_per_hour was reached, by event",
+            self.alerts_suppressed.clone(),
+        );
     }
 
     /// Counts one alert queued.

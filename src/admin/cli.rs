@@ -8,11 +8,11 @@ use std::fmt::Write as _;
 
 use reqwest::Method;
 
-use super::client::{base_url_for, encode_query, AdminClient, ClientError};
-use super::table::{clip, render};
-use super::views::{
-    DeadLetterView, DeadList, EventView, HealthView, HoldResult, QueueView, RetryResult,
+use super::cli_render::{
+    dead_detail, dead_table, event_detail, hold_line, retry_lines, status_table,
 };
+use super::client::{base_url_for, encode_query, AdminClient, ClientError};
+use super::views::{HoldResult, RetryResult};
 use crate::config::{admin_endpoint, ConfigError, DEFAULT_ADMIN_LISTEN};
 
 // The arguments are defined with the rest of the command line, where `build.rs` can see them.
@@ -90,21 +90,7 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             }
             Ok(())
         }
-        Operation::Destination(command) => {
-            let (name, verb) = match command {
-                DestinationCommand::Hold { name } => (name, "hold"),
-                DestinationCommand::Release { name } => (name, "release"),
-            };
-            let path = format!("/destinations/{}/{verb}", encode_query(name));
-            let value = client.call(Method::POST, &path).await?;
-            if args.json {
-                push_json(out, &value);
-            } else {
-                let r: HoldResult = decode(value)?;
-                hold_line(&r, verb, out);
-            }
-            Ok(())
-        }
+        Operation::Destination(command) => destination(&client, args, command, out).await,
         Operation::Event(EventCommand::List {
             since,
             filters,
@@ -122,32 +108,64 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             )
             .await
         }
+        Operation::Event(EventCommand::Show { id }) => {
+            let path = format!("/events/{}", encode_query(id));
+            show(&client, args, &path, out, event_detail).await
+        }
         Operation::Replay(r) => super::history_cli::replay(&client, args, r, out).await,
         Operation::Shadow { since } => {
             super::history_cli::shadow(&client, &args.config, since, out).await
         }
-        Operation::Dead(DeadCommand::List { destination, limit }) => {
+        Operation::Dead(command) => dead(&client, args, command, out).await,
+    }
+}
+
+/// `destination hold|release NAME`.
+async fn destination(
+    client: &AdminClient,
+    args: &AdminArgs,
+    command: &DestinationCommand,
+    out: &mut String,
+) -> Result<(), CliError> {
+    let (name, verb) = match command {
+        DestinationCommand::Hold { name } => (name, "hold"),
+        DestinationCommand::Release { name } => (name, "release"),
+    };
+    let path = format!("/destinations/{}/{verb}", encode_query(name));
+    let value = client.call(Method::POST, &path).await?;
+    if args.json {
+        push_json(out, &value);
+    } else {
+        let r: HoldResult = decode(value)?;
+        hold_line(&r, verb, out);
+    }
+    Ok(())
+}
+
+/// `dead list|show|retry|drop`.
+async fn dead(
+    client: &AdminClient,
+    args: &AdminArgs,
+    command: &DeadCommand,
+    out: &mut String,
+) -> Result<(), CliError> {
+    match command {
+        DeadCommand::List { destination, limit } => {
             let mut path = format!("/dead?limit={limit}");
             if let Some(d) = destination {
                 let _ = write!(path, "&destination={}", encode_query(d));
             }
-            show(&client, args, &path, out, dead_table).await
+            show(client, args, &path, out, dead_table).await
         }
-        Operation::Dead(DeadCommand::Show { id }) => {
-            show(
-                &client,
-                args,
-                &format!("/dead/{}", encode_query(id)),
-                out,
-                dead_detail,
-            )
-            .await
+        DeadCommand::Show { id } => {
+            let path = format!("/dead/{}", encode_query(id));
+            show(client, args, &path, out, dead_detail).await
         }
-        Operation::Dead(DeadCommand::Retry {
+        DeadCommand::Retry {
             all: true,
             destination,
             ..
-        }) => {
+        } => {
             let path = match destination {
                 Some(d) => format!("/dead/retry?destination={}", encode_query(d)),
                 None => "/dead/retry".to_string(),
@@ -161,39 +179,13 @@ pub async fn run(op: &Operation, args: &AdminArgs, out: &mut String) -> Result<(
             }
             Ok(())
         }
-        Operation::Dead(DeadCommand::Retry { ids, .. }) => {
-            each(
-                &client,
-                args,
-                ids,
-                Method::POST,
-                |id| format!("/dead/{id}/retry"),
-                "queued again",
-                out,
-            )
-            .await
+        DeadCommand::Retry { ids, .. } => {
+            let path = |id: &str| format!("/dead/{id}/retry");
+            each(client, args, ids, Method::POST, path, "queued again", out).await
         }
-        Operation::Dead(DeadCommand::Drop { ids }) => {
-            each(
-                &client,
-                args,
-                ids,
-                Method::DELETE,
-                |id| format!("/dead/{id}"),
-                "dropped",
-                out,
-            )
-            .await
-        }
-        Operation::Event(EventCommand::Show { id }) => {
-            show(
-                &client,
-                args,
-                &format!("/events/{}", encode_query(id)),
-                out,
-                event_detail,
-            )
-            .await
+        DeadCommand::Drop { ids } => {
+            let path = |id: &str| format!("/dead/{id}");
+            each(client, args, ids, Method::DELETE, path, "dropped", out).await
         }
     }
 }
@@ -265,234 +257,4 @@ async fn each(
         });
     }
     Ok(())
-}
-
-fn age(seconds: Option<f64>) -> String {
-    match seconds {
-        None => "-".into(),
-        Some(s) => humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
-    }
-}
-
-fn hold_line(r: &HoldResult, verb: &str, out: &mut String) {
-    let _ = match (verb, r.changed) {
-        ("hold", true) => writeln!(
-            out,
-            "{} is held: nothing is sent to it until `hookrouter destination release {}`",
-            r.destination, r.destination
-        ),
-        ("hold", false) => writeln!(out, "{} was already held by an operator", r.destination),
-        (_, true) => writeln!(out, "{} is released: delivery resumes", r.destination),
-        (_, false) => writeln!(out, "{} was not held ({})", r.destination, r.health.state),
-    };
-}
-
-/// `held (operator) 5m` / `failing 30s` / `healthy`.
-fn state_cell(health: Option<&HealthView>, now_ms: u64) -> String {
-    let Some(h) = health else {
-        return "-".into();
-    };
-    let mut cell = h.state.clone();
-    if h.held_by_operator {
-        cell.push_str(" (operator)");
-    }
-    if h.state != "healthy" {
-        let since = std::time::Duration::from_secs(now_ms.saturating_sub(h.since_ms) / 1000);
-        let _ = write!(cell, " {}", humantime::format_duration(since));
-    }
-    cell
-}
-
-fn status_table(q: &QueueView, out: &mut String) {
-    let now = crate::queue::now_ms();
-    let mut rows: Vec<Vec<String>> = q
-        .destinations
-        .iter()
-        .map(|(name, d)| {
-            vec![
-                name.clone(),
-                state_cell(d.health.as_ref(), now),
-                d.pending.to_string(),
-                d.retrying.to_string(),
-                d.in_flight.to_string(),
-                d.dead.to_string(),
-                age(d.oldest_pending_age_seconds),
-            ]
-        })
-        .collect();
-    let t = &q.total;
-    rows.push(vec![
-        "TOTAL".into(),
-        String::new(),
-        t.pending.to_string(),
-        t.retrying.to_string(),
-        t.in_flight.to_string(),
-        t.dead.to_string(),
-        age(t.oldest_pending_age_seconds),
-    ]);
-    out.push_str(&render(
-        &[
-            "DESTINATION",
-            "STATE",
-            "PENDING",
-            "RETRYING",
-            "IN FLIGHT",
-            "DEAD",
-            "OLDEST PENDING",
-        ],
-        &rows,
-    ));
-    // What an operator needs next for a destination that is not healthy.
-    for (name, d) in &q.destinations {
-        let Some(h) = d.health.as_ref().filter(|h| h.state != "healthy") else {
-            continue;
-        };
-        let error = h.last_error.as_deref().unwrap_or("no error recorded");
-        let _ = writeln!(
-            out,
-            "{name}: {} after {} failures in a row; last error: {}",
-            h.state,
-            h.consecutive_failures,
-            clip(error, 120)
-        );
-        if h.state == "held" {
-            let probe = match h.next_probe_ms {
-                Some(at) => format!(
-                    "next probe in {}",
-                    humantime::format_duration(std::time::Duration::from_secs(
-                        at.saturating_sub(now) / 1000
-                    ))
-                ),
-                None => "no probes while held by an operator".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "  {probe}; resume by hand: hookrouter destination release {name}"
-            );
-        }
-    }
-}
-
-fn dead_table(list: &DeadList, out: &mut String) {
-    let rows: Vec<Vec<String>> = list
-        .dead
-        .iter()
-        .map(|d| {
-            vec![
-                d.id.clone(),
-                d.destination.clone(),
-                d.kind.clone(),
-                d.attempts.to_string(),
-                d.last_status.map_or("-".into(), |s| s.to_string()),
-                d.dead_at.clone(),
-                clip(&d.error, 60),
-            ]
-        })
-        .collect();
-    out.push_str(&render(
-        &[
-            "ID",
-            "DESTINATION",
-            "KIND",
-            "ATTEMPTS",
-            "STATUS",
-            "DEAD AT",
-            "ERROR",
-        ],
-        &rows,
-    ));
-    let _ = writeln!(
-        out,
-        "{} shown, {} dead letters in all",
-        list.dead.len(),
-        list.total
-    );
-}
-
-fn dead_detail(d: &DeadLetterView, out: &mut String) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let _ = writeln!(out, "delivery id:    {}", d.id);
-    let _ = writeln!(out, "event id:       {} ({})", d.event_id, d.kind);
-    let _ = writeln!(out, "destination:    {}", d.destination);
-    let _ = writeln!(out, "routes:         {}", d.routes.join(", "));
-    let _ = writeln!(out, "attempts:       {}", d.attempts);
-    let _ = writeln!(out, "first attempt:  {}", opt(&d.first_attempt_at));
-    let _ = writeln!(out, "last attempt:   {}", opt(&d.last_attempt_at));
-    let _ = writeln!(out, "dead since:     {}", d.dead_at);
-    let _ = writeln!(
-        out,
-        "last status:    {}",
-        d.last_status.map_or("-".into(), |s| s.to_string())
-    );
-    let _ = writeln!(out, "error:          {}", d.error);
-    let _ = writeln!(
-        out,
-        "response:       {}",
-        opt(&d.response_snippet.as_deref().map(|s| clip(s, 200)))
-    );
-    if let Some(body) = &d.body {
-        let _ = writeln!(
-            out,
-            "body:\n{}",
-            serde_json::to_string_pretty(body).unwrap_or_default()
-        );
-    }
-}
-
-fn retry_lines(r: &RetryResult, out: &mut String) {
-    for id in &r.retried {
-        let _ = writeln!(out, "{id}: queued again");
-    }
-    for s in &r.skipped {
-        let _ = writeln!(out, "{}: skipped: {}", s.id, s.reason);
-    }
-    if r.skipped_unlisted > 0 {
-        let _ = writeln!(
-            out,
-            "(and {} more skipped, of destinations not in the config)",
-            r.skipped_unlisted
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{} retried, {} skipped",
-        r.retried.len(),
-        r.skipped.len() as u64 + r.skipped_unlisted
-    );
-}
-
-fn event_detail(e: &EventView, out: &mut String) {
-    let _ = writeln!(out, "event id:  {} ({})", e.id, e.kind);
-    let _ = writeln!(out, "received:  {}", e.received_at);
-    let _ = writeln!(out, "routes:    {}", e.routes.join(", "));
-    for job in &e.jobs {
-        let _ = writeln!(
-            out,
-            "\ndelivery {} to {}: {}",
-            job.id, job.destination, job.status
-        );
-        if let Some(next) = &job.next_attempt_at {
-            let _ = writeln!(out, "  next attempt: {next}");
-        }
-        if let Some(reason) = &job.dead_reason {
-            let _ = writeln!(out, "  dead: {reason}");
-        }
-        let rows: Vec<Vec<String>> = job
-            .attempts
-            .iter()
-            .map(|a| {
-                vec![
-                    a.attempt.to_string(),
-                    a.at.clone(),
-                    a.status.map_or("-".into(), |s| s.to_string()),
-                    format!("{} ms", a.latency_ms),
-                    a.outcome.clone(),
-                    clip(a.error.as_deref().unwrap_or(""), 60),
-                ]
-            })
-            .collect();
-        for line in render(&["#", "AT", "STATUS", "LATENCY", "OUTCOME", "ERROR"], &rows).lines() {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
 }

@@ -12,7 +12,7 @@ use super::handlers::{parse_id, parse_limit, AdminError};
 use super::views::rfc3339;
 use super::AdminState;
 use crate::event::EventKind;
-use crate::ingress::response::{json, JsonResponse};
+use crate::http_server::response::{json, JsonResponse};
 use crate::queue::catalog::{EventQuery, EventStatus, FoundEvent};
 use crate::queue::now_ms;
 use crate::replay::{ReplayRecord, ReplaySpec};

@@ -13,7 +13,10 @@
 //! `Content-Type: application/json` (but the page's login and logout forms).
 
 pub mod cli;
+mod cli_render;
 pub mod client;
+mod dead_letters;
+mod error;
 pub mod handlers;
 pub mod history;
 mod history_cli;
@@ -38,8 +41,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::deliver::Dispatcher;
 use crate::health::HealthBoard;
-use crate::ingress::response::{error, JsonResponse};
-use crate::ingress::{serve_http1, ListenerSettings};
+use crate::http_server::response::{error, JsonResponse};
+use crate::http_server::{serve_http1, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::queue::Store;
 use crate::{Reloader, SharedConfig};

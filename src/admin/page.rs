@@ -32,7 +32,7 @@ use super::handlers::query_pairs;
 use super::session;
 use super::AdminState;
 use crate::config::SecretString;
-use crate::ingress::response::{error, JsonResponse};
+use crate::http_server::response::{error, JsonResponse};
 use crate::queue::now_ms;
 
 const INDEX_HTML: &str = include_str!("page/index.html");

@@ -20,10 +20,11 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::handlers::{parse_id, parse_limit, query_pairs, retry_ids, AdminError};
+use super::dead_letters::retry_ids;
+use super::handlers::{parse_id, parse_limit, query_pairs, AdminError};
 use super::views::{AttemptView, DeadLetterView, RetryResult, Skipped};
 use super::AdminState;
-use crate::ingress::response::{json, JsonResponse};
+use crate::http_server::response::{json, JsonResponse};
 use crate::queue::{DeadLetter, StoreError};
 
 /// Dead letters shown when `limit` is not given.

@@ -60,14 +60,8 @@ pub struct AlertSettings {
     pub max_per_hour: u32,
 }
 
-/// `expect:`: at least `at_least` events every `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expectation {
-    /// Fewest events expected in a window.
-    pub at_least: u64,
-    /// The window.
-    pub per: Duration,
-}
+/// `expect:` (on a route or a kind), the route's own type.
+pub use crate::route::Expectation;
 
 /// `alerts:` at the top level, its destinations checked against `destinations`.
 pub(super) fn validate_alerts(

@@ -60,7 +60,11 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String
 }
 
 /// Expands every string in `value` in place; returns the paths whose values are secret.
-pub fn expand_tree(value: &mut Value, env: &dyn Env, problems: &mut Problems) -> HashSet<String> {
+pub(crate) fn expand_tree(
+    value: &mut Value,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> HashSet<String> {
     let mut secrets = HashSet::new();
     walk(value, "", env, problems, &mut secrets);
     secrets
@@ -199,7 +203,7 @@ fn closing_brace(body: &str) -> Option<usize> {
 
 /// Expands `${VAR}`, `${VAR:-default}`, `${file:PATH}` and `$$` in `s`. Returns `None` when `s` has nothing
 /// to expand, so untouched values are not marked secret.
-pub fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
+pub(crate) fn expand_str(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
     Ok(expand_vars(s, env)?.map(|(expanded, _)| expanded))
 }
 

@@ -31,14 +31,14 @@ impl From<Marker> for Position {
 
 /// Positions of every mapping key and sequence item, by dotted path.
 #[derive(Debug, Default)]
-pub struct PositionIndex {
+pub(crate) struct PositionIndex {
     positions: HashMap<String, Position>,
 }
 
 impl PositionIndex {
     /// Indexes `text`. A text that does not parse gives an empty index (the serde_yaml
     /// parse reports the syntax error with its own position).
-    pub fn build(text: &str) -> Self {
+    pub(crate) fn build(text: &str) -> Self {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut builder, false).is_err() {
@@ -51,7 +51,7 @@ impl PositionIndex {
 
     /// The position of `path`, or of its nearest ancestor that has one (an unknown field is
     /// reported at the mapping that holds it when the field itself cannot be found).
-    pub fn find(&self, path: &str) -> Option<Position> {
+    pub(crate) fn find(&self, path: &str) -> Option<Position> {
         let mut path = path;
         loop {
             if let Some(pos) = self.positions.get(path) {

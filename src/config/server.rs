@@ -52,7 +52,7 @@ pub struct ServerSettings {
     /// lose traffic for good.
     pub keep_unrouted: bool,
     /// Proxies whose `X-Forwarded-For` names the client in refusal log lines.
-    pub trusted_proxies: crate::ingress::peer::TrustedProxies,
+    pub trusted_proxies: crate::http_server::peer::TrustedProxies,
 }
 
 pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) -> ServerSettings {
@@ -139,9 +139,9 @@ pub(super) fn validate_server(value: Option<&Value>, problems: &mut Problems) ->
 fn trusted_proxies(
     raw: Option<&[String]>,
     problems: &mut Problems,
-) -> crate::ingress::peer::TrustedProxies {
+) -> crate::http_server::peer::TrustedProxies {
     let entries = raw.unwrap_or_default().iter().map(String::as_str);
-    crate::ingress::peer::TrustedProxies::parse(entries).unwrap_or_else(|(i, message)| {
+    crate::http_server::peer::TrustedProxies::parse(entries).unwrap_or_else(|(i, message)| {
         problems.push(&format!("server.trusted_proxies.{i}"), message);
         Default::default()
     })

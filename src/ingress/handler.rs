@@ -13,17 +13,20 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body;
-use super::peer::Peer;
 use super::recent::{mindstamp_id, RecentIds};
-use super::response::{error, json, ErrorCause, ErrorCode, ErrorMessage, JsonResponse};
-use crate::config::ServerSettings;
+use crate::config::{Config, ServerSettings};
 use crate::deliver::Dispatcher;
 use crate::event::EventKind;
+use crate::http_server::peer::Peer;
+use crate::http_server::response::{
+    error, json, ErrorCause, ErrorCode, ErrorMessage, JsonResponse,
+};
 use crate::metrics::Metrics;
 use crate::queue::commit::Committer;
 use crate::queue::housekeeping::dedupe_key;
 use crate::queue::{now_ms, Committed, EventRecord, JobRecord, NewEvent, Store};
-use crate::verify::VerifyError;
+use crate::route::Decision;
+use crate::verify::{Verified, VerifyError};
 use crate::SharedConfig;
 
 /// What the handler needs; shared by all connections.
@@ -46,21 +49,40 @@ pub struct IngressState {
     pub bodies: body::Budget,
 }
 
-/// The `status` of a 200 answer (`accepted`, `unrouted`, `duplicate`), kept as a response
-/// extension for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookStatus(pub &'static str);
+/// The `status` of a 200 answer, kept as a response extension for the metrics; its JSON
+/// (and metric label) is the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// Committed with one job per destination.
+    Accepted,
+    /// Matched no route (kept for replay unless `server.keep_unrouted` is off).
+    Unrouted,
+    /// The same webhook was accepted before; not forwarded again.
+    Duplicate,
+}
 
-fn ok(accepted: &Accepted<'static>) -> JsonResponse {
+impl WebhookStatus {
+    /// The name in the answer, the logs and the `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Accepted => "accepted",
+            WebhookStatus::Unrouted => "unrouted",
+            WebhookStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+fn ok(accepted: &Accepted) -> JsonResponse {
     let mut r = json(StatusCode::OK, accepted);
-    r.extensions_mut().insert(WebhookStatus(accepted.status));
+    r.extensions_mut().insert(accepted.status);
     r
 }
 
 /// Counts one answer to a webhook of `kind` in the metrics.
 fn count(metrics: &Metrics, kind: EventKind, response: &JsonResponse) {
-    if let Some(WebhookStatus(status)) = response.extensions().get::<WebhookStatus>() {
-        metrics.webhook(kind, status, None);
+    if let Some(status) = response.extensions().get::<WebhookStatus>() {
+        metrics.webhook(kind, status.as_str(), None);
     } else {
         let reason = response
             .extensions()
@@ -71,8 +93,8 @@ fn count(metrics: &Metrics, kind: EventKind, response: &JsonResponse) {
 }
 
 #[derive(Serialize)]
-struct Accepted<'a> {
-    status: &'a str,
+struct Accepted {
+    status: WebhookStatus,
     event_id: String,
     routes: Vec<String>,
     deliveries: usize,
@@ -222,41 +244,10 @@ async fn receive(
 ) -> JsonResponse {
     // The rules in force when the request arrived apply to it, even if a reload lands meanwhile.
     let config = state.config.load_full();
-    // Two `X-KEY` headers are ambiguous (a proxy and a client may each have added one, and
-    // which one is "the" key differs between implementations): refused, never first-wins.
-    if req.headers().get_all("x-key").iter().nth(1).is_some() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "duplicate_key",
-            "the request has more than one X-KEY header; send exactly one",
-        );
-    }
-    let presented = req.headers().get("x-key").map(|v| v.as_bytes().to_vec());
-    let mut request = match config.keys.verify(presented.as_deref(), req) {
+    let mut request = match admit(&state, &config, req) {
         Ok(r) => r,
-        Err(e) => {
-            let code = match e {
-                VerifyError::Missing => "missing_key",
-                VerifyError::Wrong => "invalid_key",
-            };
-            return error(StatusCode::UNAUTHORIZED, code, e.to_string());
-        }
+        Err(refused) => return *refused,
     };
-    if state.store.pending_count() as u64 >= config.server.max_queue {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!(
-                "{} deliveries are queued (server.max_queue); send it again later",
-                config.server.max_queue
-            ),
-        );
-        r.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("30"),
-        );
-        return r;
-    }
     // `_body_memory` keeps the body's share of the budget until the answer.
     let (body, _body_memory) =
         match read_body(request.get_mut(), &config.server, &state.bodies).await {
@@ -275,20 +266,101 @@ async fn receive(
     if unrouted && !config.server.keep_unrouted {
         tracing::info!(%kind, outcome = "unrouted", "webhook matched no route; not kept (server.keep_unrouted: false)");
         return ok(&Accepted {
-            status: "unrouted",
+            status: WebhookStatus::Unrouted,
             event_id: String::new(),
             routes: Vec::new(),
             deliveries: 0,
         });
     }
+    let source_id = mindstamp_id(&verified.get().json);
+    let new_event = new_event(kind, &decision, verified, config.server.dedupe_window);
+    let event_id = new_event.event.id;
+    match state.committer.commit(new_event).await {
+        Ok(Committed::New) => {
+            if let Some(id) = source_id {
+                state.recent_ids.record(id, event_id);
+            }
+        }
+        Ok(Committed::Duplicate { event_id: first }) => {
+            tracing::info!(event_id = %first, %kind, outcome = "duplicate", "webhook already accepted; not forwarded again");
+            return ok(&Accepted {
+                status: WebhookStatus::Duplicate,
+                event_id: first.to_string(),
+                routes: decision.routes,
+                deliveries: 0,
+            });
+        }
+        Err(e) => return store_unavailable(e.to_string()),
+    }
+    if unrouted {
+        tracing::info!(%event_id, %kind, outcome = "unrouted", "webhook matched no route; kept in the journal for replay");
+        return ok(&Accepted {
+            status: WebhookStatus::Unrouted,
+            event_id: event_id.to_string(),
+            routes: Vec::new(),
+            deliveries: 0,
+        });
+    }
+    accepted(&state, kind, event_id, decision)
+}
+
+/// The checks before the body is read: exactly one `X-KEY` (400), a configured key (401),
+/// then room in the queue (503 `queue_full`, so a full queue costs no body read).
+fn admit(
+    state: &IngressState,
+    config: &Config,
+    req: Request<Incoming>,
+) -> Result<Verified<Request<Incoming>>, Box<JsonResponse>> {
+    // Two `X-KEY` headers are ambiguous (a proxy and a client may each have added one, and
+    // which one is "the" key differs between implementations): refused, never first-wins.
+    if req.headers().get_all("x-key").iter().nth(1).is_some() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "duplicate_key",
+            "the request has more than one X-KEY header; send exactly one",
+        )));
+    }
+    let presented = req.headers().get("x-key").map(|v| v.as_bytes().to_vec());
+    let request = config.keys.verify(presented.as_deref(), req).map_err(|e| {
+        let code = match e {
+            VerifyError::Missing => "missing_key",
+            VerifyError::Wrong => "invalid_key",
+        };
+        Box::new(error(StatusCode::UNAUTHORIZED, code, e.to_string()))
+    })?;
+    if state.store.pending_count() as u64 >= config.server.max_queue {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "{} deliveries are queued (server.max_queue); send it again later",
+                config.server.max_queue
+            ),
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("30"),
+        );
+        return Err(Box::new(r));
+    }
+    Ok(request)
+}
+
+/// The event to commit: its record, its body, one job per destination, and its
+/// de-duplication identity.
+fn new_event(
+    kind: EventKind,
+    decision: &Decision,
+    verified: Verified<Payload>,
+    dedupe_window: std::time::Duration,
+) -> NewEvent {
     // An unrouted event is kept without an identity: a later copy, after a rule fix, is
     // routed rather than answered `duplicate` of an event that went nowhere.
-    let dedupe = if unrouted {
+    let dedupe = if decision.deliveries.is_empty() {
         None
     } else {
-        dedupe_key(kind, &verified.get().json, config.server.dedupe_window)
+        dedupe_key(kind, &verified.get().json, dedupe_window)
     };
-    let source_id = mindstamp_id(&verified.get().json);
     let now = now_ms();
     let event_id = Uuid::now_v7();
     let jobs: Vec<JobRecord> = decision
@@ -296,7 +368,7 @@ async fn receive(
         .iter()
         .map(|d| JobRecord::new(event_id, kind, d.destination.clone(), d.routes.clone(), now))
         .collect();
-    let new_event = NewEvent {
+    NewEvent {
         event: EventRecord {
             id: event_id,
             kind,
@@ -308,45 +380,31 @@ async fn receive(
         body: verified.into_inner().body,
         jobs,
         dedupe,
-    };
-    match state.committer.commit(new_event).await {
-        Ok(Committed::New) => {
-            if let Some(id) = source_id {
-                state.recent_ids.record(id, event_id);
-            }
-        }
-        Ok(Committed::Duplicate { event_id: first }) => {
-            tracing::info!(event_id = %first, %kind, outcome = "duplicate", "webhook already accepted; not forwarded again");
-            return ok(&Accepted {
-                status: "duplicate",
-                event_id: first.to_string(),
-                routes: decision.routes,
-                deliveries: 0,
-            });
-        }
-        Err(e) => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the event could not be stored durably; send it again later",
-            );
-            r.extensions_mut().insert(ErrorCause(e.to_string()));
-            r.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("5"),
-            );
-            return r;
-        }
     }
-    if unrouted {
-        tracing::info!(%event_id, %kind, outcome = "unrouted", "webhook matched no route; kept in the journal for replay");
-        return ok(&Accepted {
-            status: "unrouted",
-            event_id: event_id.to_string(),
-            routes: Vec::new(),
-            deliveries: 0,
-        });
-    }
+}
+
+/// 503 `store_unavailable`: the commit failed, nothing of the event is queued.
+fn store_unavailable(cause: String) -> JsonResponse {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the event could not be stored durably; send it again later",
+    );
+    r.extensions_mut().insert(ErrorCause(cause));
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    r
+}
+
+/// 200 `accepted`, once the event is durable: its destinations' workers are woken.
+fn accepted(
+    state: &IngressState,
+    kind: EventKind,
+    event_id: Uuid,
+    decision: Decision,
+) -> JsonResponse {
     for d in &decision.deliveries {
         state.dispatcher.wake(&d.destination);
     }
@@ -359,7 +417,7 @@ async fn receive(
         "webhook accepted"
     );
     ok(&Accepted {
-        status: "accepted",
+        status: WebhookStatus::Accepted,
         event_id: event_id.to_string(),
         routes: decision.routes,
         deliveries: decision.deliveries.len(),

@@ -1,15 +1,10 @@
 //! The webhook listener: a tower service (with a panic guard) in front of
-//! [`handler::handle`], served by the shared HTTP/1 accept loop in [`listener`]. Mindstamp
+//! [`handler::handle`], served by the shared HTTP/1 accept loop in [`crate::http_server::listener`]. Mindstamp
 //! speaks HTTP/1.1, so HTTP/1 is all it serves.
 
-pub mod admission;
 pub mod body;
 pub mod handler;
-pub mod listener;
-pub mod peer;
 pub mod recent;
-pub mod refusal;
-pub mod response;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,8 +17,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::http_server::{response, serve_http1, ListenerSettings};
+
 pub use handler::IngressState;
-pub use listener::{serve_http1, ListenerSettings};
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> response::JsonResponse {
     tracing::error!("a request handler panicked");

@@ -1,5 +1,5 @@
-//! The condition language of a route's `match:`, compiled once at load and evaluated
-//! against each payload without allocation.
+//! The condition language of a route's `match:`: the compiled tree (built from YAML once at
+//! load by [`crate::config`]) and its evaluation against each payload without allocation.
 //!
 //! Semantics (documented in the README's rules reference):
 //! - A scalar is equality, a list is any-of, a mapping is operators that must all hold.
@@ -12,9 +12,6 @@
 //!   objects (`variables.plan`).
 
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
-
-use crate::config::Ctx;
 
 /// A compiled condition tree.
 #[derive(Debug, Clone)]
@@ -53,6 +50,14 @@ pub enum Scalar {
     Num(f64),
     /// `true` or `false`.
     Bool(bool),
+}
+
+impl Scalar {
+    /// A string literal, with its value as a number when it looks like one, parsed once
+    /// here so matching never parses literals.
+    pub fn text(s: &str) -> Scalar {
+        Scalar::Str(s.to_string(), parse_number(s))
+    }
 }
 
 /// A string operand with its case rule.
@@ -95,86 +100,7 @@ pub enum Op {
     Exists(bool),
 }
 
-const OPERATORS: &[&str] = &[
-    "eq",
-    "ne",
-    "in",
-    "not_in",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "regex",
-    "starts_with",
-    "ends_with",
-    "contains",
-    "exists",
-    "ignore_case",
-];
-
 impl Condition {
-    /// Compiles a `match:` mapping found at `path`; problems go to `ctx`.
-    pub fn compile_map(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Condition {
-        let mut all = Vec::with_capacity(map.len());
-        for (key, value) in map {
-            let Some(key) = key.as_str() else {
-                ctx.problems.push(path, "condition keys must be strings");
-                continue;
-            };
-            let kpath = format!("{path}.{key}");
-            match key {
-                "any" | "all" => {
-                    let Some(items) = value.as_sequence() else {
-                        ctx.problems
-                            .push(&kpath, format!("{key} expects a list of condition maps"));
-                        continue;
-                    };
-                    let mut children = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        let ipath = format!("{kpath}.{i}");
-                        match item.as_mapping() {
-                            Some(m) => children
-                                .push(Condition::compile_map(m, &ipath, ctx).unwrap_single()),
-                            None => ctx.problems.push(&ipath, "expected a condition map"),
-                        }
-                    }
-                    // An empty list is a problem of its own, whatever else the file has wrong
-                    // (a list of invalid maps has had each map reported already).
-                    if items.is_empty() {
-                        ctx.problems
-                            .push(&kpath, format!("{key} needs at least one condition map"));
-                    }
-                    all.push(if key == "any" {
-                        Condition::Any(children)
-                    } else {
-                        Condition::All(children)
-                    });
-                }
-                "not" => match value.as_mapping() {
-                    Some(m) => all.push(Condition::Not(Box::new(
-                        Condition::compile_map(m, &kpath, ctx).unwrap_single(),
-                    ))),
-                    None => ctx.problems.push(&kpath, "not expects a condition map"),
-                },
-                field => {
-                    if let Some(test) = FieldTest::compile(field, value, &kpath, ctx) {
-                        all.push(Condition::Field(test));
-                    }
-                }
-            }
-        }
-        Condition::All(all)
-    }
-
-    /// A map of one condition is that condition: nested `any:`/`all:`/`not:` items are
-    /// usually one-key maps, and unwrapping them saves a level of evaluation per item.
-    fn unwrap_single(self) -> Condition {
-        match self {
-            Condition::All(mut v) if v.len() == 1 => v.pop().unwrap_or(Condition::All(Vec::new())),
-            other => other,
-        }
-    }
-
     /// Does the condition hold for `payload`?
     pub fn holds(&self, payload: &Json) -> bool {
         self.eval(&mut Lookup::new(payload, 0))
@@ -238,62 +164,17 @@ impl<'a> Lookup<'a> {
     }
 }
 
-fn scalar_of(value: &Yaml) -> Option<Scalar> {
-    match value {
-        Yaml::String(s) => Some(Scalar::Str(s.clone(), parse_number(s))),
-        Yaml::Number(n) => n.as_f64().map(Scalar::Num),
-        Yaml::Bool(b) => Some(Scalar::Bool(*b)),
-        _ => None,
-    }
-}
-
-fn number_of(value: &Yaml) -> Option<f64> {
-    match value {
-        Yaml::Number(n) => n.as_f64(),
-        Yaml::String(s) => parse_number(s),
-        _ => None,
-    }
-}
-
 impl FieldTest {
-    fn compile(field: &str, value: &Yaml, path: &str, ctx: &mut Ctx<'_>) -> Option<FieldTest> {
-        if field.is_empty() || field.split('.').any(str::is_empty) {
-            ctx.problems.push(
-                path,
-                "a field name must not be empty or have empty dotted parts",
-            );
-            return None;
-        }
-        let ops = match value {
-            Yaml::Mapping(m) => compile_ops(m, path, ctx)?,
-            Yaml::Sequence(items) => vec![Op::In(scalars(items, path, ctx)?)],
-            Yaml::Null => {
-                ctx.problems.push(
-                    path,
-                    "a null value matches nothing; use `{ exists: false }` for a missing field",
-                );
-                return None;
-            }
-            other => match scalar_of(other) {
-                Some(s) => vec![Op::Eq(s)],
-                None => {
-                    ctx.problems
-                        .push(path, "expected a value, a list or a map of operators");
-                    return None;
-                }
-            },
-        };
-        let secret = ctx
-            .secrets
-            .iter()
-            .any(|s| s == path || s.starts_with(&format!("{path}.")));
-        Some(FieldTest {
+    /// The tests `ops` on `field` (dotted: `variables.plan`); `secret` when an operand came
+    /// from `${VAR}`. Its cache slot is given when the rule set is built.
+    pub fn new(field: &str, ops: Vec<Op>, secret: bool) -> FieldTest {
+        FieldTest {
             path: field.to_string(),
             segments: field.split('.').map(str::to_string).collect(),
             ops,
             secret,
             slot: None,
-        })
+        }
     }
 
     /// The field's value in `payload`, or `None` when missing.
@@ -310,159 +191,6 @@ impl FieldTest {
     }
 }
 
-fn scalars(items: &[Yaml], path: &str, ctx: &mut Ctx<'_>) -> Option<Vec<Scalar>> {
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match scalar_of(item) {
-            Some(s) => out.push(s),
-            None => {
-                ctx.problems.push(
-                    &format!("{path}.{i}"),
-                    "expected a string, number or boolean",
-                );
-                return None;
-            }
-        }
-    }
-    if out.is_empty() {
-        ctx.problems.push(path, "an empty list matches nothing");
-        return None;
-    }
-    Some(out)
-}
-
-fn compile_ops(map: &serde_yaml::Mapping, path: &str, ctx: &mut Ctx<'_>) -> Option<Vec<Op>> {
-    let ignore_case = match map.get("ignore_case") {
-        None => false,
-        Some(Yaml::Bool(b)) => *b,
-        Some(_) => {
-            ctx.problems
-                .push(&format!("{path}.ignore_case"), "expected true or false");
-            false
-        }
-    };
-    let mut ops = Vec::new();
-    let mut ok = true;
-    for (key, value) in map {
-        let name = key.as_str().unwrap_or("?");
-        let opath = format!("{path}.{name}");
-        let shown = ctx.show(&opath, value);
-        let text = |ctx: &mut Ctx<'_>| match value {
-            Yaml::String(s) => Some(Text {
-                value: if ignore_case {
-                    s.to_lowercase()
-                } else {
-                    s.clone()
-                },
-                ignore_case,
-            }),
-            Yaml::Number(n) => Some(Text {
-                value: n.to_string(),
-                ignore_case,
-            }),
-            _ => {
-                ctx.problems
-                    .push(&opath, format!("expected a string, found {shown}"));
-                None
-            }
-        };
-        let number = |ctx: &mut Ctx<'_>| {
-            let n = number_of(value);
-            if n.is_none() {
-                ctx.problems
-                    .push(&opath, format!("expected a number, found {shown}"));
-            }
-            n
-        };
-        let op = match name {
-            "ignore_case" => continue,
-            "eq" | "ne" => match scalar_of(value) {
-                Some(s) if name == "eq" => Some(Op::Eq(s)),
-                Some(s) => Some(Op::Ne(s)),
-                None => {
-                    ctx.problems.push(
-                        &opath,
-                        format!("expected a string, number or boolean, found {shown}"),
-                    );
-                    None
-                }
-            },
-            "in" | "not_in" => match value.as_sequence() {
-                Some(items) => scalars(items, &opath, ctx).map(|s| {
-                    if name == "in" {
-                        Op::In(s)
-                    } else {
-                        Op::NotIn(s)
-                    }
-                }),
-                None => {
-                    ctx.problems
-                        .push(&opath, format!("expected a list, found {shown}"));
-                    None
-                }
-            },
-            "gt" => number(ctx).map(Op::Gt),
-            "gte" => number(ctx).map(Op::Gte),
-            "lt" => number(ctx).map(Op::Lt),
-            "lte" => number(ctx).map(Op::Lte),
-            "regex" => match value.as_str() {
-                Some(pattern) => match regex::RegexBuilder::new(pattern)
-                    .case_insensitive(ignore_case)
-                    .size_limit(1 << 20)
-                    .build()
-                {
-                    Ok(re) => Some(Op::Regex(re)),
-                    Err(e) => {
-                        let detail = crate::lint::regex_error(&e, !ctx.secrets.contains(&opath));
-                        ctx.problems
-                            .push(&opath, format!("invalid regex: {detail}"));
-                        None
-                    }
-                },
-                None => {
-                    ctx.problems
-                        .push(&opath, format!("expected a regex string, found {shown}"));
-                    None
-                }
-            },
-            "starts_with" => text(ctx).map(Op::StartsWith),
-            "ends_with" => text(ctx).map(Op::EndsWith),
-            "contains" => text(ctx).map(Op::Contains),
-            "exists" => match value {
-                Yaml::Bool(b) => Some(Op::Exists(*b)),
-                _ => {
-                    ctx.problems
-                        .push(&opath, format!("expected true or false, found {shown}"));
-                    None
-                }
-            },
-            other => {
-                let hint = crate::lint::did_you_mean(other, OPERATORS.iter().copied())
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
-                ctx.problems.push(
-                    &opath,
-                    format!(
-                        "unknown operator {other:?}{hint}; expected one of {}",
-                        OPERATORS.join(", ")
-                    ),
-                );
-                None
-            }
-        };
-        match op {
-            Some(op) => ops.push(op),
-            None => ok = false,
-        }
-    }
-    if ops.is_empty() && ok {
-        ctx.problems
-            .push(path, "an operator map needs at least one operator");
-        return None;
-    }
-    ok.then_some(ops)
-}
-
 /// A payload value as a number, if it is one or is a numeric string.
 fn as_number(value: &Json) -> Option<f64> {
     match value {
@@ -472,7 +200,8 @@ fn as_number(value: &Json) -> Option<f64> {
     }
 }
 
-fn parse_number(s: &str) -> Option<f64> {
+/// A number written as text (`"95"`, `" 2.5 "`), finite only.
+pub fn parse_number(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
 }
 

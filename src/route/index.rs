@@ -18,7 +18,7 @@ use crate::event::EventKind;
 
 /// A fixed-size set of route indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Bits(Vec<u64>);
+pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
     fn empty(n: usize) -> Bits {
@@ -44,7 +44,7 @@ impl Bits {
     }
 
     /// The members, ascending.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.0.iter().enumerate().flat_map(|(w, &word)| {
             let mut bits = word;
             std::iter::from_fn(move || {
@@ -74,7 +74,7 @@ struct Guard {
 
 /// The pre-filter of a rule set.
 #[derive(Debug, Clone, Default)]
-pub struct RouteIndex {
+pub(crate) struct RouteIndex {
     /// Routes that may match each kind; hookrouter's own alerts (the last) match none.
     by_kind: [Bits; 4],
     guards: Vec<Guard>,
@@ -118,7 +118,7 @@ fn guard_of(route: &Route) -> Option<(&FieldTest, Vec<&str>)> {
 
 impl RouteIndex {
     /// Indexes `routes` (after their field slots are assigned).
-    pub fn build(routes: &[Route]) -> RouteIndex {
+    pub(crate) fn build(routes: &[Route]) -> RouteIndex {
         let n = routes.len();
         let mut by_kind = [(); 4].map(|()| Bits::empty(n));
         let mut guards: Vec<Guard> = Vec::new();
@@ -158,7 +158,7 @@ impl RouteIndex {
 
     /// The routes worth evaluating for an event: those that apply to `kind` and whose guard,
     /// if any, the payload's value can satisfy.
-    pub fn candidates(&self, kind: EventKind, lookup: &mut Lookup<'_>) -> Bits {
+    pub(crate) fn candidates(&self, kind: EventKind, lookup: &mut Lookup<'_>) -> Bits {
         let mut out = self.by_kind[kind_index(kind)].clone();
         for g in &self.guards {
             match lookup.value(&g.field) {

@@ -1,4 +1,5 @@
 //! Compiled routing rules: which routes an event matches and which destinations receive it.
+//! They are compiled from `routes.yaml` by [`crate::config`]; nothing here reads YAML.
 //!
 //! Pure: no I/O, no clock. Every matching route fires, in file order, until a matching route
 //! with `stop: true`; a destination named by several matching routes gets the event once,
@@ -8,20 +9,23 @@ pub mod condition;
 pub mod explain;
 mod index;
 
-#[cfg(test)]
-mod condition_tests;
-
-use std::collections::BTreeSet;
-
 use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
 
 pub use condition::Condition;
 use condition::Lookup;
 use index::RouteIndex;
 
-use crate::config::{deserialize_at, validate_expect, Ctx, Expectation, OneOrMany, RawRoute};
 use crate::event::EventKind;
+
+/// `expect:`: at least `at_least` events every `per`, else a `route_silent` (or, on a
+/// kind, `kind_silent`) alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expectation {
+    /// Fewest events expected in a window.
+    pub at_least: u64,
+    /// The window.
+    pub per: std::time::Duration,
+}
 
 /// One compiled route.
 #[derive(Debug, Clone)]
@@ -113,30 +117,9 @@ impl RuleSet {
         decision
     }
 
-    /// Compiles `routes:`; `destinations` are the names `to:` may use.
-    pub fn compile(
-        value: Option<&Yaml>,
-        destinations: &BTreeSet<String>,
-        ctx: &mut Ctx<'_>,
-    ) -> RuleSet {
-        let mut routes = Vec::new();
-        let Some(value) = value.filter(|v| !v.is_null()) else {
-            return RuleSet::default();
-        };
-        let Some(items) = value.as_sequence() else {
-            ctx.problems.push("routes", "expected a list of routes");
-            return RuleSet::default();
-        };
-        let mut seen = BTreeSet::new();
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("routes.{i}");
-            let Some(raw) = deserialize_at::<RawRoute>(item, &path, ctx.problems) else {
-                continue;
-            };
-            if let Some(route) = compile_route(raw, &path, destinations, &mut seen, ctx) {
-                routes.push(route);
-            }
-        }
+    /// The rule set of `routes`, in file order: every field path gets its cache slot and
+    /// the routes their index.
+    pub fn new(mut routes: Vec<Route>) -> RuleSet {
         let mut slots = std::collections::HashMap::new();
         for route in &mut routes {
             route.condition.assign_slots(&mut slots);
@@ -147,87 +130,4 @@ impl RuleSet {
             slots: slots.len(),
         }
     }
-}
-
-fn compile_route(
-    raw: RawRoute,
-    path: &str,
-    destinations: &BTreeSet<String>,
-    seen: &mut BTreeSet<String>,
-    ctx: &mut Ctx<'_>,
-) -> Option<Route> {
-    let mut ok = true;
-    if raw.name.trim().is_empty() {
-        ctx.problems
-            .push(&format!("{path}.name"), "a route needs a name");
-        ok = false;
-    } else if !seen.insert(raw.name.clone()) {
-        ctx.problems.push(
-            &format!("{path}.name"),
-            format!("duplicate route name {:?}", raw.name),
-        );
-        ok = false;
-    }
-    let events = match raw.event {
-        None => None,
-        Some(one_or_many) => {
-            let names = match one_or_many {
-                OneOrMany::One(s) => vec![s],
-                OneOrMany::Many(v) => v,
-            };
-            let mut kinds = Vec::new();
-            for (i, n) in names.iter().enumerate() {
-                match n.parse::<EventKind>() {
-                    Ok(k) => kinds.push(k),
-                    Err(e) => {
-                        let p = if names.len() == 1 {
-                            format!("{path}.event")
-                        } else {
-                            format!("{path}.event.{i}")
-                        };
-                        ctx.problems.push(&p, e.to_string());
-                        ok = false;
-                    }
-                }
-            }
-            Some(kinds)
-        }
-    };
-    if raw.to.is_empty() {
-        ctx.problems.push(
-            &format!("{path}.to"),
-            "a route needs at least one destination",
-        );
-        ok = false;
-    }
-    for (i, dest) in raw.to.iter().enumerate() {
-        if !destinations.contains(dest) {
-            let known: Vec<&str> = destinations.iter().map(String::as_str).collect();
-            ctx.problems.push(
-                &format!("{path}.to.{i}"),
-                format!(
-                    "unknown destination {dest:?} (defined: {})",
-                    known.join(", ")
-                ),
-            );
-            ok = false;
-        }
-    }
-    let condition = match &raw.conditions {
-        Some(map) => Condition::compile_map(map, &format!("{path}.match"), ctx),
-        None => Condition::All(Vec::new()),
-    };
-    let expect = raw.expect.as_ref().and_then(|e| {
-        let expect = validate_expect(e, &format!("{path}.expect"), ctx.problems);
-        ok &= expect.is_some();
-        expect
-    });
-    ok.then_some(Route {
-        name: raw.name,
-        events,
-        condition,
-        to: raw.to,
-        stop: raw.stop,
-        expect,
-    })
 }

@@ -1,0 +1,712 @@
+//! The status page (issue 13). Over plain HTTP: it needs the admin token (a wrong one sees
+//! no data), its login cookie is HttpOnly and SameSite=Strict and opens the page only, a
+//! cross-site POST changes nothing, and no secret is printed. In a real headless Chromium
+//! against the real binary: a wrong token sees no data; log in, see a failing destination's
+//! counts and its dead letter; another site's page posting a forged retry is refused; retry
+//! it (with the confirmation) to a receiver that now answers 200, and see the job delivered
+//! in the event's timeline.
+//!
+//! `HOOKROUTER_SCREENSHOTS=docs/img cargo test --test it status_page::` writes the README's
+//! screenshots from the browser run.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::common;
+use crate::common::browser::Browser;
+use crate::common::{
+    fixture, fixture_json, server_block, DaemonProcess, Receiver, Reply, TestDaemon, KEY,
+};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+const TOKEN: &str = "page-admin-t0ken";
+/// A token in a destination's URL path, as Slack and many CRMs have; never shown.
+const PATH_SECRET: &str = "path-s3cret-in-url";
+
+/// Polls `check` until it yields a value; panics with `what` after [`WAIT`].
+async fn until<T, F: Future<Output = Option<T>>>(what: &str, check: impl FnMut() -> F) -> T {
+    common::until(WAIT, what, check).await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A config with `crm` (whose receiver the test controls, a secret in its URL path) for
+/// leads, retries over a fraction of a second so a failure becomes a dead letter quickly.
+fn crm_config(crm: &Receiver) -> String {
+    format!(
+        r#"
+retry: {{ initial_interval: 20ms, multiplier: 2.0, max_interval: 50ms, max_elapsed: 300ms }}
+destinations:
+  crm: {{ url: "{}" }}
+routes:
+  - {{ name: every-lead, event: lead, to: [crm] }}
+"#,
+        crm.url(&format!("/hooks/{PATH_SECRET}"))
+    )
+}
+
+/// The `Cookie` value a successful login sets (`name=value`), after checking its flags.
+async fn log_in(client: &reqwest::Client, admin: &str) -> String {
+    let r = client
+        .post(format!("{admin}/login"))
+        .header("origin", admin)
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/");
+    let set = r.headers()["set-cookie"]
+        .to_str()
+        .expect("text")
+        .to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{flag} in {set}");
+    }
+    assert!(!set.contains(TOKEN), "the cookie is not the token: {set}");
+    set.split(';').next().expect("name=value").to_string()
+}
+
+async fn status_and_json(r: reqwest::RequestBuilder) -> (StatusCode, Value, HeaderMap) {
+    let r = r.send().await.expect("request");
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json, headers)
+}
+
+#[tokio::test]
+async fn the_page_needs_the_token_shows_no_secret_and_refuses_cross_site_posts() {
+    let crm = Receiver::start().await;
+    crm.set_default(Reply::status(410).body("no such contact"));
+    let dir = tempfile::tempdir().unwrap();
+    let daemon =
+        TestDaemon::start_with_server(dir, &format!("  admin_token: {TOKEN}\n"), &crm_config(&crm))
+            .await;
+    let (status, answer) = daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    let event_id = answer["event_id"].as_str().unwrap().to_string();
+    let store = daemon.running().store().clone();
+    common::eventually(WAIT, "a dead letter", || store.dead_count() == 1).await;
+    let admin = daemon.admin_url();
+    let client = http();
+
+    // Without the token: the login form, and no data.
+    let (status, page, headers) = status_and_json(client.get(format!("{admin}/"))).await;
+    assert_eq!(status, 401);
+    let page = page.as_str().unwrap().to_string();
+    assert!(page.contains("id=\"login-form\""), "{page}");
+    assert!(!page.contains("crm"), "{page}");
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let overview = format!("{admin}/ui/overview");
+    for request in [
+        client.get(&overview),
+        client.get(&overview).bearer_auth("wrong"),
+        client
+            .get(&overview)
+            .header("cookie", "hookrouter_session=v1.1.AAAA"),
+    ] {
+        let (status, body, _) = status_and_json(request).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &Value::from("unauthorized"))
+        );
+        assert!(!body.to_string().contains("crm"), "{body}");
+    }
+    // A wrong token at the login form: refused, no cookie.
+    let r = client
+        .post(format!("{admin}/login"))
+        .form(&[("token", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("That is not the admin token"));
+
+    // The right one: a cookie that opens the page and its data, but not the JSON API.
+    let cookie = log_in(&client, &admin).await;
+    let (status, page, _) =
+        status_and_json(client.get(format!("{admin}/")).header("cookie", &cookie)).await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("id=\"logout\""));
+    let (status, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
+    assert_eq!(status, 200, "{o}");
+    let crm_row = &o["destinations"][0];
+    assert_eq!(
+        (&crm_row["name"], &crm_row["dead"]),
+        (&Value::from("crm"), &Value::from(1))
+    );
+    assert_eq!(crm_row["url"], format!("http://{}/…", crm.addr));
+    assert_eq!(crm_row["last_error"]["job"], "dead");
+    assert_eq!(o["ingest"]["outcomes"]["accepted"]["since_start"], 1);
+    assert!(o["store"]["size_bytes"].as_u64().unwrap() > 0, "{o}");
+    let (status, _, _) = status_and_json(
+        client
+            .get(format!("{admin}/queue"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(status, 401, "the JSON API stays bearer-only");
+    assert_eq!(o["config"]["last_reload"], Value::Null);
+    // A reload refused, then one applied: the overview says how the last one went.
+    daemon.rewrite_config("routes:\n  - { name: broken, to: [nowhere] }\n");
+    let reload = || {
+        client
+            .post(format!("{admin}/reload"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+    };
+    assert_eq!(status_and_json(reload()).await.0, 422);
+    let (_, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
+    let last = &o["config"]["last_reload"];
+    assert_eq!(last["ok"], false, "{o}");
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown destination \"nowhere\""),
+        "{o}"
+    );
+    daemon.rewrite_config(&crm_config(&crm));
+    assert_eq!(status_and_json(reload()).await.0, 200);
+    let (_, o, _) = status_and_json(client.get(&overview).header("cookie", &cookie)).await;
+    assert_eq!(o["config"]["last_reload"]["ok"], true, "{o}");
+
+    // The dead letter with its attempts; the event by our id and by Mindstamp's.
+    let (_, dead, _) = status_and_json(
+        client
+            .get(format!("{admin}/ui/dead"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(
+        (&dead["total"], &dead["matching"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    let letter = &dead["dead"][0];
+    assert_eq!(letter["reason"], "permanent failure");
+    assert_eq!(letter["response_snippet"], "no such contact");
+    assert_eq!(letter["attempt_history"][0]["status"], 410);
+    let (_, none, _) = status_and_json(
+        client
+            .get(format!("{admin}/ui/dead?reason=retries%20exhausted"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(
+        (&none["matching"], &none["reasons"]["permanent failure"]),
+        (&Value::from(0), &Value::from(1))
+    );
+    let mindstamp_id = fixture_json("lead.json")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (q, by) in [
+        (event_id.as_str(), "event_id"),
+        (mindstamp_id.as_str(), "mindstamp_id"),
+    ] {
+        let (status, found, _) = status_and_json(
+            client
+                .get(format!("{admin}/ui/event?q={q}"))
+                .header("cookie", &cookie),
+        )
+        .await;
+        assert_eq!(status, 200, "{found}");
+        let event = &found["event"];
+        assert_eq!(
+            (&found["matched_by"], &event["id"]),
+            (&Value::from(by), &Value::from(event_id.as_str()))
+        );
+        assert_eq!(event["jobs"][0]["status"], "dead");
+        assert!(
+            event["explanation"]
+                .as_str()
+                .unwrap()
+                .contains("✓ route \"every-lead\""),
+            "{found}"
+        );
+    }
+    let (status, _, _) = status_and_json(
+        client
+            .get(format!("{admin}/ui/event?q=nothing-like-it"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Cross-site POSTs change nothing, whichever header gives them away.
+    let retry = format!("{admin}/ui/dead/retry");
+    let all = serde_json::json!({"all": true});
+    let refused = [
+        client
+            .post(&retry)
+            .header("cookie", &cookie)
+            .header("x-hookrouter-page", "1")
+            .header("origin", "https://evil.example")
+            .json(&all),
+        client
+            .post(&retry)
+            .header("cookie", &cookie)
+            .header("x-hookrouter-page", "1")
+            .header("sec-fetch-site", "cross-site")
+            .json(&all),
+        // A form on another site cannot add the page's header.
+        client.post(&retry).header("cookie", &cookie).json(&all),
+        // The JSON API too, token or not.
+        client
+            .post(format!("{admin}/dead/retry"))
+            .bearer_auth(TOKEN)
+            .header("origin", "http://127.0.0.1:1"),
+        // And logging in from another site.
+        client
+            .post(format!("{admin}/login"))
+            .header("sec-fetch-site", "cross-site")
+            .form(&[("token", TOKEN)]),
+    ];
+    for request in refused {
+        let (status, body, _) = status_and_json(request).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::FORBIDDEN, &Value::from("cross_site")),
+            "{body}"
+        );
+    }
+    assert_eq!(store.dead_count(), 1, "nothing was retried");
+
+    // The page's own POST works: same origin, the page's header.
+    crm.set_default(Reply::status(200));
+    let (status, result, _) = status_and_json(
+        client
+            .post(&retry)
+            .header("cookie", &cookie)
+            .header("x-hookrouter-page", "1")
+            .header("origin", &admin)
+            .header("sec-fetch-site", "same-origin")
+            .json(&serde_json::json!({"ids": [letter["id"]]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["retried"], serde_json::json!([letter["id"]]));
+    crm.wait_for(2, WAIT).await;
+    common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
+
+    // Nothing the page serves holds a secret.
+    for path in [
+        "/",
+        "/ui/overview",
+        "/ui/dead",
+        &format!("/ui/event?q={event_id}"),
+    ] {
+        let (_, body, _) = status_and_json(
+            client
+                .get(format!("{admin}{path}"))
+                .header("cookie", &cookie),
+        )
+        .await;
+        let text = body.to_string();
+        assert!(
+            !text.contains(PATH_SECRET) && !text.contains(TOKEN),
+            "{path}: {text}"
+        );
+    }
+    // Logging out clears the cookie.
+    let r = client
+        .post(format!("{admin}/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_posts_are_refused() {
+    let crm = Receiver::start().await;
+    crm.set_default(Reply::status(410));
+    let daemon = TestDaemon::start(&crm_config(&crm)).await;
+    for _ in 0..3 {
+        daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+    }
+    let store = daemon.running().store().clone();
+    common::eventually(WAIT, "three dead letters", || store.dead_count() == 3).await;
+    let admin = daemon.admin_url();
+    let client = http();
+    let (status, page, _) = status_and_json(client.get(format!("{admin}/"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        !page.as_str().unwrap().contains("id=\"logout\""),
+        "no login, no logout"
+    );
+    // Any web page could POST a form here before; now a browser's cross-site POST is refused.
+    let (status, body, _) = status_and_json(
+        client
+            .post(format!("{admin}/dead/retry"))
+            .header("sec-fetch-site", "cross-site")
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::FORBIDDEN, &Value::from("cross_site"))
+    );
+    assert_eq!(store.dead_count(), 3);
+
+    // The page's actions: bad selections are refused, one dropped, the rest retried by filter.
+    let action = |verb: &str, body: Value| {
+        client
+            .post(format!("{admin}/ui/dead/{verb}"))
+            .header("x-hookrouter-page", "1")
+            .header("sec-fetch-site", "same-origin")
+            .json(&body)
+    };
+    for (body, code) in [
+        (serde_json::json!({}), "invalid_body"),
+        (
+            serde_json::json!({"all": true, "ids": ["x"]}),
+            "invalid_body",
+        ),
+        (serde_json::json!({"every": true}), "invalid_body"),
+        (serde_json::json!({"ids": ["not-a-uuid"]}), "invalid_id"),
+    ] {
+        let (status, answer, _) = status_and_json(action("retry", body.clone())).await;
+        assert_eq!(
+            (status, &answer["error"]),
+            (StatusCode::BAD_REQUEST, &Value::from(code)),
+            "{body}: {answer}"
+        );
+    }
+    let ids: Vec<String> = store
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(|l| l.job.id.to_string())
+        .collect();
+    let (status, dropped, _) =
+        status_and_json(action("drop", serde_json::json!({"ids": [ids[0]]}))).await;
+    assert_eq!(status, 200, "{dropped}");
+    assert_eq!(dropped["dropped"], serde_json::json!([ids[0]]));
+    let (_, again, _) = status_and_json(action("drop", serde_json::json!({"ids": [ids[0]]}))).await;
+    assert_eq!(again["skipped"][0]["id"], ids[0].as_str(), "{again}");
+    crm.set_default(Reply::status(200));
+    // A filter that matches nothing retries nothing; the right one retries the other two.
+    let (_, none, _) = status_and_json(action(
+        "retry",
+        serde_json::json!({"all": true, "destination": "crm", "reason": "retries exhausted"}),
+    ))
+    .await;
+    assert_eq!(none["retried"], serde_json::json!([]), "{none}");
+    let (_, retried, _) = status_and_json(action(
+        "retry",
+        serde_json::json!({"all": true, "destination": "crm", "reason": "permanent failure"}),
+    ))
+    .await;
+    let mut got: Vec<String> = retried["retried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want = ids[1..].to_vec();
+    want.sort();
+    assert_eq!(got, want, "{retried}");
+    common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
+    crm.wait_for(5, WAIT).await;
+
+    // The CLI's requests (no browser headers) work as before.
+    let (status, body) = daemon.admin(Method::POST, "/dead/retry").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retried"], serde_json::json!([]));
+    daemon.stop().await;
+}
+
+/// Where the browser run saves its screenshots (`HOOKROUTER_SCREENSHOTS`), if anywhere.
+fn screenshot_dir() -> Option<PathBuf> {
+    std::env::var_os("HOOKROUTER_SCREENSHOTS").map(|d| {
+        let d = PathBuf::from(d);
+        if d.is_absolute() {
+            d
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_a_dead_letter_is_seen_retried_and_delivered() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let started = Instant::now();
+    let shots = screenshot_dir();
+    // crm fails (500) until the test flips it; archive takes everything; slack asks to wait.
+    let (crm, archive, slack) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    crm.set_default(Reply::status(500).body("{\"error\":\"crm is down for maintenance\"}"));
+    archive.set_default(Reply::status(200).delay(Duration::from_millis(15)));
+    slack.set_default(Reply::status(429).header("retry-after", "600"));
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("routes.yaml");
+    let config = format!(
+        r#"{server}  admin_token: {TOKEN}
+keys: [{KEY:?}]
+retry: {{ initial_interval: 20ms, multiplier: 2.0, max_interval: 50ms, max_elapsed: 300ms }}
+destinations:
+  crm: {{ url: "{crm}" }}
+  archive: {{ url: "{archive}" }}
+  slack:
+    url: "{slack}"
+    retry: {{ initial_interval: 1s, max_interval: 10m, max_elapsed: 1h }}
+routes:
+  - {{ name: leads-to-crm, event: lead, match: {{ email: {{ exists: true }} }}, to: [crm] }}
+  - {{ name: everything-archived, to: [archive] }}
+  - {{ name: finished-views, event: view, match: {{ percentage: {{ gte: 90 }} }}, to: [slack] }}
+"#,
+        server = server_block(&dir.path().join("data")),
+        crm = crm.url(&format!("/hooks/{PATH_SECRET}")),
+        archive = archive.url("/archive"),
+        slack = slack.url("/services/T000/B000/XXXX"),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let mut daemon = DaemonProcess::spawn(&config_path);
+    let admin = format!("http://{}", daemon.admin_addr.expect("admin address"));
+    let client = http();
+    let post = |kind: &'static str, key: &'static str, body: Vec<u8>| {
+        let req = client
+            .post(format!("http://{}/webhooks/{kind}", daemon.addr))
+            .header("x-key", key)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            req.send()
+                .await
+                .expect("webhook")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let lead = post("lead", KEY, fixture("lead.json")).await;
+    let event_id = lead["event_id"].as_str().expect("accepted").to_string();
+    for n in 0..5 {
+        let mut view = fixture_json("view.json");
+        view["id"] = Value::from(format!("view-{n}"));
+        post("view", KEY, view.to_string().into_bytes()).await;
+    }
+    post("lead", "wrong-key", fixture("lead.json")).await;
+    let dead_id = until("the crm dead letter", || async {
+        let (_, dead, _) =
+            status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
+        dead["dead"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+
+    // A wrong token sees the form again, and no data.
+    let c = &browser.client;
+    c.goto(&format!("{admin}/")).await.expect("open the page");
+    browser.find("#login-form").await;
+    browser
+        .find("#token")
+        .await
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
+    browser.click("#login").await;
+    browser.find("#login-error").await;
+    assert!(!browser.exists("#destinations").await);
+    assert!(!c.source().await.unwrap().contains("crm"));
+
+    // The right token: the overview with crm's counts, refreshed without a reload.
+    browser.find("#token").await.send_keys(TOKEN).await.unwrap();
+    browser.click("#login").await;
+    browser
+        .text_until(
+            "tr[data-destination=\"crm\"] td.dead",
+            "crm's dead letter",
+            |t| t == "1",
+        )
+        .await;
+    browser
+        .text_until(
+            "tr[data-destination=\"crm\"] td.last-error",
+            "crm's last error",
+            |t| t.contains("gave up after"),
+        )
+        .await;
+    browser
+        .text_until(
+            "tr[data-destination=\"slack\"] td.state",
+            "slack's pause",
+            |t| t.contains("paused"),
+        )
+        .await;
+    browser
+        .text_until(
+            "tr[data-destination=\"archive\"] td.delivered-rate",
+            "archive's rate",
+            |t| t != "0",
+        )
+        .await;
+    browser
+        .text_until("#rejections", "the rejection", |t| {
+            t.contains("invalid_key")
+        })
+        .await;
+    let source = c.source().await.unwrap();
+    assert!(!source.contains(PATH_SECRET) && !source.contains("XXXX") && !source.contains(TOKEN));
+    browser.screenshot(shots.as_deref(), "overview.png").await;
+
+    // Another site's page (another port: same site, so the SameSite=Strict cookie goes
+    // along) posts a form to the retry action as soon as it loads: refused, nothing retried.
+    let evil = Receiver::start().await;
+    evil.set_default(
+        Reply::status(200)
+            .header("content-type", "text/html")
+            .body(&format!(
+                r#"<form method="post" action="{admin}/ui/dead/retry" enctype="text/plain">
+                     <input type="hidden" name='{{"all":true,"x":"' value='"}}'></form>
+                   <script>document.forms[0].submit()</script>"#
+            )),
+    );
+    c.goto(&evil.url("/")).await.expect("open the other site");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let source = c.source().await.unwrap_or_default();
+        if source.contains("cross_site") {
+            assert!(source.contains("Sec-Fetch-Site: same-site"), "{source}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged POST was not refused: {source}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, dead, _) =
+        status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
+    assert_eq!(dead["total"], 1, "nothing was retried: {dead}");
+    c.goto(&format!("{admin}/"))
+        .await
+        .expect("back to the page");
+
+    // The dead letter, its attempts and response; Retry with the confirmation.
+    browser.click("#nav-dead").await;
+    let row = format!("tr.dead-row[data-id=\"{dead_id}\"]");
+    browser
+        .text_until(
+            &format!("{row} td.destination"),
+            "the dead letter's row",
+            |t| t == "crm",
+        )
+        .await;
+    browser.click(&format!("{row} details summary")).await;
+    browser
+        .text_until(&format!("{row} pre.snippet"), "the response snippet", |t| {
+            t.contains("crm is down")
+        })
+        .await;
+    browser
+        .screenshot(shots.as_deref(), "dead-letters.png")
+        .await;
+    crm.set_default(Reply::status(200));
+    let before = crm.requests().len();
+    browser.click(&format!("{row} button.row-retry")).await;
+    browser
+        .text_until("#confirm-text", "the confirmation", |t| {
+            t.contains(&dead_id)
+        })
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .text_until("#dead-result", "the retry's result", |t| {
+            t.starts_with("1 queued again")
+        })
+        .await;
+    crm.wait_for(before + 1, WAIT).await;
+    browser.find("#no-dead").await;
+
+    // The event, found by Mindstamp's id: the job delivered, after its failed attempts.
+    browser.click("#nav-events").await;
+    let mindstamp_id = fixture_json("lead.json")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser
+        .find("#event-q")
+        .await
+        .send_keys(&mindstamp_id)
+        .await
+        .unwrap();
+    browser.click("#event-go").await;
+    let crm_job = format!("#event-card[data-event=\"{event_id}\"] .job[data-destination=\"crm\"][data-status=\"delivered\"]");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = match c.find(fantoccini::Locator::Css(&crm_job)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.starts_with("crm") {
+            assert!(
+                text.contains("HTTP 500") && text.contains("HTTP 200"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "crm's job never showed as delivered"
+        );
+        // The page shows the event as it was when looked up: look again.
+        browser.click("#event-go").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser
+        .text_until("#event-card pre.explain", "the explanation", |t| {
+            t.contains("✓ route \"leads-to-crm\"")
+        })
+        .await;
+    browser.screenshot(shots.as_deref(), "events.png").await;
+
+    // Back on the overview, crm has no dead letter left; logging out ends the session.
+    browser.click("#nav-overview").await;
+    browser
+        .text_until(
+            "tr[data-destination=\"crm\"] td.dead",
+            "crm's dead letters gone",
+            |t| t == "0",
+        )
+        .await;
+    browser.click("#logout").await;
+    browser.find("#login-form").await;
+    browser.close().await;
+    assert!(daemon.terminate().success(), "{}", daemon.log());
+    println!("browser test took {:?}", started.elapsed());
+}
