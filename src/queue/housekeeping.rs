@@ -347,6 +347,9 @@ pub fn interval(windows: &[Duration]) -> Duration {
         .clamp(Duration::from_millis(200), Duration::from_secs(1))
 }
 
+/// How often housekeeping hands freed memory back to the system ([`crate::memory`]).
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs [`Store::maintain`] every `every()` until `shutdown`; store errors are logged and
 /// retried at the next tick.
 pub async fn run(
@@ -354,13 +357,26 @@ pub async fn run(
     every: impl Fn() -> Duration + Send + 'static,
     shutdown: CancellationToken,
 ) {
+    let mut last_trim = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every()) => {}
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.maintain(now_ms())).await {
+        // Every few seconds, the memory a burst freed goes back to the system.
+        let trim = last_trim.elapsed() >= TRIM_EVERY;
+        if trim {
+            last_trim = std::time::Instant::now();
+        }
+        let pass = move || {
+            let purged = s.maintain(now_ms());
+            if trim {
+                crate::memory::release_free_heap();
+            }
+            purged
+        };
+        match tokio::task::spawn_blocking(pass).await {
             Ok(Ok(total)) if total != Purged::default() => tracing::debug!(
                 settled = total.settled,
                 dead = total.dead,
