@@ -13,6 +13,13 @@ use super::journal::{JournalError, Position};
 
 const NAME: &str = "checkpoint";
 
+/// The key in sled's `v2.meta` of the checkpoint sled was last synced with: written just
+/// before the sync that precedes every checkpoint, so sled's copy is never behind the
+/// file's. Behind at open means sled lost writes it had made durable (a truncated `db`, or
+/// an older copy of it put back): jobs waiting for a retry and dead letters may be gone,
+/// and the store is reported damaged rather than opened short of them.
+pub const SLED_MARK: &[u8] = b"checkpoint";
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.display().to_string(),

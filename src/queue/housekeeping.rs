@@ -25,7 +25,7 @@ use super::journal::Position;
 use super::keys::{self, Expiring};
 use super::overflow_records;
 use super::record::{now_ms, DeadLetter, JobRecord, SettledJob};
-use super::retry_queue::{decode_tx, segment_of, TxResult};
+use super::retry_queue::{decode_tx, encode, segment_of, TxResult};
 use super::segments;
 use super::stats::Slot;
 use super::{Store, StoreError};
@@ -283,6 +283,10 @@ impl Store {
                 .map_err(|e| self.observe(e))?;
             *saved = records;
         }
+        i.trees
+            .meta
+            .insert(checkpoint::SLED_MARK, encode(&at))
+            .map_err(|e| self.observe(e.into()))?;
         self.sync_sled().map_err(|e| self.observe(e))?;
         checkpoint::write(&i.journal_dir, at).map_err(|e| self.observe(e.into()))?;
         *last = at;

@@ -208,7 +208,10 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
     {
         let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         // Nothing migrated is only in memory: replay can start after the copies.
-        checkpoint::write(&i.journal_dir, w.journal.end())?;
+        let end = w.journal.end();
+        t.meta.insert(checkpoint::SLED_MARK, encode(&end))?;
+        store.sync_sled()?;
+        checkpoint::write(&i.journal_dir, end)?;
     }
     store.sync_sled()?;
     tracing::warn!(

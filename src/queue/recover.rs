@@ -113,6 +113,35 @@ pub(super) fn damaged(dir: &Path, e: StoreError) -> StoreError {
     }
 }
 
+/// Refuses a sled older than the journal's checkpoint ([`checkpoint::SLED_MARK`]): it lost
+/// writes it had made durable. A store without the mark (an earlier version wrote it, or
+/// it never reached a checkpoint) is not judged.
+fn check_sled_is_current(store: &Store, dir: &Path) -> Result<(), StoreError> {
+    let i = &store.inner;
+    let (Some(file), Some(bytes)) = (
+        checkpoint::read(&i.journal_dir),
+        i.trees.meta.get(checkpoint::SLED_MARK)?,
+    ) else {
+        return Ok(());
+    };
+    let Ok(mark) = decode::<Position>(&bytes) else {
+        return Err(StoreError::Damaged {
+            path: dir.join("db"),
+            reason: "the retry queue's record of its last checkpoint does not decode".into(),
+        });
+    };
+    if mark < file {
+        return Err(StoreError::Damaged {
+            path: dir.join("db"),
+            reason: format!(
+                "the retry queue is older than the journal: it was last synced with the checkpoint at segment {} offset {}, the journal's is at segment {} offset {}, so writes sled had made durable are gone (a truncated `db`, or an older copy of it put back), and jobs waiting for a retry or dead letters may be missing",
+                mark.segment, mark.offset, file.segment, file.offset
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Opens the store in `dir` (see [`Store::open`]).
 pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
     let started = std::time::Instant::now();
@@ -183,6 +212,7 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             reason: "the retry queue is empty and new, but the journal shows this store has run before: sled's files were deleted, emptied or replaced, and the jobs waiting for a retry and the dead letters in them are gone".into(),
         });
     }
+    check_sled_is_current(&store, dir)?;
     migrate::run_if_needed(&store)?;
     let counting = std::time::Instant::now();
     store.count_queue()?;

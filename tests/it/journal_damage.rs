@@ -437,21 +437,42 @@ async fn a_damaged_store_at_start_is_an_error_naming_the_file_and_exit_65() {
     let dir = tempfile::tempdir().unwrap();
     let down = DownPort::reserve();
     let config = write_config(dir.path(), down.addr, None, "");
-    let mut daemon = DaemonProcess::spawn(&config);
-    post_leads(daemon.addr, "pending", 5).await;
-    // The destination is down: every job fails an attempt and waits in sled for a retry.
-    let admin = daemon.admin_addr.expect("admin address");
-    eventually(WAIT, "5 jobs retrying", || {
-        let answer = std::process::Command::new("curl")
-            .args(["-sf", &format!("http://{admin}/queue")])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
-        answer.is_some_and(|q| q["total"]["retrying"] == 5)
-    })
-    .await;
-    assert!(daemon.terminate().success());
     let data = dir.path().join("data");
+    let retrying = |daemon: &DaemonProcess, n: u64| {
+        let admin = daemon.admin_addr.expect("admin address");
+        eventually(WAIT, "jobs retrying", move || {
+            let answer = std::process::Command::new("curl")
+                .args(["-sf", &format!("http://{admin}/queue")])
+                .output()
+                .ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+            answer.is_some_and(|q| q["total"]["retrying"] == n)
+        })
+    };
+    // The destination is down: every job fails an attempt and waits in sled for a retry.
+    // Three first, then a stop, sled's files copied aside, and two more.
+    let mut daemon = DaemonProcess::spawn(&config);
+    post_leads(daemon.addr, "pending", 3).await;
+    retrying(&daemon, 3).await;
+    assert!(daemon.terminate().success());
+    let early_sled = dir.path().join("early-sled");
+    std::fs::create_dir(&early_sled).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name() != Some(std::ffi::OsStr::new("journal")) {
+            assert!(std::process::Command::new("cp")
+                .args(["-a"])
+                .arg(&path)
+                .arg(&early_sled)
+                .status()
+                .unwrap()
+                .success());
+        }
+    }
+    let mut daemon = DaemonProcess::spawn(&config);
+    post_leads(daemon.addr, "later", 2).await;
+    retrying(&daemon, 5).await;
+    assert!(daemon.terminate().success());
     let good = dir.path().join("good");
     assert!(std::process::Command::new("cp")
         .args(["-a"])
@@ -479,6 +500,31 @@ async fn a_damaged_store_at_start_is_an_error_naming_the_file_and_exit_65() {
         (
             "sled's file random",
             Box::new(|| std::fs::write(&db, noise(db_len)).unwrap()),
+            db.clone(),
+        ),
+        (
+            // sled opens it as it was: the checkpoint it was last synced with is behind the
+            // journal's, and the two jobs that went to sled since are not in it.
+            "sled's files from an earlier stop put back",
+            Box::new(|| {
+                for entry in std::fs::read_dir(&data).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name() != Some(std::ffi::OsStr::new("journal")) {
+                        let _ = std::fs::remove_file(&path);
+                        let _ = std::fs::remove_dir_all(&path);
+                    }
+                }
+                for entry in std::fs::read_dir(&early_sled).unwrap() {
+                    let path = entry.unwrap().path();
+                    assert!(std::process::Command::new("cp")
+                        .args(["-a"])
+                        .arg(&path)
+                        .arg(&data)
+                        .status()
+                        .unwrap()
+                        .success());
+                }
+            }),
             db.clone(),
         ),
         (
