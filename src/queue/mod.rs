@@ -93,6 +93,7 @@ mod push_back;
 pub mod record;
 mod recover;
 mod replay;
+mod restore;
 mod retry_queue;
 pub mod segments;
 pub mod stats;

@@ -19,10 +19,8 @@ use super::checkpoint;
 use super::entry::{self, Entry, EventHeader};
 use super::ingest::uuid_ms;
 use super::journal::{self, Journal, JournalError, Position, Scanned, HEADER_LEN};
-use super::lane::{Lane, LaneJob};
+use super::lane::Lane;
 use super::migrate;
-use super::overflow::{Overflow, Recheck};
-use super::overflow_records::OverflowRecord;
 use super::record::{now_ms, DeadLetter, JobRecord};
 use super::retry_queue::{decode, encode, parse_due_value, segment_of};
 use super::segments::{self, IndexEntry};
@@ -231,13 +229,32 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
     Ok(store)
 }
 
+/// What walking the journal from the checkpoint gathered.
+#[derive(Debug, Default)]
+struct Walked {
+    /// Events from the checkpoint on, in journal order.
+    candidates: Vec<(Position, EventHeader)>,
+    /// Jobs with a Delivered record from the checkpoint on.
+    delivered: HashSet<Uuid>,
+    /// De-duplication identities still inside the window.
+    identities: HashMap<u128, Uuid>,
+    /// The active segment's index entries.
+    active_index: Vec<IndexEntry>,
+    /// Records skipped as damaged.
+    damaged: usize,
+}
+
 /// What replaying the journal found.
 #[derive(Debug, Default)]
-struct Replayed {
-    events: usize,
-    recreated: usize,
-    waiting: usize,
-    damaged: usize,
+pub(super) struct Replayed {
+    /// Events read from the checkpoint on.
+    pub(super) events: usize,
+    /// Jobs re-created (in the lane or waiting in the journal).
+    pub(super) recreated: usize,
+    /// Jobs waiting in the journal, those of restored overflow records included.
+    pub(super) waiting: usize,
+    /// Records skipped as damaged.
+    pub(super) damaged: usize,
 }
 
 impl Store {
@@ -297,52 +314,11 @@ impl Store {
             || t.done.contains_key(id.as_bytes())?)
     }
 
-    /// Jobs the overflow record of `destination` counts that moved to sled's retry queue
-    /// after it was written (refilled, attempted, failed, before a crash): taken out of
-    /// the count (and into the skip set), so the queue is not counted high until the
-    /// refill reaches them. Returns how many; walks only that destination's due entries
-    /// in the record's segments.
-    fn uncount_moved_to_sled(
-        &self,
-        destination: &str,
-        r: &OverflowRecord,
-        o: &mut Overflow,
-    ) -> Result<u64, StoreError> {
-        let t = &self.inner.trees;
-        let mut n = 0;
-        for item in t.due.scan_prefix(keys::due_prefix(destination)) {
-            let (key, value) = item?;
-            if parse_due_value(&value).is_some_and(|(_, segment)| segment < r.from.segment) {
-                continue;
-            }
-            let Some((_, _, job_id)) = keys::parse_due_key(&key) else {
-                continue;
-            };
-            if o.skip.contains(&job_id) {
-                continue;
-            }
-            let Some(bytes) = t.jobs.get(job_id.as_bytes())? else {
-                continue;
-            };
-            let job: JobRecord = decode(&bytes)?;
-            if job.event_at.is_some_and(|at| at >= r.from && at < r.upto) && n < o.jobs {
-                o.skip.insert(job_id);
-                o.jobs -= 1;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
     /// Rebuilds the de-duplication memory and the active segment's index, and re-creates
     /// the jobs that were only in memory, from the checkpoint on.
     fn replay(&self) -> Result<(), StoreError> {
         let i = &self.inner;
         let now = now_ms();
-        let window = i
-            .dedupe_window_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let segments = i.journal.segments();
         let active = i
             .writer
             .lock()
@@ -350,179 +326,26 @@ impl Store {
             .journal
             .end()
             .segment;
-        let first = segments.first().map_or(active, |s| s.seq);
+        let first = i.journal.segments().first().map_or(active, |s| s.seq);
         let from = match checkpoint::read(&i.journal_dir) {
             Some(cp) if cp.segment >= first => cp,
             Some(_) | None => Position::start_of(first),
         };
-        let mut candidates: Vec<(Position, EventHeader)> = Vec::new();
-        let mut delivered: HashSet<Uuid> = HashSet::new();
-        let mut identities: HashMap<u128, Uuid> = HashMap::new();
-        let mut report = Replayed::default();
-        let remember = |entries: &[IndexEntry], identities: &mut HashMap<u128, Uuid>| {
-            for e in entries {
-                if let Some(slot) = e.dedupe {
-                    if uuid_ms(&e.id).saturating_add(window) > now {
-                        identities.insert(slot, e.id);
-                    }
-                }
-            }
-        };
-        let mut active_index = Vec::new();
-        for seg in &segments {
-            let replayed = seg.seq >= from.segment;
-            let recent =
-                segments::modified_ms(&i.journal_dir, seg.seq).saturating_add(window) > now;
-            let index = (seg.seq != active)
-                .then(|| segments::read_index(&i.journal_dir, seg.seq))
-                .flatten();
-            if !replayed {
-                // Before the checkpoint a segment matters only for its identities, and its
-                // index holds those.
-                if let Some(entries) = &index {
-                    if recent {
-                        remember(entries, &mut identities);
-                    }
-                    continue;
-                }
-                if !recent {
-                    continue;
-                }
-            }
-            let mut entries = Vec::new();
-            i.journal.walk_segment(seg.seq, HEADER_LEN, |item| {
-                match item {
-                    Scanned::Record { at, payload } => match entry::decode(&payload) {
-                        Ok(e) => {
-                            entries.extend(segments::index_of(at, &payload));
-                            match e {
-                                Entry::Event(h, _) if at >= from => candidates.push((at, h)),
-                                Entry::Delivered(d) if at >= from => {
-                                    delivered.insert(d.job);
-                                }
-                                _ => {}
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(segment = at.segment, offset = at.offset, error = %e, "journal: a record does not decode; skipped");
-                            report.damaged += 1;
-                        }
-                    },
-                    Scanned::Damaged { at, bytes } => {
-                        tracing::error!(segment = at.segment, offset = at.offset, bytes, "journal: damaged bytes (a bad checksum) skipped; the records after them are read");
-                        report.damaged += 1;
-                    }
-                }
-                true
-            })?;
-            if recent {
-                remember(&entries, &mut identities);
-            }
-            if seg.seq == active {
-                active_index = entries;
-            } else if index.is_none() {
-                if let Err(e) = segments::write_index(&i.journal_dir, seg.seq, &entries) {
-                    tracing::warn!(segment = seg.seq, error = %e, "could not write a journal index; the segment will be read again at the next start");
-                }
-            }
-        }
-        *i.dedupe.lock().unwrap_or_else(|p| p.into_inner()) = identities;
+        let walked = self.walk_journal(from, active, now)?;
+        *i.dedupe.lock().unwrap_or_else(|p| p.into_inner()) = walked.identities;
         {
             let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
             if w.journal.active_len() > HEADER_LEN {
                 w.active_since_ms = Some(now);
             }
-            w.index = active_index;
+            w.index = walked.active_index;
         }
-        report.events = candidates.len();
-        // The lane takes the jobs while it has room (their bodies are read when they are
-        // leased); from the first event that does not fit, they wait in the journal, as
-        // they would have if the daemon had not stopped. A destination whose jobs waited
-        // in the journal at the last checkpoint starts from its record instead.
-        let records = self.overflow_records()?;
-        let mut overflow: HashMap<String, Overflow> = records
-            .iter()
-            .map(|(name, r)| (name.clone(), r.restore()))
-            .collect();
-        // Jobs the record counted already: in its stretch [from, upto).
-        let counted = |destination: &str, at: Position| {
-            records
-                .get(destination)
-                .is_some_and(|r| at >= r.from && at < r.upto)
+        let mut report = Replayed {
+            events: walked.candidates.len(),
+            damaged: walked.damaged,
+            ..Replayed::default()
         };
-        // Jobs a record counted that were delivered after it, per destination.
-        let mut delivered_since: HashMap<String, u64> = HashMap::new();
-        for (at, header) in candidates {
-            for mut job in header.fresh_jobs() {
-                // Counted by its overflow's record; delivered since (a Delivered record after
-                // the checkpoint) it leaves the count here, moved to sled since it leaves it
-                // below (`uncount_moved_to_sled`); the refill checks again (`Recheck`). No
-                // sled lookup per job for the backlog of a destination that is down.
-                if counted(&job.destination, at) {
-                    if delivered.contains(&job.id) {
-                        if let Some(o) = overflow.get_mut(&job.destination) {
-                            o.skip.insert(job.id);
-                            o.jobs = o.jobs.saturating_sub(1);
-                            *delivered_since.entry(job.destination.clone()).or_default() += 1;
-                        }
-                    }
-                    continue;
-                }
-                if delivered.contains(&job.id) || self.in_sled(&job.id)? {
-                    if let Some(o) = overflow.get_mut(&job.destination) {
-                        if at >= o.from {
-                            o.skip.insert(job.id);
-                        }
-                    }
-                    continue;
-                }
-                i.stats.add(&job.destination, Slot::Queued(job.state()));
-                report.recreated += 1;
-                let room = i.lane.room(&job.destination, 0).is_some();
-                match overflow.get_mut(&job.destination) {
-                    Some(o) if at >= o.from => o.jobs += 1,
-                    Some(o) if !room => {
-                        // Before a restored overflow: it starts earlier now.
-                        o.from = at;
-                        o.from_ms = o.from_ms.min(header.received_at_ms);
-                        o.jobs += 1;
-                    }
-                    None if !room => {
-                        let mut o = Overflow::new(at, header.received_at_ms);
-                        o.jobs = 1;
-                        overflow.insert(job.destination.clone(), o);
-                    }
-                    Some(_) | None => {
-                        job.event_at = Some(at);
-                        i.lane.push(LaneJob {
-                            job,
-                            body: None,
-                            at,
-                        });
-                        continue;
-                    }
-                }
-                report.waiting += 1;
-            }
-        }
-        let delivered = Arc::new(delivered);
-        for (name, r) in &records {
-            let mut jobs = r
-                .jobs
-                .saturating_sub(delivered_since.get(name).copied().unwrap_or(0));
-            if let Some(o) = overflow.get_mut(name) {
-                jobs -= self.uncount_moved_to_sled(name, r, o)?;
-            }
-            i.stats
-                .add_many(name, Slot::Queued(super::record::JobState::Pending), jobs);
-            report.waiting += usize::try_from(r.jobs).unwrap_or(usize::MAX);
-            if let Some(o) = overflow.get_mut(name) {
-                o.recheck = Some(Recheck {
-                    before: r.upto,
-                    delivered: Arc::clone(&delivered),
-                });
-            }
-        }
+        let overflow = self.place_replayed(walked.candidates, walked.delivered, &mut report)?;
         {
             let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
             w.overflow = overflow;
@@ -539,5 +362,94 @@ impl Store {
             "journal replayed from the checkpoint"
         );
         Ok(())
+    }
+    /// Reads the journal for [`Store::replay`]: every segment from the checkpoint `from` on
+    /// (their events and Delivered records), and the identities of the last
+    /// `dedupe_window` from the indexes of older ones; writes a missing index on the way.
+    fn walk_journal(&self, from: Position, active: u64, now: u64) -> Result<Walked, StoreError> {
+        let i = &self.inner;
+        let window = i
+            .dedupe_window_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut walked = Walked::default();
+        let remember = |entries: &[IndexEntry], identities: &mut HashMap<u128, Uuid>| {
+            for e in entries {
+                if let Some(slot) = e.dedupe {
+                    if uuid_ms(&e.id).saturating_add(window) > now {
+                        identities.insert(slot, e.id);
+                    }
+                }
+            }
+        };
+        for seg in &i.journal.segments() {
+            let replayed = seg.seq >= from.segment;
+            let recent =
+                segments::modified_ms(&i.journal_dir, seg.seq).saturating_add(window) > now;
+            let index = (seg.seq != active)
+                .then(|| segments::read_index(&i.journal_dir, seg.seq))
+                .flatten();
+            if !replayed {
+                // Before the checkpoint a segment matters only for its identities, and its
+                // index holds those.
+                if let Some(entries) = &index {
+                    if recent {
+                        remember(entries, &mut walked.identities);
+                    }
+                    continue;
+                }
+                if !recent {
+                    continue;
+                }
+            }
+            let entries = self.walk_segment_records(seg.seq, from, &mut walked)?;
+            if recent {
+                remember(&entries, &mut walked.identities);
+            }
+            if seg.seq == active {
+                walked.active_index = entries;
+            } else if index.is_none() {
+                if let Err(e) = segments::write_index(&i.journal_dir, seg.seq, &entries) {
+                    tracing::warn!(segment = seg.seq, error = %e, "could not write a journal index; the segment will be read again at the next start");
+                }
+            }
+        }
+        Ok(walked)
+    }
+
+    /// One segment's records: its index entries, and (from `from` on) its events and
+    /// Delivered records into `walked`; damage is logged, counted and skipped.
+    fn walk_segment_records(
+        &self,
+        seq: u64,
+        from: Position,
+        walked: &mut Walked,
+    ) -> Result<Vec<IndexEntry>, StoreError> {
+        let mut entries = Vec::new();
+        self.inner.journal.walk_segment(seq, HEADER_LEN, |item| {
+            match item {
+                Scanned::Record { at, payload } => match entry::decode(&payload) {
+                    Ok(e) => {
+                        entries.extend(segments::index_of(at, &payload));
+                        match e {
+                            Entry::Event(h, _) if at >= from => walked.candidates.push((at, h)),
+                            Entry::Delivered(d) if at >= from => {
+                                walked.delivered.insert(d.job);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(segment = at.segment, offset = at.offset, error = %e, "journal: a record does not decode; skipped");
+                        walked.damaged += 1;
+                    }
+                },
+                Scanned::Damaged { at, bytes } => {
+                    tracing::error!(segment = at.segment, offset = at.offset, bytes, "journal: damaged bytes (a bad checksum) skipped; the records after them are read");
+                    walked.damaged += 1;
+                }
+            }
+            true
+        })?;
+        Ok(entries)
     }
 }
