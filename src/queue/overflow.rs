@@ -43,6 +43,26 @@ fn header_body_len(body: &entry::Body<'_>) -> usize {
     }
 }
 
+/// A refill's starting point (see [`Store::refill_lane`]).
+struct Refill {
+    from: Position,
+    end: Position,
+    skip: HashSet<Uuid>,
+    recheck: Option<Recheck>,
+    limit: usize,
+}
+
+/// What [`Store::walk_records`] does after one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Go on with the next record.
+    Next,
+    /// End the walk at this record.
+    Stop,
+    /// End the walk after this record.
+    After,
+}
+
 /// One destination's jobs waiting in the journal because its share of the lane was full.
 #[derive(Debug, Clone)]
 pub(super) struct Overflow {
@@ -133,122 +153,108 @@ impl Store {
         let i = &self.inner;
         // One refill at a time, so that two never re-create the same job.
         let _one = i.refilling.lock().unwrap_or_else(|p| p.into_inner());
-        let parked = self.is_parked(destination);
-        let waiting = i.lane.waiting_of(destination);
-        let (mut at, end, mut skip, recheck, limit) = {
-            let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let end = w.journal.end();
-            let Some(o) = w.overflow.get_mut(destination) else {
-                return Ok(0);
-            };
-            // A parked destination (held: see [`Store::park`]) gets one job at a time, for
-            // its probe; one whose jobs went back to the journal for waiting too long gets
-            // a small window. The rest of their queue stays in the journal.
-            let limit = if parked {
-                1
-            } else if o.taken_back {
-                TAKEN_BACK_WINDOW
-            } else {
-                REFILL_CHUNK + waiting
-            }
-            .saturating_sub(waiting);
-            if limit == 0 {
-                return Ok(0);
-            }
-            (
-                o.from,
-                end,
-                std::mem::take(&mut o.skip),
-                o.recheck.clone(),
-                limit,
-            )
+        let Some(Refill {
+            from,
+            end,
+            mut skip,
+            recheck,
+            limit,
+        }) = self.refill_start(destination)
+        else {
+            return Ok(0);
         };
         let mut from_ms = None;
         let mut n = 0;
         // Jobs of a restored overflow found delivered or in sled on the way: counted, so
         // they leave the count.
         let mut settled = 0u64;
-        'refill: while at < end && n < limit {
-            let len = i.journal.segment_len(at.segment).unwrap_or(0);
-            if at.offset >= len {
-                match i.journal.segment_after(at.segment) {
-                    Some(next) => {
-                        at = Position::start_of(next);
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            let stop = if at.segment == end.segment {
-                end.offset.min(len)
-            } else {
-                len
+        let at = self.walk_records(from, end, "waiting for the fast lane", |pos, payload| {
+            let Ok(Entry::Event(header, body)) = entry::decode(payload) else {
+                return Step::Next;
             };
-            // One read for a run of records (they were written moments ago: the page cache
-            // has them), instead of two per record.
-            let (records, damaged) = i.journal.read_run(at, stop, READ_RUN_BYTES);
-            if records.is_empty() && damaged.is_ok() {
-                break;
-            }
-            for (pos, payload) in records {
-                if let Ok(Entry::Event(header, body)) = entry::decode(&payload) {
-                    let job = header
-                        .fresh_jobs()
-                        .find(|j| j.destination == destination && !skip.remove(&j.id));
-                    if let Some(mut job) = job {
-                        if let Some(r) = recheck.as_ref().filter(|r| pos < r.before) {
-                            if r.delivered.contains(&job.id)
-                                || self.in_sled(&job.id).unwrap_or(false)
-                            {
-                                settled += 1;
-                                at = Position {
-                                    segment: pos.segment,
-                                    offset: pos.offset + frame_len(payload.len()),
-                                };
-                                continue;
-                            }
-                        }
-                        if n >= limit {
-                            from_ms = Some(header.received_at_ms);
-                            at = pos;
-                            break 'refill;
-                        }
-                        let Some(with_body) = i.lane.room(destination, header_body_len(&body))
-                        else {
-                            from_ms = Some(header.received_at_ms);
-                            at = pos;
-                            break 'refill;
-                        };
-                        job.event_at = Some(pos);
-                        // The body is at hand: keep it while the lane's budget allows, so the
-                        // lease need not read the record again.
-                        let body = with_body
-                            .then(|| body.bytes().ok().map(|b| Bytes::from(b.into_owned())))
-                            .flatten();
-                        i.lane.push(LaneJob { job, body, at: pos });
-                        n += 1;
-                    }
-                }
-                at = Position {
-                    segment: pos.segment,
-                    offset: pos.offset + frame_len(payload.len()),
-                };
-            }
-            if let Err(e) = damaged {
-                // Damaged on disk since it was written: what follows in this segment cannot
-                // be found by its length. Its jobs stay counted as queued but cannot be
-                // re-created; the rest of the journal can.
-                tracing::error!(destination, segment = at.segment, offset = at.offset, error = %e, "journal: a record waiting for the fast lane cannot be read; going on with the next segment");
-                match i.journal.segment_after(at.segment) {
-                    Some(next) => at = Position::start_of(next),
-                    None => break,
+            let job = header
+                .fresh_jobs()
+                .find(|j| j.destination == destination && !skip.remove(&j.id));
+            let Some(mut job) = job else {
+                return Step::Next;
+            };
+            if let Some(r) = recheck.as_ref().filter(|r| pos < r.before) {
+                if r.delivered.contains(&job.id) || self.in_sled(&job.id).unwrap_or(false) {
+                    settled += 1;
+                    return Step::Next;
                 }
             }
+            let room = i.lane.room(destination, header_body_len(&body));
+            let Some(with_body) = room.filter(|_| n < limit) else {
+                from_ms = Some(header.received_at_ms);
+                return Step::Stop;
+            };
+            job.event_at = Some(pos);
+            // The body is at hand: keep it while the lane's budget allows, so the lease
+            // need not read the record again.
+            let body = with_body
+                .then(|| body.bytes().ok().map(|b| Bytes::from(b.into_owned())))
+                .flatten();
+            i.lane.push(LaneJob { job, body, at: pos });
+            n += 1;
+            if n == limit {
+                // Stop after this one: the overflow goes on from the next record, its jobs
+                // received no earlier than this one.
+                from_ms = Some(header.received_at_ms);
+                return Step::After;
+            }
+            Step::Next
+        });
+        self.refill_finish(destination, at, from_ms, skip, n as u64 + settled, settled);
+        Ok(n)
+    }
+
+    /// Where a refill of `destination` starts, how many jobs it may take, and what it
+    /// skips; `None` when nothing waits or the lane has its share already.
+    fn refill_start(&self, destination: &str) -> Option<Refill> {
+        let i = &self.inner;
+        let parked = self.is_parked(destination);
+        let waiting = i.lane.waiting_of(destination);
+        let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let end = w.journal.end();
+        let o = w.overflow.get_mut(destination)?;
+        // A parked destination (held: see [`Store::park`]) gets one job at a time, for its
+        // probe; one whose jobs went back to the journal for waiting too long gets a small
+        // window. The rest of their queue stays in the journal.
+        let limit = if parked {
+            1
+        } else if o.taken_back {
+            TAKEN_BACK_WINDOW
+        } else {
+            REFILL_CHUNK + waiting
         }
+        .saturating_sub(waiting);
+        (limit > 0).then(|| Refill {
+            from: o.from,
+            end,
+            skip: std::mem::take(&mut o.skip),
+            recheck: o.recheck.clone(),
+            limit,
+        })
+    }
+
+    /// Moves `destination`'s overflow on to `at` after a refill took `gone` jobs out of it
+    /// (`settled` of them found delivered or in sled), with the skip set left; removes it
+    /// once it reached the journal's end.
+    fn refill_finish(
+        &self,
+        destination: &str,
+        at: Position,
+        from_ms: Option<u64>,
+        skip: HashSet<Uuid>,
+        gone: u64,
+        settled: u64,
+    ) {
+        let i = &self.inner;
         let mut w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         let caught_up = at >= w.journal.end();
         if let Some(o) = w.overflow.get_mut(destination) {
-            o.jobs = o.jobs.saturating_sub(n as u64 + settled);
+            o.jobs = o.jobs.saturating_sub(gone);
             o.from = at;
             if let Some(ms) = from_ms {
                 o.from_ms = ms;
@@ -266,7 +272,63 @@ impl Store {
                 self.note_overflow(&w);
             }
         }
-        Ok(n)
+    }
+
+    /// Reads the records from `from` up to `until` in runs (one read for many records,
+    /// from the page cache when they are recent), handing each to `each` with its position,
+    /// until `each` says [`Step::Stop`] (the walk ends at that record) or [`Step::After`]
+    /// (it ends after it). A damaged stretch is logged (what the records are waiting for:
+    /// `what`) and the walk goes on with the next segment: what follows the damage in this
+    /// segment cannot be found by its length. Returns where the walk ended.
+    pub(super) fn walk_records(
+        &self,
+        from: Position,
+        until: Position,
+        what: &str,
+        mut each: impl FnMut(Position, &[u8]) -> Step,
+    ) -> Position {
+        let journal = &self.inner.journal;
+        let mut at = from;
+        while at < until {
+            let len = journal.segment_len(at.segment).unwrap_or(0);
+            if at.offset >= len {
+                match journal.segment_after(at.segment) {
+                    Some(next) => {
+                        at = Position::start_of(next);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let stop = if at.segment == until.segment {
+                until.offset.min(len)
+            } else {
+                len
+            };
+            let (records, damaged) = journal.read_run(at, stop, READ_RUN_BYTES);
+            if records.is_empty() && damaged.is_ok() {
+                break;
+            }
+            for (pos, payload) in records {
+                let next = Position {
+                    segment: pos.segment,
+                    offset: pos.offset + frame_len(payload.len()),
+                };
+                match each(pos, &payload) {
+                    Step::Next => at = next,
+                    Step::Stop => return pos,
+                    Step::After => return next,
+                }
+            }
+            if let Err(e) = damaged {
+                tracing::error!(segment = at.segment, offset = at.offset, error = %e, "journal: a record {what} cannot be read; going on with the next segment");
+                match journal.segment_after(at.segment) {
+                    Some(next) => at = Position::start_of(next),
+                    None => break,
+                }
+            }
+        }
+        at
     }
 
     /// Destinations with jobs waiting in the journal for the lane.

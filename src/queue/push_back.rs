@@ -19,18 +19,15 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::entry::{self, Entry};
-use super::journal::{frame_len, Position};
+use super::journal::Position;
 use super::lane::LaneJob;
-use super::overflow::Overflow;
+use super::overflow::{Overflow, Step};
 use super::{Store, StoreError};
 
 /// How long a job may wait in the fast lane before it goes back to the journal: the lane
 /// holds the young jobs of destinations that keep up; a slow or paused destination's
 /// backlog waits in the journal.
 pub(super) const LANE_MAX_WAIT: Duration = Duration::from_secs(30);
-
-/// Bytes read from the journal at once while looking for a destination's jobs.
-const SCAN_RUN_BYTES: usize = 1 << 20;
 
 impl Store {
     /// Parks or unparks `destination`: while parked (held, see `health`), its waiting
@@ -149,52 +146,19 @@ impl Store {
     /// The ids of `destination`'s jobs in the event records from `from` up to `until`.
     /// A damaged stretch is logged and skipped (its jobs cannot be re-created either).
     fn jobs_between(&self, destination: &str, from: Position, until: Position) -> Vec<Uuid> {
-        let journal = &self.inner.journal;
         let mut out = Vec::new();
-        let mut at = from;
-        while at < until {
-            let len = journal.segment_len(at.segment).unwrap_or(0);
-            if at.offset >= len {
-                match journal.segment_after(at.segment) {
-                    Some(next) => {
-                        at = Position::start_of(next);
-                        continue;
-                    }
-                    None => break,
-                }
+        self.walk_records(from, until, "taken back from the fast lane", |_, payload| {
+            if let Ok(Entry::Event(header, _)) = entry::decode(payload) {
+                out.extend(
+                    header
+                        .jobs
+                        .iter()
+                        .filter(|j| j.destination == destination)
+                        .map(|j| j.id),
+                );
             }
-            let stop = if at.segment == until.segment {
-                until.offset.min(len)
-            } else {
-                len
-            };
-            let (records, damaged) = journal.read_run(at, stop, SCAN_RUN_BYTES);
-            if records.is_empty() && damaged.is_ok() {
-                break;
-            }
-            for (pos, payload) in records {
-                if let Ok(Entry::Event(header, _)) = entry::decode(&payload) {
-                    out.extend(
-                        header
-                            .jobs
-                            .iter()
-                            .filter(|j| j.destination == destination)
-                            .map(|j| j.id),
-                    );
-                }
-                at = Position {
-                    segment: pos.segment,
-                    offset: pos.offset + frame_len(payload.len()),
-                };
-            }
-            if let Err(e) = damaged {
-                tracing::error!(destination, segment = at.segment, offset = at.offset, error = %e, "journal: damaged bytes while taking jobs back from the fast lane; going on with the next segment");
-                match journal.segment_after(at.segment) {
-                    Some(next) => at = Position::start_of(next),
-                    None => break,
-                }
-            }
-        }
+            Step::Next
+        });
         out
     }
 }
