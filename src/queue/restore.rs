@@ -45,7 +45,7 @@ impl Store {
         // Jobs a record counted that were delivered after it, per destination.
         let mut delivered_since: HashMap<String, u64> = HashMap::new();
         for (at, header) in candidates {
-            for mut job in header.fresh_jobs() {
+            for job in header.fresh_jobs() {
                 // Counted by its overflow's record; delivered since (a Delivered record after
                 // the checkpoint) it leaves the count here, moved to sled since it leaves it
                 // below (`uncount_moved_to_sled`); the refill checks again (`Recheck`). No
@@ -68,33 +68,7 @@ impl Store {
                     }
                     continue;
                 }
-                i.stats.add(&job.destination, Slot::Queued(job.state()));
-                report.recreated += 1;
-                let room = i.lane.room(&job.destination, 0).is_some();
-                match overflow.get_mut(&job.destination) {
-                    Some(o) if at >= o.from => o.jobs += 1,
-                    Some(o) if !room => {
-                        // Before a restored overflow: it starts earlier now.
-                        o.from = at;
-                        o.from_ms = o.from_ms.min(header.received_at_ms);
-                        o.jobs += 1;
-                    }
-                    None if !room => {
-                        let mut o = Overflow::new(at, header.received_at_ms);
-                        o.jobs = 1;
-                        overflow.insert(job.destination.clone(), o);
-                    }
-                    Some(_) | None => {
-                        job.event_at = Some(at);
-                        i.lane.push(LaneJob {
-                            job,
-                            body: None,
-                            at,
-                        });
-                        continue;
-                    }
-                }
-                report.waiting += 1;
+                self.recreate(job, at, header.received_at_ms, &mut overflow, report);
             }
         }
         let delivered = Arc::new(delivered);
@@ -116,6 +90,46 @@ impl Store {
             }
         }
         Ok(overflow)
+    }
+
+    /// Re-creates one replayed job of the event at `at`: in the lane while it has room,
+    /// else waiting in the journal, where its destination's overflow starts (earlier now,
+    /// if it was restored from a record that starts later).
+    fn recreate(
+        &self,
+        mut job: JobRecord,
+        at: Position,
+        received_at_ms: u64,
+        overflow: &mut HashMap<String, Overflow>,
+        report: &mut Replayed,
+    ) {
+        let i = &self.inner;
+        i.stats.add(&job.destination, Slot::Queued(job.state()));
+        report.recreated += 1;
+        let room = i.lane.room(&job.destination, 0).is_some();
+        match overflow.get_mut(&job.destination) {
+            Some(o) if at >= o.from => o.jobs += 1,
+            Some(o) if !room => {
+                o.from = at;
+                o.from_ms = o.from_ms.min(received_at_ms);
+                o.jobs += 1;
+            }
+            None if !room => {
+                let mut o = Overflow::new(at, received_at_ms);
+                o.jobs = 1;
+                overflow.insert(job.destination.clone(), o);
+            }
+            Some(_) | None => {
+                job.event_at = Some(at);
+                i.lane.push(LaneJob {
+                    job,
+                    body: None,
+                    at,
+                });
+                return;
+            }
+        }
+        report.waiting += 1;
     }
 
     /// Jobs the overflow record of `destination` counts that moved to sled's retry queue
