@@ -147,18 +147,23 @@ impl Store {
     /// A damaged stretch is logged and skipped (its jobs cannot be re-created either).
     fn jobs_between(&self, destination: &str, from: Position, until: Position) -> Vec<Uuid> {
         let mut out = Vec::new();
-        self.walk_records(from, until, "taken back from the fast lane", |_, payload| {
-            if let Ok(Entry::Event(header, _)) = entry::decode(payload) {
-                out.extend(
-                    header
-                        .jobs
-                        .iter()
-                        .filter(|j| j.destination == destination)
-                        .map(|j| j.id),
-                );
-            }
-            Step::Next
-        });
+        self.walk_records(
+            from,
+            until,
+            "taken back from the fast lane",
+            |_, payload| {
+                if let Ok(Entry::Event(header, _)) = entry::decode(payload) {
+                    out.extend(
+                        header
+                            .jobs
+                            .iter()
+                            .filter(|j| j.destination == destination)
+                            .map(|j| j.id),
+                    );
+                }
+                Step::Next
+            },
+        );
         out
     }
 }
