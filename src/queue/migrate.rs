@@ -130,6 +130,31 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
             routes: job.routes.clone(),
         });
     }
+    let positions = carry_events(store, &events, &bodies, &needed, &mut report)?;
+    let carried: BTreeSet<Uuid> = queued
+        .iter()
+        .map(|j| j.id)
+        .chain(letters.iter().map(|l| l.job.id))
+        .collect();
+    for job in &mut queued {
+        job.event_at = positions.get(&job.event_id).copied();
+    }
+    report.jobs = store.queue_in_sled(&queued)?;
+    carry_dead_letters(store, letters, &positions, &mut report)?;
+    carry_attempts(store, &attempts, &carried, &mut report)?;
+    finish(store, &report)
+}
+
+/// Appends to the journal every old event a carried job or dead letter needs (with its body
+/// and only the carried jobs), in batches; returns where each went.
+fn carry_events(
+    store: &Store,
+    events: &sled::Tree,
+    bodies: &sled::Tree,
+    needed: &BTreeMap<Uuid, Vec<JobSeed>>,
+    report: &mut Carried,
+) -> Result<BTreeMap<Uuid, Position>, StoreError> {
+    let i = &store.inner;
     let mut positions: BTreeMap<Uuid, Position> = BTreeMap::new();
     let ids: Vec<Uuid> = needed.keys().copied().collect();
     for chunk in ids.chunks(BATCH) {
@@ -171,15 +196,18 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
         report.events += at.len();
         positions.extend(carried_ids.into_iter().zip(at));
     }
-    let carried: BTreeSet<Uuid> = queued
-        .iter()
-        .map(|j| j.id)
-        .chain(letters.iter().map(|l| l.job.id))
-        .collect();
-    for job in &mut queued {
-        job.event_at = positions.get(&job.event_id).copied();
-    }
-    report.jobs = store.queue_in_sled(&queued)?;
+    Ok(positions)
+}
+
+/// Writes the old dead letters into `v2.dead`, each pointing at its carried event, with
+/// its expiry.
+fn carry_dead_letters(
+    store: &Store,
+    letters: Vec<DeadLetter>,
+    positions: &BTreeMap<Uuid, Position>,
+    report: &mut Carried,
+) -> Result<(), StoreError> {
+    let t = &store.inner.trees;
     let keep = store.dead_retention_ms();
     for mut letter in letters {
         letter.job.event_at = positions.get(&letter.job.event_id).copied();
@@ -194,6 +222,17 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
         )?;
         report.dead += 1;
     }
+    Ok(())
+}
+
+/// Copies the attempt records of the carried jobs.
+fn carry_attempts(
+    store: &Store,
+    attempts: &sled::Tree,
+    carried: &BTreeSet<Uuid>,
+    report: &mut Carried,
+) -> Result<(), StoreError> {
+    let t = &store.inner.trees;
     for item in attempts.iter() {
         let (key, value) = item?;
         let Some(job) = key.get(..16).and_then(|k| Uuid::from_slice(k).ok()) else {
@@ -205,6 +244,14 @@ fn migrate(store: &Store) -> Result<(), StoreError> {
             report.attempts += 1;
         }
     }
+    Ok(())
+}
+
+/// Makes the migration durable (sled's mark, sync, the checkpoint at the journal's end)
+/// and logs what was carried.
+fn finish(store: &Store, report: &Carried) -> Result<(), StoreError> {
+    let i = &store.inner;
+    let t = &i.trees;
     {
         let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
         // Nothing migrated is only in memory: replay can start after the copies.
