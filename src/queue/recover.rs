@@ -140,35 +140,18 @@ fn check_sled_is_current(store: &Store, dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens the store in `dir` (see [`Store::open`]).
-pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
-    let started = std::time::Instant::now();
-    let private = |source| {
-        StoreError::from(JournalError::Io {
-            path: dir.display().to_string(),
-            source,
-        })
-    };
-    // Written by every run of this format within its first second, and at every stop.
-    let ran_before = dir.join("journal").join("checkpoint").exists();
-    journal::private_dir(dir).map_err(private)?;
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(o.cache_bytes)
-        .mode(sled::Mode::HighThroughput)
-        .open()?;
-    // sled creates its files with the umask's mode (and snapshots later): the directory
-    // above keeps others out of those, and the files there now are owner-only too.
-    close_up_files(dir).map_err(private)?;
-    let db_file = File::options().read(true).open(dir.join("db")).ok();
-    let trees = Trees::open(&db)?;
-    let journal_dir = dir.join("journal");
-    let sled_ms = started.elapsed().as_millis();
-    let (journal, _report) = Journal::open(&journal_dir, o.segment_bytes)?;
+/// The store's state as opened, before counting and replay.
+fn assemble(
+    dir: &Path,
+    o: &StoreOptions,
+    db: sled::Db,
+    trees: Trees,
+    db_file: Option<File>,
+    journal: Journal,
+) -> Store {
     let reader = journal.reader();
-    let seqs: Vec<u64> = reader.segments().iter().map(|s| s.seq).collect();
-    segments::remove_orphan_indexes(&journal_dir, &seqs);
-    let store = Store {
+    let journal_dir = dir.join("journal");
+    Store {
         inner: Arc::new(Inner {
             trees,
             db_file,
@@ -201,7 +184,37 @@ pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
             journal_dir,
             db,
         }),
+    }
+}
+
+/// Opens the store in `dir` (see [`Store::open`]).
+pub(super) fn open(dir: &Path, o: StoreOptions) -> Result<Store, StoreError> {
+    let started = std::time::Instant::now();
+    let private = |source| {
+        StoreError::from(JournalError::Io {
+            path: dir.display().to_string(),
+            source,
+        })
     };
+    // Written by every run of this format within its first second, and at every stop.
+    let ran_before = dir.join("journal").join("checkpoint").exists();
+    journal::private_dir(dir).map_err(private)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(o.cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    // sled creates its files with the umask's mode (and snapshots later): the directory
+    // above keeps others out of those, and the files there now are owner-only too.
+    close_up_files(dir).map_err(private)?;
+    let db_file = File::options().read(true).open(dir.join("db")).ok();
+    let trees = Trees::open(&db)?;
+    let journal_dir = dir.join("journal");
+    let sled_ms = started.elapsed().as_millis();
+    let (journal, _report) = Journal::open(&journal_dir, o.segment_bytes)?;
+    let seqs: Vec<u64> = journal.reader().segments().iter().map(|s| s.seq).collect();
+    segments::remove_orphan_indexes(&journal_dir, &seqs);
+    let store = assemble(dir, &o, db, trees, db_file, journal);
     if ran_before && store.inner.trees.meta.get(migrate::FORMAT_KEY)?.is_none() {
         // sled starts afresh on a `db` that is missing, empty or unreadable: the jobs that
         // waited for a retry and every dead letter were in it. Never silently.
