@@ -321,44 +321,7 @@ impl Store {
         let t = &i.trees;
         let from = Slot::Queued(old.state());
         match transition {
-            Transition::Delivered { attempt } => {
-                let retention = self.retention_ms();
-                let now = now_ms();
-                let was = (&t.jobs, &t.due, &t.done, &t.expiry)
-                    .transaction(|(jobs, due, done, expiry)| {
-                        let Some((stored, mut history)) = unqueue(jobs, due, old)? else {
-                            return Ok(None);
-                        };
-                        let mut settled = stored.clone();
-                        settled.attempts = attempt.attempt;
-                        settled.first_attempt_at_ms =
-                            stored.first_attempt_at_ms.or(Some(attempt.at_ms));
-                        settled.last_attempt_at_ms = Some(attempt.at_ms);
-                        settled.last_status = attempt.status;
-                        settled.last_error = None;
-                        let record = SettledJob {
-                            job: settled,
-                            outcome: "delivered".into(),
-                            settled_at_ms: now,
-                        };
-                        history.push(attempt.clone());
-                        done.insert(old.id.as_bytes(), encode_with(&record, &history))?;
-                        expiry.insert(
-                            keys::expiry_key(
-                                now.saturating_add(retention),
-                                Expiring::Settled,
-                                old.id.as_bytes(),
-                            ),
-                            &[][..],
-                        )?;
-                        Ok(Some(stored))
-                    })
-                    .map_err(StoreError::from)?;
-                if let Some(stored) = was {
-                    self.add_ref(segment_of(&stored), -1);
-                    i.stats.remove(&old.destination, from);
-                }
-            }
+            Transition::Delivered { attempt } => self.settle_sled_delivered(old, &attempt, from)?,
             Transition::Retry { mut job, attempt } => {
                 let was = (&t.jobs, &t.due)
                     .transaction(|(jobs, due)| {
@@ -398,6 +361,54 @@ impl Store {
                     i.stats.add(&old.destination, Slot::Dead);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A job from sled delivered: out of the queue into `v2.done` with its attempts,
+    /// purged after `retention`.
+    fn settle_sled_delivered(
+        &self,
+        old: &JobRecord,
+        attempt: &AttemptRecord,
+        from: Slot,
+    ) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let t = &i.trees;
+        let retention = self.retention_ms();
+        let now = now_ms();
+        let was = (&t.jobs, &t.due, &t.done, &t.expiry)
+            .transaction(|(jobs, due, done, expiry)| {
+                let Some((stored, mut history)) = unqueue(jobs, due, old)? else {
+                    return Ok(None);
+                };
+                let mut settled = stored.clone();
+                settled.attempts = attempt.attempt;
+                settled.first_attempt_at_ms = stored.first_attempt_at_ms.or(Some(attempt.at_ms));
+                settled.last_attempt_at_ms = Some(attempt.at_ms);
+                settled.last_status = attempt.status;
+                settled.last_error = None;
+                let record = SettledJob {
+                    job: settled,
+                    outcome: "delivered".into(),
+                    settled_at_ms: now,
+                };
+                history.push(attempt.clone());
+                done.insert(old.id.as_bytes(), encode_with(&record, &history))?;
+                expiry.insert(
+                    keys::expiry_key(
+                        now.saturating_add(retention),
+                        Expiring::Settled,
+                        old.id.as_bytes(),
+                    ),
+                    &[][..],
+                )?;
+                Ok(Some(stored))
+            })
+            .map_err(StoreError::from)?;
+        if let Some(stored) = was {
+            self.add_ref(segment_of(&stored), -1);
+            i.stats.remove(&old.destination, from);
         }
         Ok(())
     }

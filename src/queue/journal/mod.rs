@@ -215,6 +215,28 @@ pub use format::frame_len;
 use format::*;
 pub use reader::{JournalReader, Records, Scan};
 
+/// The sequence numbers of the segments in `dir`; a `.seg` file named otherwise is refused.
+fn segment_numbers(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let mut seqs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        match stem.parse::<u64>() {
+            Ok(seq) => seqs.push(seq),
+            Err(_) => {
+                return Err(JournalError::BadSegment {
+                    path: entry.path().display().to_string(),
+                    reason: "a .seg file whose name is not a sequence number".into(),
+                })
+            }
+        }
+    }
+    Ok(seqs)
+}
+
 /// The writing end of the journal: one per store, used by one thread at a time.
 #[derive(Debug)]
 pub struct Journal {
@@ -231,23 +253,7 @@ impl Journal {
     /// would pass `segment_bytes`. Truncates a torn tail of the last segment.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Journal, OpenReport), JournalError> {
         private_dir(dir).map_err(io_error(dir))?;
-        let mut seqs = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
-            let entry = entry.map_err(io_error(dir))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
-                continue;
-            };
-            match stem.parse::<u64>() {
-                Ok(seq) => seqs.push(seq),
-                Err(_) => {
-                    return Err(JournalError::BadSegment {
-                        path: entry.path().display().to_string(),
-                        reason: "a .seg file whose name is not a sequence number".into(),
-                    })
-                }
-            }
-        }
+        let mut seqs = segment_numbers(dir)?;
         seqs.sort_unstable();
         let mut report = OpenReport {
             segments: seqs.len(),
@@ -279,38 +285,51 @@ impl Journal {
                         .remove(&last);
                     Journal::create_segment(shared, segment_bytes, last)?
                 } else {
-                    let bytes = read_segment(&path, last)?;
-                    let end = walk(&bytes, last, HEADER_LEN, |_| true);
-                    let mut active = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_error(&path))?;
-                    if end < raw_len {
-                        active.set_len(end).map_err(io_error(&path))?;
-                        active.sync_data().map_err(io_error(&path))?;
-                        tracing::warn!(segment = %path.display(), offset = end, bytes = raw_len - end, "journal: truncated a torn tail (a write cut short by a crash; nothing acknowledged was in it)");
-                        report.truncated = Some((end, raw_len - end));
-                    }
-                    active.seek(SeekFrom::Start(end)).map_err(io_error(&path))?;
-                    shared
-                        .segments
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(last, end);
-                    Journal {
-                        shared,
-                        segment_bytes,
-                        active,
-                        active_seq: last,
-                        active_len: end,
-                        buf: Vec::new(),
-                    }
+                    Journal::reopen(shared, segment_bytes, last, raw_len, &mut report)?
                 }
             }
         };
         journal.buf.reserve(64 * 1024);
         Ok((journal, report))
+    }
+
+    /// Reopens the last segment `last` (`raw_len` bytes on disk) for appending, after its
+    /// last valid frame: a torn tail is truncated, synced and logged.
+    fn reopen(
+        shared: Arc<Shared>,
+        segment_bytes: u64,
+        last: u64,
+        raw_len: u64,
+        report: &mut OpenReport,
+    ) -> Result<Journal, JournalError> {
+        let path = segment_path(&shared.dir, last);
+        let bytes = read_segment(&path, last)?;
+        let end = walk(&bytes, last, HEADER_LEN, |_| true);
+        let mut active = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        if end < raw_len {
+            active.set_len(end).map_err(io_error(&path))?;
+            active.sync_data().map_err(io_error(&path))?;
+            tracing::warn!(segment = %path.display(), offset = end, bytes = raw_len - end, "journal: truncated a torn tail (a write cut short by a crash; nothing acknowledged was in it)");
+            report.truncated = Some((end, raw_len - end));
+        }
+        active.seek(SeekFrom::Start(end)).map_err(io_error(&path))?;
+        shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(last, end);
+        Ok(Journal {
+            shared,
+            segment_bytes,
+            active,
+            active_seq: last,
+            active_len: end,
+            buf: Vec::new(),
+        })
     }
 
     fn create_segment(
