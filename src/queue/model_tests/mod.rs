@@ -17,17 +17,18 @@
 //! - a repeated de-duplication key is answered with the first event's id;
 //! - at the end every job can be driven to delivered or dead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use bytes::Bytes;
 use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::housekeeping::DedupeKey;
-use super::operator::JobStatus;
 use super::tests::{attempt, new_event};
 use super::*;
+
+mod model;
+use model::*;
 
 const DESTS: [&str; 3] = ["a", "b", "c"];
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -43,31 +44,6 @@ fn options() -> StoreOptions {
         dedupe_window: Duration::from_millis(DEDUPE_WINDOW_MS),
         ..StoreOptions::new(1 << 20)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Queued,
-    Dead,
-    /// Delivered or dropped (and maybe purged since).
-    Done,
-}
-
-/// Which durable point makes a job's latest change survive a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// A Delivered record waiting for the next journal append.
-    Journal,
-    /// A sled write waiting for the next sled sync.
-    Sled,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum How {
-    Delivered,
-    RetryPast,
-    RetryFuture,
-    Dead,
 }
 
 #[derive(Debug, Clone)]
@@ -113,125 +89,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::MaintainLater),
         2 => Just(Op::Crash),
     ]
-}
-
-#[derive(Debug)]
-struct Job {
-    dest: &'static str,
-    event: Uuid,
-    body: Bytes,
-    kind: Kind,
-    /// When it is due, while queued.
-    due_ms: u64,
-    held: bool,
-    /// The states a crash may leave it in (always includes `kind`).
-    after_crash: Vec<Kind>,
-    /// What its changes since the last durable point wait for.
-    pending: Option<Class>,
-}
-
-#[derive(Default)]
-struct Model {
-    jobs: HashMap<Uuid, Job>,
-    /// Job ids in acceptance order, for picking.
-    order: Vec<Uuid>,
-    /// De-duplication key -> the event first accepted under it.
-    firsts: HashMap<u8, Uuid>,
-    /// Keys whose first event's segment may have been deleted: a restart may forget them.
-    at_risk: HashSet<u8>,
-    /// Keys a restart may have forgotten: the next accept may be new or a duplicate.
-    uncertain: HashSet<u8>,
-    held: Vec<Lease>,
-}
-
-impl Model {
-    fn set(&mut self, id: &Uuid, kind: Kind, due_ms: u64, class: Class) {
-        let job = self.jobs.get_mut(id).expect("a known job");
-        assert!(
-            job.pending.is_none() || job.pending == Some(class),
-            "a job with a {:?} change pending changes through {class:?}",
-            job.pending
-        );
-        job.kind = kind;
-        job.due_ms = due_ms;
-        if !job.after_crash.contains(&kind) {
-            job.after_crash.push(kind);
-        }
-        job.pending = Some(class);
-    }
-
-    fn durable(&mut self, class: Class) {
-        for job in self.jobs.values_mut() {
-            if job.pending == Some(class) {
-                job.pending = None;
-                job.after_crash = vec![job.kind];
-            }
-        }
-    }
-
-    fn count(&self, kind: Kind) -> usize {
-        self.jobs.values().filter(|j| j.kind == kind).count()
-    }
-
-    fn check_counts(&self, store: &Store, step: &str) {
-        assert_eq!(
-            (store.pending_count(), store.dead_count()),
-            (self.count(Kind::Queued), self.count(Kind::Dead)),
-            "queued and dead counts after {step}"
-        );
-    }
-}
-
-/// What the store says of a job, and its due time when queued: as `event show` tells it
-/// (a job waiting in the journal for the fast lane is found through its event).
-fn observe(store: &Store, id: &Uuid, event: &Uuid) -> (Kind, u64) {
-    let status = match store.event_story(event).expect("event_story") {
-        Some((_, _, jobs)) => jobs
-            .into_iter()
-            .find(|(job, _, _)| job == id)
-            .and_then(|(_, status, _)| status),
-        // The event is gone (past retention): so is every record of the job.
-        None => None,
-    };
-    match status {
-        Some(JobStatus::Queued(job)) => (Kind::Queued, job.next_attempt_at_ms),
-        Some(JobStatus::Dead(_)) => (Kind::Dead, 0),
-        Some(JobStatus::Settled(_)) | None => (Kind::Done, 0),
-    }
-}
-
-/// Every job's state in the store is one the model allows (after a crash: any state since
-/// its last durable point), and the model takes what the store has.
-fn check_all(store: &Store, model: &mut Model, crashed: bool) {
-    for id in &model.order {
-        let event = model.jobs[id].event;
-        let (kind, due_ms) = observe(store, id, &event);
-        let job = model.jobs.get_mut(id).expect("a known job");
-        if crashed {
-            assert!(
-                job.after_crash.contains(&kind),
-                "after a crash job {id} ({}) is {kind:?}; the model allows {:?} (it was {:?})",
-                job.dest,
-                job.after_crash,
-                job.kind
-            );
-            job.kind = kind;
-            job.due_ms = due_ms;
-            job.after_crash = vec![kind];
-            job.pending = None;
-            job.held = false;
-        } else {
-            assert_eq!(kind, job.kind, "job {id} ({})", job.dest);
-        }
-        if job.kind != Kind::Done {
-            assert_eq!(
-                store.load_body(&job.event).expect("load_body").as_ref(),
-                Some(&job.body),
-                "the body of the event of {:?} job {id}",
-                job.kind
-            );
-        }
-    }
 }
 
 fn accept(store: &Store, model: &mut Model, events: &[(u8, Option<u8>)]) {
@@ -406,78 +263,37 @@ fn reopen(dir: &std::path::Path) -> Store {
     super::tests::open_when_free(dir, options())
 }
 
-fn run(ops: &[Op]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(dir.path(), options()).expect("open");
-    let mut model = Model::default();
-    for (n, op) in ops.iter().enumerate() {
-        let step = format!("step {n}: {op:?}");
-        match op {
-            Op::Accept(events) => accept(&store, &mut model, events),
-            Op::Lease { dest, limit } => lease(&store, &mut model, DESTS[*dest], *limit),
-            Op::Settle { pick, how } => settle(&store, &mut model, *pick, *how),
-            Op::RetryDead(pick) | Op::DropDead(pick) => {
-                if model.order.is_empty() {
-                    continue;
-                }
-                let id = model.order[pick % model.order.len()];
-                let dead = model.jobs[&id].kind == Kind::Dead;
-                if matches!(op, Op::RetryDead(_)) {
-                    let queued = store.retry_dead(&id).expect("retry_dead");
-                    assert_eq!(queued.is_some(), dead, "retry_dead of a {:?} job", {
-                        model.jobs[&id].kind
-                    });
-                    if let Some(job) = queued {
-                        assert_eq!(job.id, id);
-                        model.set(&id, Kind::Queued, job.next_attempt_at_ms, Class::Sled);
-                    }
-                } else {
-                    let dropped = store.drop_dead(&id).expect("drop_dead");
-                    assert_eq!(dropped, dead, "drop_dead of a {:?} job", {
-                        model.jobs[&id].kind
-                    });
-                    if dropped {
-                        model.set(&id, Kind::Done, 0, Class::Sled);
-                    }
-                }
-            }
-            Op::Flush => {
-                store.flush().expect("flush");
-                model.durable(Class::Journal);
-                model.durable(Class::Sled);
-            }
-            Op::SyncSettles => {
-                store.sync_settles().expect("sync_settles");
-                model.durable(Class::Journal);
-            }
-            Op::Maintain | Op::MaintainLater => {
-                let now = match op {
-                    Op::Maintain => now_ms(),
-                    _ => now_ms() + 8 * DAY_MS,
-                };
-                let purged = store.maintain(now).expect("maintain");
-                model.durable(Class::Journal);
-                model.durable(Class::Sled);
-                if purged.segments > 0 {
-                    // An identity lives in its event's segment (and in memory): a segment
-                    // deleted takes it away at the next restart.
-                    let keys: Vec<u8> = model.firsts.keys().copied().collect();
-                    model.at_risk.extend(keys);
-                }
-            }
-            Op::Crash => {
-                // No flush, no checkpoint; the leases held are lost with the process.
-                drop(store);
-                store = reopen(dir.path());
-                model.held.clear();
-                let risky: Vec<u8> = model.at_risk.drain().collect();
-                model.uncertain.extend(risky);
-                check_all(&store, &mut model, true);
-            }
-        }
-        model.check_counts(&store, &step);
+/// An operator's retry (with `retry`) or drop of the job `pick` names: it acts exactly on
+/// dead letters.
+fn operator_verb(store: &Store, model: &mut Model, pick: usize, retry: bool) {
+    if model.order.is_empty() {
+        return;
     }
-    check_all(&store, &mut model, false);
+    let id = model.order[pick % model.order.len()];
+    let dead = model.jobs[&id].kind == Kind::Dead;
+    if retry {
+        let queued = store.retry_dead(&id).expect("retry_dead");
+        assert_eq!(queued.is_some(), dead, "retry_dead of a {:?} job", {
+            model.jobs[&id].kind
+        });
+        if let Some(job) = queued {
+            assert_eq!(job.id, id);
+            model.set(&id, Kind::Queued, job.next_attempt_at_ms, Class::Sled);
+        }
+    } else {
+        let dropped = store.drop_dead(&id).expect("drop_dead");
+        assert_eq!(dropped, dead, "drop_dead of a {:?} job", {
+            model.jobs[&id].kind
+        });
+        if dropped {
+            model.set(&id, Kind::Done, 0, Class::Sled);
+        }
+    }
+}
+
+/// Eventually every job can be delivered (or is dead): settles the leases held, then
+/// leases and delivers until nothing is due.
+fn drain(store: &Store, model: &mut Model) {
     // Eventually: every job can be delivered (or is dead), and then nothing is queued.
     for lease in std::mem::take(&mut model.held) {
         store
@@ -515,6 +331,58 @@ fn run(ops: &[Op]) {
             break;
         }
     }
+}
+
+fn run(ops: &[Op]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), options()).expect("open");
+    let mut model = Model::default();
+    for (n, op) in ops.iter().enumerate() {
+        let step = format!("step {n}: {op:?}");
+        match op {
+            Op::Accept(events) => accept(&store, &mut model, events),
+            Op::Lease { dest, limit } => lease(&store, &mut model, DESTS[*dest], *limit),
+            Op::Settle { pick, how } => settle(&store, &mut model, *pick, *how),
+            Op::RetryDead(pick) => operator_verb(&store, &mut model, *pick, true),
+            Op::DropDead(pick) => operator_verb(&store, &mut model, *pick, false),
+            Op::Flush => {
+                store.flush().expect("flush");
+                model.durable(Class::Journal);
+                model.durable(Class::Sled);
+            }
+            Op::SyncSettles => {
+                store.sync_settles().expect("sync_settles");
+                model.durable(Class::Journal);
+            }
+            Op::Maintain | Op::MaintainLater => {
+                let now = match op {
+                    Op::Maintain => now_ms(),
+                    _ => now_ms() + 8 * DAY_MS,
+                };
+                let purged = store.maintain(now).expect("maintain");
+                model.durable(Class::Journal);
+                model.durable(Class::Sled);
+                if purged.segments > 0 {
+                    // An identity lives in its event's segment (and in memory): a segment
+                    // deleted takes it away at the next restart.
+                    let keys: Vec<u8> = model.firsts.keys().copied().collect();
+                    model.at_risk.extend(keys);
+                }
+            }
+            Op::Crash => {
+                // No flush, no checkpoint; the leases held are lost with the process.
+                drop(store);
+                store = reopen(dir.path());
+                model.held.clear();
+                let risky: Vec<u8> = model.at_risk.drain().collect();
+                model.uncertain.extend(risky);
+                check_all(&store, &mut model, true);
+            }
+        }
+        model.check_counts(&store, &step);
+    }
+    check_all(&store, &mut model, false);
+    drain(&store, &mut model);
     assert_eq!(model.count(Kind::Queued), 0, "every queued job was leased");
     model.check_counts(&store, "draining");
     check_all(&store, &mut model, false);
