@@ -28,7 +28,8 @@
 # requests and between runs; only the row labelled "resends" sends one body again and again.
 #
 # In one run, so that ratios hold on a noisy shared machine:
-#   references: a bare hyper server (examples/bare_server.rs) for ingest, nginx proxy_pass to
+#   references: a bare hyper server (examples/bare_server.rs) for ingest, the forward floor
+#     (examples/forward_floor.rs: hyper in, two reqwest POSTs out, nothing else), nginx proxy_pass to
 #     the receiver for end to end, and the peer webhook 2.8 (a rule on video_token + X-KEY
 #     that runs /bin/true);
 #   durable ingest at 32 connections, fan-out 2, with delivery held back (rate_limit 1/h)
@@ -97,9 +98,10 @@ done
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet --bin hookrouter --example bare_server --example loadgen)
+(cd "$ROOT" && cargo build --release --quiet --bin hookrouter --example bare_server --example loadgen --example forward_floor)
 BIN=$ROOT/target/release/hookrouter
 BARE=$ROOT/target/release/examples/bare_server
+FLOOR=$ROOT/target/release/examples/forward_floor
 LOADGEN=$ROOT/target/release/examples/loadgen
 SAMPLE=$ROOT/examples/view.json
 # The sample view with its id replaced by a placeholder, which every request fills in.
@@ -487,7 +489,28 @@ wait "$NGINX_PID" 2>/dev/null || true
 NGINX_PID=
 row "nginx proxy_pass to the receiver (end-to-end reference, stores nothing)" "$NGX forwarded/s" "p50 $W_P50 ms, p99 $W_P99 ms; $ngx_fwd reached the receiver"
 row "end to end, fan-out 2: first POST until both receivers hold every delivery" "$E2E events/s ($((2 * E2E)) deliveries/s): $(pct "$E2E" "$NGX") of nginx" "$FWD_ACC events counted by wrk, $((GOT_A + GOT_B)) deliveries (want $((2 * FWD_ACC)); more: requests in flight when wrk stopped counting) in $E2E_SECS s; deliveries/s are $(pct $((2 * E2E)) "$NGX") of nginx's forwards"
-row "daemon CPU per event (utime+stime, /proc/PID/stat)" "$FWD_CPU us in and out (fan-out 2)" "$HELD_CPU us with delivery held back; webhook: $PEER_CPU us"
+
+# The floor of forwarding with the chosen crates: a bare hyper server that sends each body
+# on to both receivers with reqwest and does nothing else (examples/forward_floor.rs).
+FLOOR_PORT=$(free_port)
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "http://$RECV_A/a" "http://$RECV_B/b" >/dev/null 2>>"$WORK/floor.log" &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" && break; sleep 0.05; done
+ba=$(count_at "$RECV_A")
+bb=$(count_at "$RECV_B")
+cpu0=$(cpu_ticks "$FLOOR_PID")
+t0=$(now)
+run_wrk "http://127.0.0.1:$FLOOR_PORT/webhooks/view" "$WORK/unique.lua"
+((W_OK > 0 && W_NON == 0)) || fail "forward floor: $W_OK 2xx, $W_NON non-2xx"
+FLOOR_RATE=$(num "$(awk -v n="$W_OK" -v s="$W_SECS" 'BEGIN {print n / s}')")
+wait_deliveries "$W_OK" "$ba" "$bb" "forward floor"
+FLOOR_E2E=$(num "$(awk -v n="$W_OK" -v s="$(since "$t0")" 'BEGIN {print n / s}')")
+FLOOR_CPU=$(us_per_event $(($(cpu_ticks "$FLOOR_PID") - cpu0)) "$W_OK")
+kill -TERM "$FLOOR_PID"
+wait "$FLOOR_PID" 2>/dev/null || true
+row "forward floor: bare hyper + two reqwest POSTs per request, nothing stored (reference)" "$FLOOR_RATE req/s: $(pct "$FLOOR_RATE" "$BARE_RATE") of bare" "end to end $FLOOR_E2E events/s ($(pct "$FLOOR_E2E" "$NGX") of nginx); $FLOOR_CPU us CPU per request in and out; p50 $W_P50 ms, p99 $W_P99 ms"
+row "daemon CPU per event (utime+stime, /proc/PID/stat)" "$FWD_CPU us in and out (fan-out 2)" "$HELD_CPU us with delivery held back; webhook: $PEER_CPU us; the forward floor: $FLOOR_CPU us (hookrouter spends $(times_of "$FWD_CPU" "$FLOOR_CPU") that)"
 
 # ---------------------------------------------------------------- p99 at a fixed rate, while delivering
 OL_SECS=$((SECONDS_PER_RUN * 2))
