@@ -8,7 +8,7 @@ use super::tests::{attempt, lease_one, new_event, open_when_free, options, retry
 use super::*;
 
 /// Leases every due job of `destination` (settling each as delivered), in order.
-fn deliver_all(store: &Store, destination: &str) -> Vec<Lease> {
+pub(crate) fn deliver_all(store: &Store, destination: &str) -> Vec<Lease> {
     let mut out = Vec::new();
     loop {
         let leases = store

@@ -18,27 +18,10 @@ fn options() -> StoreOptions {
 
 /// Leases and delivers every job of `destination` until none is left; returns their ids.
 fn deliver_all(store: &Store, destination: &str) -> Vec<Uuid> {
-    let mut out = Vec::new();
-    loop {
-        let leases = store
-            .lease(destination, now_ms(), 7, |_| false)
-            .unwrap()
-            .leases;
-        if leases.is_empty() {
-            return out;
-        }
-        for lease in leases {
-            store
-                .settle(
-                    &lease,
-                    Transition::Delivered {
-                        attempt: attempt(1, 200),
-                    },
-                )
-                .unwrap();
-            out.push(lease.job.id);
-        }
-    }
+    super::overflow_tests::deliver_all(store, destination)
+        .into_iter()
+        .map(|lease| lease.job.id)
+        .collect()
 }
 
 fn ids_of(events: &[NewEvent], destination: &str) -> HashSet<Uuid> {
