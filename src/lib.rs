@@ -41,6 +41,7 @@ pub mod cli_args;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod destination;
 pub mod echo;
 pub mod event;
 pub mod health;

@@ -16,25 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use http::HeaderValue;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::{Destination, SecretString};
+use crate::config::SecretString;
+pub use crate::destination::url_template::encode_component;
+use crate::destination::Destination;
 use crate::queue::Store;
 pub use oauth2::{Issued, OAuth2Spec};
-
-/// Every byte but the unreserved ones of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) is
-/// percent-encoded: a value put into a URL path segment, a query or a form cannot change
-/// the structure around it (no `/`, `?`, `&`, `=`, `#` or `+` survives).
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `value` percent-encoded as one URL component: every byte but `A-Z a-z 0-9 - . _ ~`.
-pub fn encode_component(value: &str) -> String {
-    utf8_percent_encode(value, COMPONENT).to_string()
-}
 
 /// A destination's `auth:`, validated.
 pub enum AuthSpec {

@@ -12,12 +12,11 @@ use serde_yaml::Value;
 
 use super::raw::{RawDestination, StatusItem};
 use super::{deserialize_at, duration_or, validate_retry, Ctx, Destination, Problems};
-use crate::deliver::attempt::{Classifier, StatusSet};
-use crate::deliver::format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
-use crate::deliver::pace::RateLimit;
-use crate::deliver::sign::SigningKey;
-use crate::deliver::template::{is_template, Leaf, Templates};
-use crate::deliver::url_template::UrlTemplate;
+use crate::destination::template::is_template;
+use crate::destination::{
+    builtin_slack_name, Classifier, Format, HeaderSpec, Leaf, RateLimit, SigningKey, StatusSet,
+    Templates, UrlTemplate, BUILTIN_SLACK,
+};
 use crate::health::HealthPolicy;
 use crate::retry::RetryPolicy;
 

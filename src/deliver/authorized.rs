@@ -9,7 +9,7 @@ use http::HeaderValue;
 use super::attempt::{classify_response, describe_error, secrets_sent, Outcome};
 use super::format::RenderedRequest;
 use crate::auth::{AuthError, Authorizer, Issued};
-use crate::config::Destination;
+use crate::destination::Destination;
 
 /// What [`attempt`](super::attempt::attempt) came to.
 #[derive(Debug)]

@@ -17,10 +17,10 @@ pub mod attempt;
 pub mod authorized;
 pub mod format;
 pub mod pace;
-pub mod sign;
-pub mod template;
 pub mod transition;
-pub mod url_template;
+
+// The compiled destination's parts, at their old paths.
+pub use crate::destination::{sign, template, url_template};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::alert::Alerts;
-use crate::config::Destination;
+use crate::destination::Destination;
 use crate::health::{AttemptResult, Gate, HealthBoard};
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::notify::Heartbeats;
