@@ -3,9 +3,11 @@
 //! YAML into these types) nor delivery (which uses them), so both depend on it and not on
 //! each other.
 
+pub mod auth;
 pub mod classify;
 pub mod format;
 pub mod rate_limit;
+pub mod secret;
 pub mod sign;
 pub mod template;
 pub mod url_template;
@@ -14,9 +16,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::{AuthSpec, OAuth2Spec};
 pub use classify::{Classifier, StatusSet};
 pub use format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
 pub use rate_limit::RateLimit;
+pub use secret::SecretString;
 pub use sign::SigningKey;
 pub use template::{Leaf, Node, Templates};
 pub use url_template::UrlTemplate;
@@ -33,7 +37,7 @@ pub struct Destination {
     /// `url:` with `{{ field }}`: rendered per event, each value percent-encoded.
     pub url_template: Option<UrlTemplate>,
     /// `auth:`: bearer, basic or OAuth2 credentials (never shown).
-    pub auth: Option<Arc<crate::auth::AuthSpec>>,
+    pub auth: Option<Arc<AuthSpec>>,
     /// The URL came from `${VAR}` or a file (a Slack webhook URL is a secret): never shown.
     pub url_is_secret: bool,
     /// `method:` (default POST).
