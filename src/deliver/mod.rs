@@ -16,6 +16,7 @@
 pub mod attempt;
 pub mod authorized;
 pub mod format;
+pub mod outcome;
 pub mod pace;
 pub mod transition;
 
@@ -39,8 +40,8 @@ use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::notify::Heartbeats;
 use crate::queue::{now_ms, DeadLetter, Lease, Store, StoreError, Transition};
 use crate::SharedConfig;
-pub use attempt::Outcome;
 pub use format::{render_request, DeliveryIds, RenderError, RenderedRequest};
+pub use outcome::Outcome;
 use pace::Pacer;
 
 /// What a finished delivery task tells its worker: the pause the receiver asked for.
