@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 pub use crate::destination::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
-use crate::destination::{Destination, Leaf, Templates};
+use crate::destination::{show_url, Destination, Leaf, Templates, UrlView};
 use crate::event::EventKind;
 
 /// The ids and time one rendering is for.
@@ -62,7 +62,7 @@ impl fmt::Debug for RenderedRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RenderedRequest")
             .field("method", &self.method)
-            .field("url_host", &self.url.host_str())
+            .field("url_host", &show_url(&self.url, UrlView::Host))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_len", &self.body.len())
             .finish()
@@ -75,23 +75,10 @@ impl RenderedRequest {
     /// userinfo (`user:password@`, credentials by definition), every sensitive header value
     /// is `<secret>`; the body is shown as is.
     pub fn redacted(&self) -> String {
-        let mut url = self.url.clone();
-        if self.url_is_secret {
-            url.set_path("/<secret>");
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            // Both only fail for URLs that cannot have userinfo, which this one has.
-            let _ = url.set_password(None);
-            let _ = url.set_username("<secret>");
-        }
-        if url.query().is_some() {
-            url.set_query(Some("<secret>"));
-        }
-        let mut out = format!(
-            "{} {}\n",
-            self.method,
-            url.as_str().replace("%3Csecret%3E", "<secret>")
-        );
+        let view = UrlView::Request {
+            secret_path: self.url_is_secret,
+        };
+        let mut out = format!("{} {}\n", self.method, show_url(&self.url, view));
         for (name, value) in &self.headers {
             let shown = if value.is_sensitive() {
                 "<secret>".to_string()

@@ -83,7 +83,10 @@ pub struct OAuth2Spec {
 impl std::fmt::Debug for OAuth2Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth2")
-            .field("token_url_host", &self.token_url.host_str())
+            .field(
+                "token_url_host",
+                &super::show_url(&self.token_url, super::UrlView::Host),
+            )
             .field("grant", &self.grant())
             .field("scopes", &self.scopes)
             .finish()

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod classify;
 pub mod format;
 pub mod rate_limit;
+pub mod redact;
 pub mod secret;
 pub mod sign;
 pub mod template;
@@ -20,6 +21,7 @@ pub use auth::{AuthSpec, OAuth2Spec};
 pub use classify::{Classifier, StatusSet};
 pub use format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
 pub use rate_limit::RateLimit;
+pub use redact::{show_url, UrlView};
 pub use secret::SecretString;
 pub use sign::SigningKey;
 pub use template::{Leaf, Node, Templates};
@@ -98,7 +100,7 @@ impl fmt::Debug for Destination {
         // The URL may carry a token (Slack webhook URLs do) and headers carry secrets.
         f.debug_struct("Destination")
             .field("name", &self.name)
-            .field("url_host", &self.url.host_str())
+            .field("url_host", &show_url(&self.url, UrlView::Host))
             .field("method", &self.method)
             .field("format", &self.format.to_string())
             .field("headers", &self.headers.len())

@@ -25,7 +25,7 @@ pub struct UrlTemplate {
 impl std::fmt::Debug for UrlTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UrlTemplate")
-            .field("host", &self.base.host_str())
+            .field("host", &super::show_url(&self.base, super::UrlView::Host))
             .finish()
     }
 }
