@@ -54,6 +54,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod outcomes;
 pub mod payloads;
 pub mod queue;
 pub mod reload;

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::StatusCode;
 
 pub use crate::destination::{Classifier, StatusSet};
+use crate::outcomes::AttemptOutcome;
 
 /// How much of a response body is kept in a dead letter.
 pub const SNIPPET_BYTES: usize = 1024;
@@ -57,6 +58,15 @@ impl Outcome {
             Outcome::Delivered { .. } => "delivered",
             Outcome::Retry { .. } => "retry",
             Outcome::Permanent { .. } => "permanent",
+        }
+    }
+
+    /// The outcome as its attempt record keeps it.
+    pub fn recorded(&self) -> AttemptOutcome {
+        match self {
+            Outcome::Delivered { .. } => AttemptOutcome::Delivered,
+            Outcome::Retry { .. } => AttemptOutcome::Retry,
+            Outcome::Permanent { .. } => AttemptOutcome::Permanent,
         }
     }
 }

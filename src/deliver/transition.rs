@@ -32,7 +32,7 @@ pub fn attempt_record(
         at_ms: started_ms,
         latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         status: outcome.status(),
-        outcome: outcome.label().to_string(),
+        outcome: outcome.recorded(),
         error: match outcome {
             Outcome::Delivered { .. } => None,
             Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => Some(error.clone()),
