@@ -25,7 +25,9 @@ pub use crate::destination::{sign, template, url_template};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
