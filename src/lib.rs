@@ -4,7 +4,9 @@
 //!
 //! The modules, in the order a webhook passes through them:
 //!
-//! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`].
+//! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`],
+//!    whose destinations are [`destination`]'s compiled types (a leaf: neither the config
+//!    nor delivery is named there, both stand on it).
 //! 2. [`ingress`]: the tower service that answers each webhook, on the HTTP/1 accept loop
 //!    it shares with the admin API ([`http_server`]).
 //! 3. [`verify`]: the `X-KEY` check; only it produces a [`verify::Verified`] request.
@@ -12,8 +14,9 @@
 //! 5. [`queue`]: the ingest journal, the fast lane and sled's retry queue, with the group
 //!    committer; a request is answered 200 only after its event is in the journal and
 //!    `fdatasync`ed.
-//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome,
-//!    with the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh).
+//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome
+//!    (decided without I/O in `deliver::outcome`, recorded as [`outcomes`]' enums), with
+//!    the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh).
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
