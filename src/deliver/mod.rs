@@ -182,6 +182,24 @@ struct Worker {
 }
 
 impl Worker {
+    /// A delivery task ended: a receiver's `Retry-After` pauses the whole destination; a
+    /// store error is logged and the worker pauses before it looks again.
+    async fn finished(&self, result: Done, pacer: &mut Pacer) {
+        match result {
+            Ok(Some(delay)) if !delay.is_zero() => {
+                self.inner.metrics.paused(&self.name, delay);
+                if pacer.pause(Instant::now(), delay) {
+                    tracing::warn!(destination = %self.name, pause_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "the destination asked to slow down (Retry-After); pausing all its deliveries");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(destination = %self.name, error = %e, "cannot record a delivery outcome; the job stays queued");
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+            }
+        }
+    }
+
     async fn run(self) {
         let mut in_flight: JoinSet<Done> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
@@ -242,19 +260,7 @@ impl Worker {
                         Err(e) => (e.id(), Ok(None)),
                     };
                     ids.remove(&task);
-                    match result {
-                        Ok(Some(delay)) if !delay.is_zero() => {
-                            self.inner.metrics.paused(&self.name, delay);
-                            if pacer.pause(Instant::now(), delay) {
-                                tracing::warn!(destination = %self.name, pause_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "the destination asked to slow down (Retry-After); pausing all its deliveries");
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(destination = %self.name, error = %e, "cannot record a delivery outcome; the job stays queued");
-                            tokio::time::sleep(STORE_ERROR_PAUSE).await;
-                        }
-                    }
+                    self.finished(result, &mut pacer).await;
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
