@@ -16,7 +16,8 @@
 //!    `fdatasync`ed.
 //! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome
 //!    (decided without I/O in `deliver::outcome`, recorded as [`outcomes`]' enums), with
-//!    the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh).
+//!    the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh), both over the
+//!    outbound client of [`http_client`].
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
@@ -48,6 +49,7 @@ pub mod destination;
 pub mod echo;
 pub mod event;
 pub mod health;
+pub mod http_client;
 pub mod http_server;
 pub mod ingress;
 pub mod init;

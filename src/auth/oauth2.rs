@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{encode_component, AuthError};
-use crate::deliver::attempt::{describe_error, mask, read_body};
 pub use crate::destination::auth::OAuth2Spec;
 use crate::destination::SecretString;
+use crate::http_client::{describe_error, mask, read_body};
 use crate::queue::Store;
 
 /// OAuth error codes that mean the credentials themselves are refused (RFC 6749 5.2), and

@@ -3,7 +3,7 @@
 //! decides what the attempt came to; the worker turns that into a store update with the
 //! pure retry policy (`transition.rs`).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -11,22 +11,9 @@ use super::format::{render_request, DeliveryIds};
 pub use super::outcome::{parse_retry_after, Outcome, ResponseSummary, SNIPPET_BYTES};
 use crate::destination::Destination;
 pub use crate::destination::{Classifier, StatusSet};
+pub use crate::http_client::build_client;
+pub(crate) use crate::http_client::{describe_error, mask, read_body};
 use crate::queue::JobRecord;
-
-/// How much of a response body is read at most (the rest is discarded unread).
-const MAX_RESPONSE_READ: usize = 64 * 1024;
-/// Builds the one HTTP client all deliveries share.
-///
-/// Redirects are not followed (reqwest would turn a redirected POST into a body-less GET);
-/// proxies from the environment are ignored, so deliveries go where the config says.
-pub fn build_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("hookrouter/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-}
 
 /// Renders `job` for `dest` (the same [`render_request`] that `route --render` shows) and
 /// sends it once (with an OAuth2 token from `auth`, refreshed and sent again once after a
@@ -69,45 +56,6 @@ pub async fn attempt(
     }
 }
 
-/// Describes a transport error without the URL (which may hold a secret token).
-pub(crate) fn describe_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "response body error"
-    } else {
-        "request failed"
-    };
-    let mut detail = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
-
-pub(crate) async fn read_body(mut response: reqwest::Response) -> Option<String> {
-    let mut buf = Vec::new();
-    while buf.len() < MAX_RESPONSE_READ {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    if buf.is_empty() {
-        return None;
-    }
-    buf.truncate(MAX_RESPONSE_READ);
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// Secret text shorter than this is not masked in response bodies (it would garble them,
 /// and so short a value is no secret).
 const MIN_MASKED_LEN: usize = 4;
@@ -135,18 +83,6 @@ pub(crate) fn secrets_sent(r: &super::format::RenderedRequest) -> Vec<String> {
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out.dedup();
     out
-}
-
-/// `body` with every one of `secrets` replaced by `<secret>`, so a dead letter's stored
-/// response snippet never holds our credentials.
-pub(crate) fn mask(body: String, secrets: &[String]) -> String {
-    secrets.iter().fold(body, |b, s| {
-        if b.contains(s.as_str()) {
-            b.replace(s.as_str(), "<secret>")
-        } else {
-            b
-        }
-    })
 }
 
 pub(crate) async fn classify_response(
