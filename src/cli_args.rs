@@ -46,6 +46,9 @@ pub enum LogFormat {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// The flattened and subcommand fields carry no doc comment: clap would read one as help
+// text; the help is the flattened arguments' own.
+#[allow(missing_docs)]
 pub enum Command {
     /// Run the daemon.
     #[command(after_help = examples::SERVE)]
@@ -326,6 +329,9 @@ pub struct EventFilters {
 
 /// `hookrouter replay EVENT_ID... | --since T [filters] [--to D] [--dry-run] | --cancel ID`.
 #[derive(Debug, Clone, Args)]
+// The flattened and subcommand fields carry no doc comment: clap would read one as help
+// text; the help is the flattened arguments' own.
+#[allow(missing_docs)]
 pub struct ReplayArgs {
     /// Event ids to replay (instead of `--since`).
     #[arg(required_unless_present_any = ["since", "cancel"], conflicts_with_all = ["since", "cancel"])]
@@ -353,6 +359,9 @@ pub struct ReplayArgs {
 
 /// `hookrouter event ...`.
 #[derive(Debug, Clone, Subcommand)]
+// The flattened and subcommand fields carry no doc comment: clap would read one as help
+// text; the help is the flattened arguments' own.
+#[allow(missing_docs)]
 pub enum EventCommand {
     /// List recorded events, newest first, a page at a time.
     #[command(after_help = examples::EVENT_LIST)]
@@ -397,65 +406,65 @@ pub enum DestinationCommand {
 
 /// The examples under each command's `--help` (and in its man page).
 mod examples {
-    pub const SERVE: &str = "Examples:
+    pub(super) const SERVE: &str = "Examples:
   hookrouter serve --config /etc/hookrouter/routes.yaml
   RUST_LOG=hookrouter=debug hookrouter serve --log-format json
   kill -HUP $(pidof hookrouter)     # reload routes.yaml";
-    pub const CHECK: &str = "Examples:
+    pub(super) const CHECK: &str = "Examples:
   hookrouter check --config /etc/hookrouter/routes.yaml
   hookrouter check --strict         # warnings fail too (exit 64), e.g. in CI
   hookrouter check --json | jq '.warnings[].message'
   hookrouter check --no-environment # secrets only the service can read (systemd credentials)";
-    pub const INIT: &str = "Examples:
+    pub(super) const INIT: &str = "Examples:
   sudo hookrouter init /etc/hookrouter
   hookrouter init ./try-it";
-    pub const ROUTE: &str = "Examples:
+    pub(super) const ROUTE: &str = "Examples:
   hookrouter route --event view examples/view.json --explain
   hookrouter route --event lead examples/lead.json --render
   curl -s https://example.com/sample.json | hookrouter route --event interaction --json";
-    pub const SEND: &str = "Examples:
+    pub(super) const SEND: &str = "Examples:
   hookrouter send --destination sales-slack                 # the sample view payload
   hookrouter send --destination crm --event lead examples/lead.json
   hookrouter echo & hookrouter send --destination local-echo";
-    pub const STATUS: &str = "Examples:
+    pub(super) const STATUS: &str = "Examples:
   hookrouter status
   hookrouter status --admin http://127.0.0.1:9090 --json";
-    pub const DEAD: &str = "Examples:
+    pub(super) const DEAD: &str = "Examples:
   hookrouter dead list --destination crm
   hookrouter dead show 0190f6a4-...
   hookrouter dead retry --all --destination crm";
-    pub const DEAD_LIST: &str = "Examples:
+    pub(super) const DEAD_LIST: &str = "Examples:
   hookrouter dead list
   hookrouter dead list --destination crm --limit 10 --json";
-    pub const DEAD_SHOW: &str = "Example:
+    pub(super) const DEAD_SHOW: &str = "Example:
   hookrouter dead show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
-    pub const DEAD_RETRY: &str = "Examples:
+    pub(super) const DEAD_RETRY: &str = "Examples:
   hookrouter dead retry 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
   hookrouter dead retry --all --destination crm";
-    pub const DEAD_DROP: &str = "Example:
+    pub(super) const DEAD_DROP: &str = "Example:
   hookrouter dead drop 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
-    pub const EVENT: &str = "Example:
+    pub(super) const EVENT: &str = "Example:
   hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a";
-    pub const EVENT_SHOW: &str = "Examples:
+    pub(super) const EVENT_SHOW: &str = "Examples:
   hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
   hookrouter event show 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a --json";
-    pub const DESTINATION: &str = "Examples:
+    pub(super) const DESTINATION: &str = "Examples:
   hookrouter destination hold crm       # planned maintenance: send it nothing, keep its queue
   hookrouter destination release crm    # resume (also ends a hold after failures)";
-    pub const DESTINATION_HOLD: &str = "Example:
+    pub(super) const DESTINATION_HOLD: &str = "Example:
   hookrouter destination hold crm --admin http://127.0.0.1:9090";
-    pub const DESTINATION_RELEASE: &str = "Example:
+    pub(super) const DESTINATION_RELEASE: &str = "Example:
   hookrouter destination release crm";
-    pub const REPLAY: &str = "Examples:
+    pub(super) const REPLAY: &str = "Examples:
   hookrouter replay --since 24h --to new-crm --dry-run --explain
   hookrouter replay --since 24h --to new-crm      # backfill a destination just added
   hookrouter replay 0190f6a4-8e1c-7c3d-b7a9-1f2e3d4c5b6a
   hookrouter replay --cancel 0190f6b0-...";
-    pub const EVENT_LIST: &str = "Examples:
+    pub(super) const EVENT_LIST: &str = "Examples:
   hookrouter event list --since 2h --kind lead
   hookrouter event list --since 24h --status unrouted
   hookrouter event list --since 7d --mindstamp-id 12345 --json";
-    pub const ECHO: &str = "Examples:
+    pub(super) const ECHO: &str = "Examples:
   hookrouter echo
   hookrouter echo --listen 127.0.0.1:9100";
 }

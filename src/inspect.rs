@@ -9,22 +9,15 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::config::{Config, Destination};
+use crate::destination::{show_url, UrlView};
 use crate::event::EventKind;
 use crate::route::explain::{render_explanation, RouteExplanation};
 use crate::route::Decision;
 
 /// The part of a destination URL that is safe to print: Slack and many CRMs put tokens in
-/// the path or query.
+/// the path or query ([`UrlView::Origin`]).
 pub fn safe_url(dest: &Destination) -> String {
-    let url = &dest.url;
-    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?"));
-    if let Some(port) = url.port() {
-        let _ = write!(out, ":{port}");
-    }
-    if url.path() != "/" || url.query().is_some() {
-        out.push_str("/…");
-    }
-    out
+    show_url(&dest.url, UrlView::Origin)
 }
 
 /// `check`'s summary: keys count, destinations, and each route with its conditions on one line.

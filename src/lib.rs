@@ -4,7 +4,9 @@
 //!
 //! The modules, in the order a webhook passes through them:
 //!
-//! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`].
+//! 1. [`config`]: `routes.yaml` parsed, expanded and validated into a [`config::Config`],
+//!    whose destinations are [`destination`]'s compiled types (a leaf: neither the config
+//!    nor delivery is named there, both stand on it).
 //! 2. [`ingress`]: the tower service that answers each webhook, on the HTTP/1 accept loop
 //!    it shares with the admin API ([`http_server`]).
 //! 3. [`verify`]: the `X-KEY` check; only it produces a [`verify::Verified`] request.
@@ -12,8 +14,10 @@
 //! 5. [`queue`]: the ingest journal, the fast lane and sled's retry queue, with the group
 //!    committer; a request is answered 200 only after its event is in the journal and
 //!    `fdatasync`ed.
-//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome,
-//!    with the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh).
+//! 6. [`deliver`]: one worker per destination sends due jobs and records each outcome
+//!    (decided without I/O in `deliver::outcome`, recorded as [`outcomes`]' enums), with
+//!    the credentials of [`auth`] (bearer, basic, OAuth2 tokens kept fresh), both over the
+//!    outbound client of [`http_client`].
 //! 7. [`retry`]: the pure backoff policy that turns a failure into the next attempt time or
 //!    a dead letter.
 //!
@@ -41,9 +45,11 @@ pub mod cli_args;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod destination;
 pub mod echo;
 pub mod event;
 pub mod health;
+pub mod http_client;
 pub mod http_server;
 pub mod ingress;
 pub mod init;
@@ -53,6 +59,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod outcomes;
 pub mod payloads;
 pub mod queue;
 pub mod reload;

@@ -325,6 +325,27 @@ fn unknown_name(e: &minijinja::Error) -> Option<String> {
     Some(message)
 }
 
+/// A templated URL's fields: a misspelt one would dead-letter every delivery.
+fn url_fields(
+    dest_name: &str,
+    url: &crate::destination::UrlTemplate,
+    kinds: &[EventKind],
+    warnings: &mut Problems,
+) {
+    let path = format!("destinations.{dest_name}.url");
+    for var in url.variables() {
+        let field = var.strip_prefix("payload.").unwrap_or(&var);
+        if CONTEXT_NAMES.contains(&field.split('.').next().unwrap_or_default())
+            && !var.starts_with("payload.")
+        {
+            continue;
+        }
+        if let Some(message) = misfit(field, kinds, "this URL") {
+            warnings.push(&path, message);
+        }
+    }
+}
+
 fn templates(
     dest_name: &str,
     dest: &Destination,
@@ -338,19 +359,7 @@ fn templates(
         None => EventKind::ALL.to_vec(),
     };
     if let (Some(url), true) = (&dest.url_template, routed.is_some()) {
-        // A templated URL's fields: a misspelt one would dead-letter every delivery.
-        let path = format!("destinations.{dest_name}.url");
-        for var in url.variables() {
-            let field = var.strip_prefix("payload.").unwrap_or(&var);
-            if CONTEXT_NAMES.contains(&field.split('.').next().unwrap_or_default())
-                && !var.starts_with("payload.")
-            {
-                continue;
-            }
-            if let Some(message) = misfit(field, &kinds, "this URL") {
-                warnings.push(&path, message);
-            }
-        }
+        url_fields(dest_name, url, &kinds, warnings);
     }
     let ids = DeliveryIds::now(uuid::Uuid::nil(), uuid::Uuid::nil());
     let mut names = dest.templates.names();

@@ -132,21 +132,7 @@ pub async fn send(
     let ids = DeliveryIds::now(Uuid::now_v7(), Uuid::now_v7());
     let mut rendered = render_request(dest, kind, &body, payload, &ids)?;
     let client = build_client()?;
-    if let Some(crate::auth::AuthSpec::OAuth2(spec)) = dest.auth.as_deref() {
-        if spec.refresh_token.is_some() {
-            return Err(SendError::RefreshGrant(destination.to_string()));
-        }
-        // Client credentials: a token of its own, kept in memory only.
-        let authorizer = crate::auth::Authorizer::new(client.clone(), None);
-        if let Some(source) = authorizer.source(dest) {
-            let issued = source.token().await?;
-            if !crate::deliver::authorized::insert_token(&mut rendered, &issued) {
-                return Err(SendError::Auth(crate::auth::AuthError::Unavailable(
-                    "the access token is not a valid header value".into(),
-                )));
-            }
-        }
-    }
+    add_client_token(&client, dest, &mut rendered).await?;
     let request = rendered.redacted();
     let secrets = secrets_sent(&rendered);
     let started = Instant::now();
@@ -159,41 +145,7 @@ pub async fn send(
         .await;
     let answer = match sent {
         Err(e) => Err(describe_error(&e)),
-        Ok(response) => {
-            let status = response.status();
-            let headers: Vec<(String, String)> = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                    (k.to_string(), mask(value, &secrets))
-                })
-                .collect();
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            let (location, retry_after) = (header("location"), header("retry-after"));
-            let body = read_body(response).await.map(|b| mask(b, &secrets));
-            let verdict = dest.classify.classify(
-                status,
-                ResponseSummary {
-                    location,
-                    retry_after,
-                    body: body.clone(),
-                },
-                SystemTime::now(),
-            );
-            Ok(Answer {
-                status: status.as_u16(),
-                reason: status.canonical_reason().unwrap_or("").to_string(),
-                headers,
-                body,
-                verdict,
-            })
-        }
+        Ok(response) => Ok(read_answer(dest, response, &secrets).await),
     };
     Ok(Sent {
         destination: destination.to_string(),
@@ -202,6 +154,72 @@ pub async fn send(
         elapsed: started.elapsed(),
         answer,
     })
+}
+
+/// An OAuth2 destination's token for a one-off send: client credentials only (a refresh
+/// grant would rotate the daemon's refresh token behind its back), kept in memory.
+async fn add_client_token(
+    client: &reqwest::Client,
+    dest: &crate::destination::Destination,
+    rendered: &mut crate::deliver::RenderedRequest,
+) -> Result<(), SendError> {
+    if let Some(crate::auth::AuthSpec::OAuth2(spec)) = dest.auth.as_deref() {
+        if spec.refresh_token.is_some() {
+            return Err(SendError::RefreshGrant(dest.name.clone()));
+        }
+        // Client credentials: a token of its own, kept in memory only.
+        let authorizer = crate::auth::Authorizer::new(client.clone(), None);
+        if let Some(source) = authorizer.source(dest) {
+            let issued = source.token().await?;
+            if !crate::deliver::authorized::insert_token(rendered, &issued) {
+                return Err(SendError::Auth(crate::auth::AuthError::Unavailable(
+                    "the access token is not a valid header value".into(),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The receiver's answer, secrets masked, with the verdict delivery would reach.
+async fn read_answer(
+    dest: &crate::destination::Destination,
+    response: reqwest::Response,
+    secrets: &[String],
+) -> Answer {
+    let status = response.status();
+    let headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.to_string(), mask(value, secrets))
+        })
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (location, retry_after) = (header("location"), header("retry-after"));
+    let body = read_body(response).await.map(|b| mask(b, secrets));
+    let verdict = dest.classify.classify(
+        status,
+        ResponseSummary {
+            location,
+            retry_after,
+            body: body.clone(),
+        },
+        SystemTime::now(),
+    );
+    Answer {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("").to_string(),
+        headers,
+        body,
+        verdict,
+    }
 }
 
 /// The request and its answer as text for a terminal.

@@ -228,7 +228,7 @@ pub(super) fn event_detail(e: &EventView, out: &mut String) {
                     a.at.clone(),
                     a.status.map_or("-".into(), |s| s.to_string()),
                     format!("{} ms", a.latency_ms),
-                    a.outcome.clone(),
+                    a.outcome.to_string(),
                     clip(a.error.as_deref().unwrap_or(""), 60),
                 ]
             })

@@ -199,8 +199,8 @@ pub struct AttemptView {
     pub latency_ms: u64,
     /// HTTP status, if a response came back.
     pub status: Option<u16>,
-    /// `delivered`, `retry` or `permanent`.
-    pub outcome: String,
+    /// `delivered`, `retry` or `permanent` (as recorded).
+    pub outcome: crate::outcomes::AttemptOutcome,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -304,7 +304,7 @@ impl JobView {
                 dead_reason: Some(letter.reason.clone()),
                 ..base(&letter.job, "dead")
             },
-            Some(JobStatus::Settled(s)) => base(&s.job, &s.outcome),
+            Some(JobStatus::Settled(s)) => base(&s.job, s.outcome.as_str()),
             None => JobView {
                 id: job_id.to_string(),
                 destination: String::new(),

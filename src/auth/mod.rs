@@ -11,86 +11,15 @@
 pub mod oauth2;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use http::HeaderValue;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use crate::config::{Destination, SecretString};
+pub use crate::destination::url_template::encode_component;
+pub use crate::destination::AuthSpec;
+use crate::destination::Destination;
+#[cfg(test)]
+use crate::destination::SecretString;
 use crate::queue::Store;
 pub use oauth2::{Issued, OAuth2Spec};
-
-/// Every byte but the unreserved ones of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) is
-/// percent-encoded: a value put into a URL path segment, a query or a form cannot change
-/// the structure around it (no `/`, `?`, `&`, `=`, `#` or `+` survives).
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// `value` percent-encoded as one URL component: every byte but `A-Z a-z 0-9 - . _ ~`.
-pub fn encode_component(value: &str) -> String {
-    utf8_percent_encode(value, COMPONENT).to_string()
-}
-
-/// A destination's `auth:`, validated.
-pub enum AuthSpec {
-    /// `bearer: { token }`, `bearer: { file }` or `bearer: "${VAR}"`: `Authorization:
-    /// Bearer <token>` (the token as written, without the word Bearer).
-    Bearer(SecretString),
-    /// `basic: { user, password }`: `Authorization: Basic base64(user:password)`.
-    Basic {
-        /// The user name.
-        user: String,
-        /// The password.
-        password: SecretString,
-    },
-    /// `oauth2:`: a token from the token endpoint, refreshed as needed.
-    OAuth2(OAuth2Spec),
-}
-
-impl fmt::Debug for AuthSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuthSpec::Bearer(_) => f.write_str("Bearer(<secret>)"),
-            AuthSpec::Basic { user, .. } => write!(f, "Basic({user:?}, <secret>)"),
-            AuthSpec::OAuth2(spec) => spec.fmt(f),
-        }
-    }
-}
-
-impl AuthSpec {
-    /// The `Authorization` value of a fixed credential (bearer, basic), marked sensitive;
-    /// `None` for OAuth2, whose token is added when the request is sent.
-    pub fn static_header(&self) -> Option<HeaderValue> {
-        let text = match self {
-            AuthSpec::Bearer(token) => format!("Bearer {}", token.expose()),
-            AuthSpec::Basic { user, password } => {
-                let pair = format!("{user}:{}", password.expose());
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                )
-            }
-            AuthSpec::OAuth2(_) => return None,
-        };
-        let mut value = HeaderValue::from_str(&text).ok()?;
-        value.set_sensitive(true);
-        Some(value)
-    }
-
-    /// `bearer`, `basic` or `oauth2`, for summaries.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AuthSpec::Bearer(_) => "bearer",
-            AuthSpec::Basic { .. } => "basic",
-            AuthSpec::OAuth2(_) => "oauth2",
-        }
-    }
-}
 
 /// Why no token could be had for a request.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{encode_component, AuthError};
-use crate::config::SecretString;
-use crate::deliver::attempt::{describe_error, mask, read_body};
+pub use crate::destination::auth::OAuth2Spec;
+use crate::destination::SecretString;
+use crate::http_client::{describe_error, mask, read_body};
 use crate::queue::Store;
 
 /// OAuth error codes that mean the credentials themselves are refused (RFC 6749 5.2), and
@@ -37,58 +38,6 @@ const REFUSED: [&str; 4] = [
 ];
 /// The longest margin before expiry at which a token is refreshed.
 const MAX_MARGIN: Duration = Duration::from_secs(60);
-
-/// `auth.oauth2:` of a destination, validated.
-#[derive(Clone)]
-pub struct OAuth2Spec {
-    /// Where tokens come from.
-    pub token_url: reqwest::Url,
-    /// `client_id`.
-    pub client_id: String,
-    /// `client_secret`.
-    pub client_secret: SecretString,
-    /// `refresh_token`: present, the refresh-token grant; absent, client credentials.
-    pub refresh_token: Option<SecretString>,
-    /// `scopes`, sent space-separated as `scope` when not empty.
-    pub scopes: Vec<String>,
-}
-
-impl std::fmt::Debug for OAuth2Spec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth2")
-            .field("token_url_host", &self.token_url.host_str())
-            .field("grant", &self.grant())
-            .field("scopes", &self.scopes)
-            .finish()
-    }
-}
-
-impl OAuth2Spec {
-    /// `refresh_token` or `client_credentials`.
-    pub fn grant(&self) -> &'static str {
-        if self.refresh_token.is_some() {
-            "refresh_token"
-        } else {
-            "client_credentials"
-        }
-    }
-
-    /// A digest of every setting: a reload that changes one gets a new token source.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        for part in [
-            self.token_url.as_str(),
-            &self.client_id,
-            self.client_secret.expose(),
-            self.refresh_token.as_ref().map_or("", |t| t.expose()),
-            &self.scopes.join(" "),
-        ] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
-        }
-        h.finalize().into()
-    }
-}
 
 /// An access token handed to a request.
 #[derive(Clone)]

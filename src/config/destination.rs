@@ -12,12 +12,12 @@ use serde_yaml::Value;
 
 use super::raw::{RawDestination, StatusItem};
 use super::{deserialize_at, duration_or, validate_retry, Ctx, Destination, Problems};
-use crate::deliver::attempt::{Classifier, StatusSet};
-use crate::deliver::format::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
-use crate::deliver::pace::RateLimit;
-use crate::deliver::sign::SigningKey;
-use crate::deliver::template::{is_template, Leaf, Templates};
-use crate::deliver::url_template::UrlTemplate;
+use crate::destination::template::is_template;
+use crate::destination::AuthSpec;
+use crate::destination::{
+    builtin_slack_name, Classifier, Format, HeaderSpec, Leaf, RateLimit, SigningKey, StatusSet,
+    Templates, UrlTemplate, BUILTIN_SLACK,
+};
 use crate::health::HealthPolicy;
 use crate::retry::RetryPolicy;
 
@@ -85,28 +85,8 @@ fn validate_one(
     source_digest: u64,
 ) -> Option<Destination> {
     let problems = &mut *ctx.problems;
-    let (url, url_template) = match UrlTemplate::compile(&raw.url) {
-        Ok(Some(t)) => (Some(t.base().clone()), Some(t)),
-        Ok(None) => (validate_url(&raw.url, path, problems), None),
-        Err(e) => {
-            if !problems.has(&format!("{path}.url")) {
-                problems.push(&format!("{path}.url"), e);
-            }
-            (None, None)
-        }
-    };
-    let auth = super::auth::validate_auth(raw.auth.as_ref(), &format!("{path}.auth"), problems);
-    if auth.is_some()
-        && raw
-            .headers
-            .keys()
-            .any(|k| k.eq_ignore_ascii_case("authorization"))
-    {
-        problems.push(
-            &format!("{path}.auth"),
-            "auth: and an Authorization header cannot both be set; keep one",
-        );
-    }
+    let (url, url_template) = validate_target(&raw.url, path, problems);
+    let auth = validate_auth(&raw, path, problems);
     let method = validate_method(raw.method.as_deref(), path, problems);
     let mut templates = Templates::new();
     let headers = validate_headers(&raw, path, ctx.secrets, &mut templates, ctx.problems);
@@ -126,32 +106,9 @@ fn validate_one(
         Some(r) => validate_retry(retry, r, &format!("{path}.retry"), problems),
         None => retry.clone(),
     };
-    let concurrency = raw.concurrency.unwrap_or(8);
-    if concurrency == 0 || concurrency > 1024 {
-        problems.push(&format!("{path}.concurrency"), "must be between 1 and 1024");
-    }
-    let rate_limit = raw
-        .rate_limit
-        .as_deref()
-        .and_then(|r| match RateLimit::parse(r) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                problems.push(&format!("{path}.rate_limit"), e);
-                None
-            }
-        });
+    let (concurrency, rate_limit) = validate_pace(&raw, path, problems);
     let classify = validate_classifier(&raw, path, problems);
-    let max_age = raw.max_age.as_ref().map(|_| {
-        duration_or(
-            raw.max_age.as_ref(),
-            Duration::MAX,
-            &format!("{path}.max_age"),
-            problems,
-        )
-    });
-    if max_age.is_some_and(|d| d.is_zero()) {
-        problems.push(&format!("{path}.max_age"), "must be greater than zero");
-    }
+    let max_age = validate_max_age(&raw, path, problems);
     let sign = raw
         .sign
         .as_ref()
@@ -182,6 +139,80 @@ fn validate_one(
         health,
         source_digest,
     })
+}
+
+/// `url:`: a fixed URL, or a template with its fixed part (scheme to first template).
+fn validate_target(
+    raw: &str,
+    path: &str,
+    problems: &mut Problems,
+) -> (Option<reqwest::Url>, Option<UrlTemplate>) {
+    match UrlTemplate::compile(raw) {
+        Ok(Some(t)) => (Some(t.base().clone()), Some(t)),
+        Ok(None) => (validate_url(raw, path, problems), None),
+        Err(e) => {
+            if !problems.has(&format!("{path}.url")) {
+                problems.push(&format!("{path}.url"), e);
+            }
+            (None, None)
+        }
+    }
+}
+
+/// `auth:`, which an `Authorization` header of the destination would contradict.
+fn validate_auth(raw: &RawDestination, path: &str, problems: &mut Problems) -> Option<AuthSpec> {
+    let auth = super::auth::validate_auth(raw.auth.as_ref(), &format!("{path}.auth"), problems);
+    if auth.is_some()
+        && raw
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+    {
+        problems.push(
+            &format!("{path}.auth"),
+            "auth: and an Authorization header cannot both be set; keep one",
+        );
+    }
+    auth
+}
+
+/// `concurrency:` (default 8) and `rate_limit:`.
+fn validate_pace(
+    raw: &RawDestination,
+    path: &str,
+    problems: &mut Problems,
+) -> (usize, Option<RateLimit>) {
+    let concurrency = raw.concurrency.unwrap_or(8);
+    if concurrency == 0 || concurrency > 1024 {
+        problems.push(&format!("{path}.concurrency"), "must be between 1 and 1024");
+    }
+    let rate_limit = raw
+        .rate_limit
+        .as_deref()
+        .and_then(|r| match RateLimit::parse(r) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(&format!("{path}.rate_limit"), e);
+                None
+            }
+        });
+    (concurrency, rate_limit)
+}
+
+/// `max_age:`, above zero when set.
+fn validate_max_age(raw: &RawDestination, path: &str, problems: &mut Problems) -> Option<Duration> {
+    let max_age = raw.max_age.as_ref().map(|_| {
+        duration_or(
+            raw.max_age.as_ref(),
+            Duration::MAX,
+            &format!("{path}.max_age"),
+            problems,
+        )
+    });
+    if max_age.is_some_and(|d| d.is_zero()) {
+        problems.push(&format!("{path}.max_age"), "must be greater than zero");
+    }
+    max_age
 }
 
 fn validate_url(raw: &str, path: &str, problems: &mut Problems) -> Option<reqwest::Url> {
@@ -272,6 +303,50 @@ fn validate_headers(
     headers
 }
 
+/// `format: slack`: its `template:` (or the built-in message of each kind) and `blocks:`;
+/// problems inside the blocks tree go to `tree_problems`, relative to the destination.
+fn validate_slack(
+    raw: &RawDestination,
+    path: &str,
+    templates: &mut Templates,
+    problems: &mut Problems,
+    tree_problems: &mut Vec<(String, String)>,
+) -> Format {
+    let text = raw
+        .template
+        .as_ref()
+        .and_then(|t| match templates.add("template", t) {
+            Ok(()) => Some("template".to_string()),
+            Err(e) => {
+                problems.push(&format!("{path}.template"), e);
+                None
+            }
+        });
+    if raw.template.is_none() {
+        for (kind, source) in BUILTIN_SLACK {
+            // The built-ins are tested; a failure here is a bug worth reporting.
+            if let Err(e) = templates.add(&builtin_slack_name(kind), source) {
+                problems.push(
+                    &format!("{path}.format"),
+                    format!("built-in {kind} message: {e}"),
+                );
+            }
+        }
+    }
+    let blocks = match &raw.blocks {
+        None => None,
+        Some(b @ Value::Sequence(_)) => Some(templates.tree("blocks", b, tree_problems)),
+        Some(_) => {
+            problems.push(
+                &format!("{path}.blocks"),
+                "expected a list of Block Kit blocks",
+            );
+            None
+        }
+    };
+    Format::Slack { text, blocks }
+}
+
 fn validate_format(
     raw: &RawDestination,
     path: &str,
@@ -288,43 +363,13 @@ fn validate_format(
     };
     let result = match format {
         "raw" => Some(Format::Raw),
-        "slack" => {
-            let text = raw
-                .template
-                .as_ref()
-                .and_then(|t| match templates.add("template", t) {
-                    Ok(()) => Some("template".to_string()),
-                    Err(e) => {
-                        problems.push(&format!("{path}.template"), e);
-                        None
-                    }
-                });
-            if raw.template.is_none() {
-                for (kind, source) in BUILTIN_SLACK {
-                    // The built-ins are tested; a failure here is a bug worth reporting.
-                    if let Err(e) = templates.add(&builtin_slack_name(kind), source) {
-                        problems.push(
-                            &format!("{path}.format"),
-                            format!("built-in {kind} message: {e}"),
-                        );
-                    }
-                }
-            }
-            let blocks = match &raw.blocks {
-                None => None,
-                Some(b @ Value::Sequence(_)) => {
-                    Some(templates.tree("blocks", b, &mut tree_problems))
-                }
-                Some(_) => {
-                    problems.push(
-                        &format!("{path}.blocks"),
-                        "expected a list of Block Kit blocks",
-                    );
-                    None
-                }
-            };
-            Some(Format::Slack { text, blocks })
-        }
+        "slack" => Some(validate_slack(
+            raw,
+            path,
+            templates,
+            problems,
+            &mut tree_problems,
+        )),
         "json" => match &raw.body {
             Some(body) => Some(Format::Json {
                 body: templates.tree("body", body, &mut tree_problems),
@@ -407,86 +452,5 @@ fn validate_classifier(raw: &RawDestination, path: &str, problems: &mut Problems
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::config::{Config, ConfigError};
-    use std::collections::HashMap;
-    use std::path::Path;
-
-    fn load(destinations: &str) -> Result<Config, ConfigError> {
-        let env = HashMap::from([("TOKEN".to_string(), "s3cret".to_string())]);
-        let text = format!("keys: [k]\ndestinations:\n{destinations}");
-        Config::from_yaml(&text, Path::new("routes.yaml"), &env)
-    }
-
-    #[test]
-    fn defaults_are_raw_post_and_the_usual_retry_statuses() {
-        let c = load("  d:\n    url: http://h/x\n").unwrap();
-        let d = &c.destinations["d"];
-        assert_eq!(d.method, http::Method::POST);
-        assert_eq!(d.format.to_string(), "raw");
-        assert!(d.classify.retry_on.contains(429) && d.classify.retry_on.contains(502));
-        assert!(!d.classify.retry_on.contains(404));
-        assert!(d.rate_limit.is_none() && d.max_age.is_none() && d.sign.is_none());
-        assert!(!d.uses_templates());
-    }
-
-    #[test]
-    fn every_new_field_is_checked_at_its_line() {
-        let text = r#"  slack:
-    url: http://h/x
-    format: slack
-    template: "{{ viewer_name | }}"
-    blocks:
-      - type: section
-        text: { type: mrkdwn, text: "{% if %}" }
-    rate_limit: fast
-    retry_on: [429, "6xx"]
-    permanent_if_body: "(unclosed"
-    max_age: soon
-    sign: { secret: "whsec_!!" }
-  crm:
-    url: http://h/y
-    body: { a: 1 }
-    headers:
-      X-Key: "{{ a"
-      Authorization: "Bearer ${TOKEN}{{"
-"#;
-        let err = load(text).unwrap_err().to_string();
-        for expected in [
-            "routes.yaml:6:5: destination \"slack\": template: syntax error",
-            "routes.yaml:9:31: destination \"slack\": blocks.0.text.text: syntax error",
-            "routes.yaml:10:5: destination \"slack\": rate_limit: expected a rate such as 1/s",
-            "routes.yaml:11:21: destination \"slack\": retry_on.1: expected a status code",
-            "routes.yaml:12:5: destination \"slack\": permanent_if_body: not a valid regular expression: unclosed group",
-            "routes.yaml:13:5: destination \"slack\": max_age: expected a duration",
-            "routes.yaml:14:13: destination \"slack\": sign.secret: the secret must be",
-            "routes.yaml:17:5: destination \"crm\": body: body is only used with format: json",
-            "routes.yaml:19:7: destination \"crm\": headers.X-Key: syntax error",
-            "routes.yaml:20:7: destination \"crm\": headers.Authorization: template syntax error (the value is not shown",
-        ] {
-            assert!(err.contains(expected), "missing {expected:?} in\n{err}");
-        }
-        assert!(!err.contains("s3cret"), "{err}");
-        // The regex's caret diagram keeps its own two lines, under the problem.
-        assert!(
-            err.contains("unclosed group\n        (unclosed\n        ^\n"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 12, "{err}");
-    }
-
-    #[test]
-    fn json_needs_a_body_and_format_must_be_known() {
-        let err = load("  a:\n    url: http://h/x\n    format: json\n  b:\n    url: http://h/x\n    format: xml\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("routes.yaml:5:5: destination \"a\": format: format: json needs a body"),
-            "{err}"
-        );
-        assert!(
-            err.contains("routes.yaml:8:5: destination \"b\": format: expected raw, slack or json"),
-            "{err}"
-        );
-    }
-}
+#[path = "destination_tests.rs"]
+mod tests;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 /// `server:`: where to listen and where to keep the store.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
@@ -34,7 +34,7 @@ pub struct RawServer {
 /// `retry:` globally or inside a destination; each field overrides the level above.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRetry {
+pub(crate) struct RawRetry {
     pub initial_interval: Option<String>,
     pub multiplier: Option<f64>,
     pub max_interval: Option<String>,
@@ -45,7 +45,7 @@ pub struct RawRetry {
 /// compiles them so each problem gets its own path.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDestination {
+pub(crate) struct RawDestination {
     pub url: String,
     pub method: Option<String>,
     #[serde(default)]
@@ -72,7 +72,7 @@ pub struct RawDestination {
 /// above.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealth {
+pub(crate) struct RawHealth {
     pub failing_after_failures: Option<u32>,
     pub failing_error_share: Option<f64>,
     pub window: Option<String>,
@@ -86,7 +86,7 @@ pub struct RawHealth {
 /// `alerts:`: where alerts go and which ones.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAlerts {
+pub(crate) struct RawAlerts {
     pub to: Vec<String>,
     pub on: Option<Vec<String>>,
     pub digest_every: Option<String>,
@@ -105,7 +105,7 @@ pub struct RawExpect {
 /// An entry of `retry_on:`: `429` or `"5xx"`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum StatusItem {
+pub(crate) enum StatusItem {
     Code(u64),
     Text(String),
 }
@@ -113,7 +113,7 @@ pub enum StatusItem {
 /// `sign:` of a destination.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSign {
+pub(crate) struct RawSign {
     pub secret: String,
 }
 
@@ -121,7 +121,9 @@ pub struct RawSign {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// `event: view`.
     One(String),
+    /// `event: [view, lead]`.
     Many(Vec<String>),
 }
 
@@ -129,12 +131,18 @@ pub enum OneOrMany {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// `name:`, unique among the routes.
     pub name: String,
+    /// `event:`, the kinds the route takes (all when absent).
     pub event: Option<OneOrMany>,
+    /// `match:`, compiled into the route's condition tree by `config/condition.rs`.
     #[serde(rename = "match", default)]
     pub conditions: Option<serde_yaml::Mapping>,
+    /// `to:`, the destinations' names.
     pub to: Vec<String>,
+    /// `stop:`, no later route is tried after this one matched.
     #[serde(default)]
     pub stop: bool,
+    /// `expect:`, the traffic expected on this route.
     pub expect: Option<RawExpect>,
 }

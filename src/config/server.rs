@@ -1,7 +1,6 @@
 //! `server:`: listeners, store, housekeeping and admin settings, validated with their
 //! defaults; and the CLI's narrow read of just the admin endpoint.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,38 +150,7 @@ fn trusted_proxies(
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 
-/// A string that must never reach a log or an error message: its `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps `value`.
-    pub fn new(value: String) -> Self {
-        SecretString(value)
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Is `presented` this secret? Compared in constant time over SHA-256 digests of both:
-    /// `subtle`'s `ct_eq` on the raw bytes returns early when the lengths differ, which
-    /// tells an attacker the secret's length; digests are always 32 bytes.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        let ours: [u8; 32] = Sha256::digest(self.0.as_bytes()).into();
-        let theirs: [u8; 32] = Sha256::digest(presented).into();
-        ours.ct_eq(&theirs).into()
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
+pub use crate::destination::SecretString;
 
 /// Reads only `server.admin_listen` and `server.admin_token` from the config at `path`,
 /// expanding `${VAR}` in those two values alone.
@@ -271,7 +239,7 @@ fn validate_admin(
         .admin_token
         .clone()
         .filter(|t| !t.is_empty())
-        .map(SecretString);
+        .map(SecretString::new);
     if raw.admin_token.as_deref() == Some("") {
         problems.push(
             "server.admin_token",
@@ -283,18 +251,4 @@ fn validate_admin(
         problems.push("server.max_queue", "must be at least 1");
     }
     (admin_listen, admin_token, max_queue)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SecretString;
-
-    #[test]
-    fn a_secret_matches_itself_only() {
-        let s = SecretString::new("s3cret-token".into());
-        assert!(s.matches(b"s3cret-token"));
-        for other in [&b""[..], b"s3cret", b"s3cret-token ", b"S3cret-token", b"x"] {
-            assert!(!s.matches(other), "{other:?}");
-        }
-    }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 fn load(text: &str) -> Result<Config, ConfigError> {
     let env = HashMap::from([("KEY".to_string(), "k1".to_string())]);

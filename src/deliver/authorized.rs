@@ -6,10 +6,11 @@
 
 use http::HeaderValue;
 
-use super::attempt::{classify_response, describe_error, secrets_sent, Outcome};
+use super::attempt::{classify_response, describe_error, secrets_sent};
 use super::format::RenderedRequest;
+use super::outcome::{no_response, Outcome};
 use crate::auth::{AuthError, Authorizer, Issued};
-use crate::config::Destination;
+use crate::destination::Destination;
 
 /// What [`attempt`](super::attempt::attempt) came to.
 #[derive(Debug)]
@@ -54,13 +55,7 @@ pub async fn send(
 fn unauthorized(e: AuthError) -> (Outcome, Option<String>) {
     let error = e.to_string();
     let refused = matches!(e, AuthError::Refused { .. }).then(|| error.clone());
-    let outcome = Outcome::Retry {
-        status: None,
-        error,
-        snippet: None,
-        retry_after: None,
-    };
-    (outcome, refused)
+    (no_response(error), refused)
 }
 
 /// Adds `Authorization: Bearer <token>` (sensitive) to `rendered`; false when the token is
@@ -84,12 +79,7 @@ async fn send_once(
 ) -> Outcome {
     if let Some(issued) = token {
         if !insert_token(&mut rendered, issued) {
-            return Outcome::Retry {
-                status: None,
-                error: "the OAuth access token is not a valid header value".into(),
-                snippet: None,
-                retry_after: None,
-            };
+            return no_response("the OAuth access token is not a valid header value".into());
         }
     }
     // Every secret we send (the token too) is masked in what we keep of the answer.
@@ -101,11 +91,6 @@ async fn send_once(
         .body(rendered.body);
     match request.send().await {
         Ok(response) => classify_response(&dest.classify, response, &secrets).await,
-        Err(e) => Outcome::Retry {
-            status: None,
-            error: describe_error(&e),
-            snippet: None,
-            retry_after: None,
-        },
+        Err(e) => no_response(describe_error(&e)),
     }
 }

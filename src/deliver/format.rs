@@ -8,91 +8,14 @@ use std::fmt;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use minijinja::value::Value as TValue;
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::template::{Leaf, Node, Templates};
-use crate::config::Destination;
+pub use crate::destination::{builtin_slack_name, Format, HeaderSpec, BUILTIN_SLACK};
+use crate::destination::{show_url, Destination, Leaf, Templates, UrlView};
 use crate::event::EventKind;
-
-/// The body format of a destination (`format:`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Format {
-    /// The original body, byte for byte.
-    Raw,
-    /// `{"text": ...}` with optional Block Kit `blocks`.
-    Slack {
-        /// The name of the compiled `template:`; `None` uses the built-in message of the
-        /// event's kind.
-        text: Option<String>,
-        /// The compiled `blocks:` list.
-        blocks: Option<Node>,
-    },
-    /// A JSON body from the `body:` tree.
-    Json {
-        /// The compiled tree.
-        body: Node,
-    },
-}
-
-/// One configured header: its value is either fixed or a template.
-#[derive(Clone)]
-pub struct HeaderSpec {
-    /// The header name.
-    pub name: HeaderName,
-    /// The value: `Leaf::Literal` for a fixed one, `Leaf::Text` (a template name) otherwise.
-    pub value: Leaf,
-    /// Never shown: the value came from `${VAR}` or a file, or was written as a literal
-    /// (where tokens usually are).
-    pub sensitive: bool,
-}
-
-impl fmt::Debug for HeaderSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value: &dyn fmt::Debug = if self.sensitive {
-            &"<secret>"
-        } else {
-            &self.value
-        };
-        f.debug_struct("HeaderSpec")
-            .field("name", &self.name)
-            .field("value", value)
-            .finish()
-    }
-}
-
-/// The built-in Slack messages, used when a `format: slack` destination has no `template`.
-/// Every field is optional in them, so they never fail on a sparse payload.
-pub const BUILTIN_SLACK: [(EventKind, &str); 3] = [
-    (
-        EventKind::View,
-        "{% if flag %}{{ flag | slack_escape }} {% endif %}*{{ viewer_name | default('Someone') | slack_escape }}* \
-         watched *{{ video_title | default('a video') | slack_escape }}*\
-         {% if percentage is number %} ({{ percentage }}%){% endif %}",
-    ),
-    (
-        EventKind::Interaction,
-        "*{{ viewer_name | default('Someone') | slack_escape }}* \
-         {% if parent_type is defined and parent_type == 'question' %}answered \
-         \u{201c}{{ parent_value | default('a question') | slack_escape }}\u{201d} with \
-         *{{ value | default('(no answer)') | slack_escape }}*\
-         {% else %}clicked *{{ value | default(parent_value) | default('something') | slack_escape }}*{% endif %} \
-         in *{{ video_title | default('a video') | slack_escape }}*",
-    ),
-    (
-        EventKind::Lead,
-        "New lead: *{{ name | default('(no name)') | slack_escape }}*\
-         {% if email %} ({{ email | slack_escape }}){% endif %} \
-         from *{{ video_title | default('a video') | slack_escape }}*",
-    ),
-];
-
-/// The template name of the built-in Slack message of `kind`.
-pub fn builtin_slack_name(kind: EventKind) -> String {
-    format!("builtin.slack.{kind}")
-}
 
 /// The ids and time one rendering is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +62,7 @@ impl fmt::Debug for RenderedRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RenderedRequest")
             .field("method", &self.method)
-            .field("url_host", &self.url.host_str())
+            .field("url_host", &show_url(&self.url, UrlView::Host))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_len", &self.body.len())
             .finish()
@@ -152,23 +75,10 @@ impl RenderedRequest {
     /// userinfo (`user:password@`, credentials by definition), every sensitive header value
     /// is `<secret>`; the body is shown as is.
     pub fn redacted(&self) -> String {
-        let mut url = self.url.clone();
-        if self.url_is_secret {
-            url.set_path("/<secret>");
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            // Both only fail for URLs that cannot have userinfo, which this one has.
-            let _ = url.set_password(None);
-            let _ = url.set_username("<secret>");
-        }
-        if url.query().is_some() {
-            url.set_query(Some("<secret>"));
-        }
-        let mut out = format!(
-            "{} {}\n",
-            self.method,
-            url.as_str().replace("%3Csecret%3E", "<secret>")
-        );
+        let view = UrlView::Request {
+            secret_path: self.url_is_secret,
+        };
+        let mut out = format!("{} {}\n", self.method, show_url(&self.url, view));
         for (name, value) in &self.headers {
             let shown = if value.is_sensitive() {
                 "<secret>".to_string()
@@ -370,16 +280,6 @@ fn escape_slack(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::Raw => "raw",
-            Format::Slack { .. } => "slack",
-            Format::Json { .. } => "json",
-        })
-    }
 }
 
 #[cfg(test)]

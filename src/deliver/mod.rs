@@ -16,15 +16,19 @@
 pub mod attempt;
 pub mod authorized;
 pub mod format;
+mod job;
+pub mod outcome;
 pub mod pace;
-pub mod sign;
-pub mod template;
 pub mod transition;
-pub mod url_template;
+
+// The compiled destination's parts, at their old paths.
+pub use crate::destination::{sign, template, url_template};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -33,14 +37,14 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::alert::Alerts;
-use crate::config::Destination;
-use crate::health::{AttemptResult, Gate, HealthBoard};
+use crate::destination::Destination;
+use crate::health::{Gate, HealthBoard};
 use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::notify::Heartbeats;
-use crate::queue::{now_ms, DeadLetter, Lease, Store, StoreError, Transition};
+use crate::queue::{now_ms, DeadLetter, Store, StoreError, Transition};
 use crate::SharedConfig;
-pub use attempt::Outcome;
 pub use format::{render_request, DeliveryIds, RenderError, RenderedRequest};
+pub use outcome::Outcome;
 use pace::Pacer;
 
 /// What a finished delivery task tells its worker: the pause the receiver asked for.
@@ -178,6 +182,24 @@ struct Worker {
 }
 
 impl Worker {
+    /// A delivery task ended: a receiver's `Retry-After` pauses the whole destination; a
+    /// store error is logged and the worker pauses before it looks again.
+    async fn finished(&self, result: Done, pacer: &mut Pacer) {
+        match result {
+            Ok(Some(delay)) if !delay.is_zero() => {
+                self.inner.metrics.paused(&self.name, delay);
+                if pacer.pause(Instant::now(), delay) {
+                    tracing::warn!(destination = %self.name, pause_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "the destination asked to slow down (Retry-After); pausing all its deliveries");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(destination = %self.name, error = %e, "cannot record a delivery outcome; the job stays queued");
+                tokio::time::sleep(STORE_ERROR_PAUSE).await;
+            }
+        }
+    }
+
     async fn run(self) {
         let mut in_flight: JoinSet<Done> = JoinSet::new();
         let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
@@ -238,19 +260,7 @@ impl Worker {
                         Err(e) => (e.id(), Ok(None)),
                     };
                     ids.remove(&task);
-                    match result {
-                        Ok(Some(delay)) if !delay.is_zero() => {
-                            self.inner.metrics.paused(&self.name, delay);
-                            if pacer.pause(Instant::now(), delay) {
-                                tracing::warn!(destination = %self.name, pause_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "the destination asked to slow down (Retry-After); pausing all its deliveries");
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(destination = %self.name, error = %e, "cannot record a delivery outcome; the job stays queued");
-                            tokio::time::sleep(STORE_ERROR_PAUSE).await;
-                        }
-                    }
+                    self.finished(result, &mut pacer).await;
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
@@ -317,7 +327,8 @@ impl Worker {
                 continue;
             }
             let job_id = lease.job.id;
-            let handle = in_flight.spawn(deliver(self.inner.clone(), dest.clone(), lease, probe));
+            let handle =
+                in_flight.spawn(job::deliver(self.inner.clone(), dest.clone(), lease, probe));
             ids.insert(handle.id(), job_id);
             pacer.sent(Instant::now(), dest.rate_limit);
             if let Some(limit) = dest.rate_limit {
@@ -372,95 +383,6 @@ impl Worker {
     }
 }
 
-/// Attempts one leased job and records the outcome; returns the pause the receiver asked
-/// for (`Retry-After`, capped by `max_interval`) so the worker can hold the whole
-/// destination.
-async fn deliver(inner: Arc<Inner>, dest: Arc<Destination>, lease: Lease, probe: bool) -> Done {
-    let store = &inner.store;
-    let metrics = &inner.metrics;
-    let job = &lease.job;
-    let _in_flight = metrics.in_flight(&job.destination);
-    let Some(body) = lease.body.clone() else {
-        metrics.delivery(&job.destination, DeliveryOutcome::Dead, None);
-        let letter = DeadLetter {
-            job: job.clone(),
-            reason: "the event's body is missing from the store".to_string(),
-            response_snippet: None,
-            dead_at_ms: now_ms(),
-        };
-        let dead = Transition::Dead {
-            letter,
-            attempt: None,
-        };
-        inner.settle_dead(&lease, dead)?;
-        return Ok(None);
-    };
-    let started_ms = now_ms();
-    let attempted = attempt::attempt(&inner.client, &inner.auth, &dest, job, body).await;
-    let (outcome, latency) = (attempted.outcome, attempted.latency);
-    if let Some(reason) = &attempted.refused {
-        // Every job would meet the same refusal: hold the destination instead.
-        if let Err(e) =
-            inner
-                .health
-                .hold_for_credentials(&job.destination, now_ms(), &dest.health, reason)
-        {
-            tracing::error!(destination = %job.destination, error = %e, "cannot store the hold of a destination whose credentials were refused");
-        }
-    }
-    let record = transition::attempt_record(job, &outcome, started_ms, latency);
-    let span = tracing::info_span!(
-        "delivery",
-        event_id = %job.event_id,
-        kind = %job.kind,
-        route = %job.routes.join(","),
-        destination = %job.destination,
-        delivery_id = %job.id,
-        attempt = record.attempt,
-        status = outcome.status(),
-        latency_ms = record.latency_ms,
-    );
-    let _entered = span.enter();
-    let error = record.error.clone();
-    if let Some(result) = health_result(&outcome, started_ms, probe) {
-        if let Err(e) = inner.health.record(&job.destination, &result, &dest.health) {
-            tracing::error!(error = %e, "cannot store the destination's health");
-        }
-    }
-    let now = now_ms();
-    let first_attempt_ms = job.first_attempt_at_ms.unwrap_or(started_ms);
-    let held = inner
-        .health
-        .held_between(&job.destination, first_attempt_ms, now);
-    let decision = transition::decide(job, outcome, record, &dest.retry, now, held);
-    match &decision.transition {
-        Transition::Delivered { .. } => {
-            store.settle(&lease, decision.transition)?;
-            metrics.delivery(&job.destination, DeliveryOutcome::Delivered, Some(latency));
-            metrics.delivered_after(&job.destination, job.created_at_ms);
-            tracing::info!(outcome = "delivered", "delivered");
-        }
-        Transition::Retry { .. } => {
-            store.settle(&lease, decision.transition)?;
-            metrics.delivery(&job.destination, DeliveryOutcome::Retried, Some(latency));
-            let retry_in = decision
-                .retry_in
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            tracing::info!(
-                outcome = "retry",
-                error = error.as_deref().unwrap_or(""),
-                retry_in_ms = retry_in,
-                "delivery failed; will retry"
-            );
-        }
-        Transition::Dead { .. } => {
-            metrics.delivery(&job.destination, DeliveryOutcome::Dead, Some(latency));
-            inner.settle_dead(&lease, decision.transition)?;
-        }
-    }
-    Ok(decision.pause)
-}
-
 /// What the worker takes on one pass.
 #[derive(Debug, Clone, Copy)]
 enum Take {
@@ -476,43 +398,4 @@ enum Take {
     },
     /// One job, as the probe of a held destination.
     Probe,
-}
-
-/// An attempt's outcome as destination health counts it: a failure to render (the job's
-/// own fault, no request was sent) says nothing about the destination.
-fn health_result(outcome: &Outcome, started_ms: u64, probe: bool) -> Option<AttemptResult> {
-    let (ok, error) = match outcome {
-        Outcome::Delivered { .. } => (true, None),
-        Outcome::Retry { error, .. } => (false, Some(error.clone())),
-        Outcome::Permanent { status: None, .. } => return None,
-        Outcome::Permanent { error, .. } => (false, Some(error.clone())),
-    };
-    Some(AttemptResult {
-        ok,
-        status: outcome.status(),
-        error,
-        at_ms: started_ms,
-        probe,
-    })
-}
-
-impl Inner {
-    /// Settles `lease` as the dead letter `dead`, with the warning an operator looks for,
-    /// and tells the alerts.
-    fn settle_dead(&self, lease: &Lease, dead: Transition) -> Result<(), StoreError> {
-        let reason = match &dead {
-            Transition::Dead { letter, .. } => {
-                let job = &lease.job;
-                tracing::warn!(event_id = %job.event_id, delivery_id = %job.id, destination = %job.destination, outcome = "dead", reason = %letter.reason, "delivery dead-lettered");
-                Some(letter.reason.clone())
-            }
-            _ => None,
-        };
-        self.store.settle(lease, dead)?;
-        if let Some(reason) = reason {
-            self.alerts
-                .dead_letter(lease.job.kind, &lease.job.destination, &reason);
-        }
-        Ok(())
-    }
 }

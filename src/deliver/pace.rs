@@ -6,40 +6,12 @@
 //! another's worker. Sends are spaced evenly (`50/10s` sends one every 200 ms) rather than
 //! in bursts: Slack allows "about one per second", not sixty at the top of each minute.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `rate_limit: N/period`, e.g. `1/s`, `50/10s`, `600/m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RateLimit {
-    /// Requests allowed per period.
-    pub count: u32,
-    /// The period.
-    pub per: Duration,
-}
+// tokio's clock (the system's monotonic clock unless a test pauses it).
+use tokio::time::Instant;
 
-impl RateLimit {
-    /// Parses `N/period`, where the period is `s`, `m`, `h` or a duration such as `10s`.
-    pub fn parse(s: &str) -> Result<RateLimit, String> {
-        let bad = || format!("expected a rate such as 1/s, 50/10s or 600/m, found {s:?}");
-        let (count, per) = s.trim().split_once('/').ok_or_else(bad)?;
-        let count: u32 = count.trim().parse().map_err(|_| bad())?;
-        let per = match per.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            other => humantime::parse_duration(other).map_err(|_| bad())?,
-        };
-        if count == 0 || per.is_zero() {
-            return Err(format!("{} (count and period must be above zero)", bad()));
-        }
-        Ok(RateLimit { count, per })
-    }
-
-    /// The spacing between two sends.
-    pub fn interval(&self) -> Duration {
-        self.per / self.count
-    }
-}
+pub use crate::destination::RateLimit;
 
 /// The send clock of one destination.
 #[derive(Debug, Default)]
@@ -126,5 +98,48 @@ mod tests {
         );
         assert_eq!(p.wait(t0 + Duration::from_secs(3)), None);
         assert!(p.pause(t0 + Duration::from_secs(3), Duration::from_secs(1)));
+    }
+
+    /// What a worker does with its pacer, reduced to the pacing: wait while it says
+    /// "not yet", then send. Returns when each send started, relative to the start.
+    async fn send_paced(pacer: &mut Pacer, limit: Option<RateLimit>, n: usize) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..n {
+            while let Some(wait) = pacer.wait(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            sent.push(Instant::now() - start);
+            pacer.sent(Instant::now(), limit);
+        }
+        sent
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_time_paused_sends_are_exactly_one_interval_apart() {
+        let mut pacer = Pacer::default();
+        let sent = send_paced(&mut pacer, RateLimit::parse("50/10s").ok(), 4).await;
+        let ms = |m| Duration::from_millis(m);
+        assert_eq!(sent, [ms(0), ms(200), ms(400), ms(600)]);
+        // Without a limit nothing waits.
+        let mut free = Pacer::default();
+        assert_eq!(send_paced(&mut free, None, 3).await, [ms(0); 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_time_paused_a_retry_after_holds_the_next_send_and_is_not_shortened() {
+        let mut pacer = Pacer::default();
+        let t0 = Instant::now();
+        assert!(pacer.pause(t0, Duration::from_secs(2)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A shorter Retry-After halfway through does not bring the send forward.
+        assert!(!pacer.pause(Instant::now(), Duration::from_millis(100)));
+        let sent = send_paced(&mut pacer, RateLimit::parse("1/s").ok(), 2).await;
+        // Relative to the start of send_paced, 500 ms after t0.
+        assert_eq!(
+            sent,
+            [Duration::from_millis(1_500), Duration::from_millis(2_500)]
+        );
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3));
     }
 }

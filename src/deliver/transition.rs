@@ -32,7 +32,7 @@ pub fn attempt_record(
         at_ms: started_ms,
         latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         status: outcome.status(),
-        outcome: outcome.label().to_string(),
+        outcome: outcome.recorded(),
         error: match outcome {
             Outcome::Delivered { .. } => None,
             Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => Some(error.clone()),
@@ -316,5 +316,18 @@ mod tests {
             letter.reason
         );
         assert_eq!(stale(&j, None, u64::MAX, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn max_age_is_exceeded_only_past_it_and_held_time_saturates() {
+        let j = job(); // received at 1_000 ms
+        let max_age = Some(Duration::from_secs(1));
+        // Exactly max_age old: still sent; a millisecond more: stale.
+        assert_eq!(stale(&j, max_age, 2_000, Duration::ZERO), None);
+        assert!(stale(&j, max_age, 2_001, Duration::ZERO).is_some());
+        // Held for longer than the job is old (the hold began before the event): age 0.
+        assert_eq!(stale(&j, max_age, 2_001, Duration::from_secs(60)), None);
+        // A clock behind the job's creation is no age at all.
+        assert_eq!(stale(&j, max_age, 0, Duration::ZERO), None);
     }
 }

@@ -101,7 +101,7 @@ pub(super) struct Recheck {
 
 impl Overflow {
     /// Jobs start waiting in the journal from the event at `from`, received at `from_ms`.
-    pub fn new(from: Position, from_ms: u64) -> Overflow {
+    pub(crate) fn new(from: Position, from_ms: u64) -> Overflow {
         Overflow {
             from,
             from_ms,

@@ -69,7 +69,7 @@ pub(super) fn snapshot(w: &Writer) -> Vec<(String, OverflowRecord)> {
 
 impl OverflowRecord {
     /// The overflow this record restores, before the replay adds what came after `upto`.
-    pub fn restore(&self) -> Overflow {
+    pub(crate) fn restore(&self) -> Overflow {
         let mut o = Overflow::new(self.from, self.from_ms);
         o.jobs = self.jobs;
         o.skip = self.skip.iter().copied().collect::<HashSet<Uuid>>();

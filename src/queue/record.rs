@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::journal::Position;
 use crate::event::EventKind;
+use crate::outcomes::{AttemptOutcome, SettledOutcome};
 
 /// One accepted webhook. Its body lives in the `bodies` tree, in chunks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,7 +116,7 @@ pub struct SettledJob {
     /// The job as it was at the end.
     pub job: JobRecord,
     /// `delivered` or `dropped`.
-    pub outcome: String,
+    pub outcome: SettledOutcome,
     /// When it was settled, Unix ms.
     pub settled_at_ms: u64,
 }
@@ -132,7 +133,7 @@ pub struct AttemptRecord {
     /// HTTP status, if a response came back.
     pub status: Option<u16>,
     /// `delivered`, `retry` or `permanent`.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }

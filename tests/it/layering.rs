@@ -1,6 +1,7 @@
-//! Dependencies point one way: the lower layers (`route`, `queue`, and `destination` once
-//! it exists) never name `crate::config`; the config is compiled into their types, not
-//! read by them. Doc comments may point at it; code may not.
+//! Dependencies point one way: the lower layers (`route`, `queue` and `destination`) never
+//! name `crate::config`; the config is compiled into their types, not read by them. And
+//! `destination` is a leaf under delivery too: `deliver` uses it, never the reverse. Doc
+//! comments may point at either; code may not.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Every code line (comments left out) under `src/<layer>` (a directory or `<layer>.rs`)
 /// that names the config module.
 fn config_uses(layer: &str) -> Vec<String> {
+    uses_of(layer, "config")
+}
+
+/// Every code line (comments left out) under `src/<layer>` that names `crate::<module>`.
+fn uses_of(layer: &str, module: &str) -> Vec<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src.join(layer), &mut files);
@@ -36,7 +42,9 @@ fn config_uses(layer: &str) -> Vec<String> {
             if code.starts_with("//") {
                 continue;
             }
-            if code.contains("crate::config") || code.contains("super::config") {
+            if code.contains(&format!("crate::{module}"))
+                || code.contains(&format!("super::{module}"))
+            {
                 found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
             }
         }
@@ -54,6 +62,20 @@ fn route_queue_and_destination_do_not_name_the_config() {
         assert!(
             uses.is_empty(),
             "{layer} names crate::config; compile the config into {layer}'s own types instead:\n{}",
+            uses.join("\n")
+        );
+    }
+}
+
+#[test]
+fn destination_and_config_do_not_name_delivery() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert!(src.join("destination/mod.rs").is_file() && src.join("config/mod.rs").is_file());
+    for layer in ["destination", "config"] {
+        let uses = uses_of(layer, "deliver");
+        assert!(
+            uses.is_empty(),
+            "{layer} names crate::deliver; the compiled destination's parts live in destination/:\n{}",
             uses.join("\n")
         );
     }

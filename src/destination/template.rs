@@ -84,14 +84,14 @@ impl Templates {
     }
 
     /// A set for URL templates: every printed value is percent-encoded as one URL
-    /// component ([`crate::auth::encode_component`]), so a field holding `/`, `?` or `&`
+    /// component ([`super::url_template::encode_component`]), so a field holding `/`, `?` or `&`
     /// stays inside its path segment or query value.
     pub fn url_encoding() -> Self {
         let mut t = Templates::new();
         t.env.set_formatter(|out, _state, value| {
             if !value.is_none() {
                 let text = value.to_string();
-                out.write_str(&crate::auth::encode_component(&text))?;
+                out.write_str(&super::url_template::encode_component(&text))?;
             }
             Ok(())
         });

@@ -7,6 +7,8 @@
 
 use minijinja::value::Value as TValue;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use super::template::{is_template, Templates};
 
 /// The name of the URL template in its own [`Templates`].
@@ -23,7 +25,7 @@ pub struct UrlTemplate {
 impl std::fmt::Debug for UrlTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UrlTemplate")
-            .field("host", &self.base.host_str())
+            .field("host", &super::show_url(&self.base, super::UrlView::Host))
             .finish()
     }
 }
@@ -89,6 +91,20 @@ impl UrlTemplate {
         }
         Ok(url)
     }
+}
+
+/// Every byte but the unreserved ones of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) is
+/// percent-encoded: a value put into a URL path segment, a query or a form cannot change
+/// the structure around it (no `/`, `?`, `&`, `=`, `#` or `+` survives).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` percent-encoded as one URL component: every byte but `A-Z a-z 0-9 - . _ ~`.
+pub fn encode_component(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
 }
 
 #[cfg(test)]
