@@ -48,7 +48,9 @@ fn main() -> std::io::Result<()> {
         .next()
         .unwrap_or_else(|| "127.0.0.1:9200".into())
         .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}")))?;
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}"))
+        })?;
     let targets = std::sync::Arc::new(args.collect::<Vec<String>>());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,8 +68,7 @@ fn main() -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let (client, targets) = (client.clone(), targets.clone());
             tokio::spawn(async move {
-                let service =
-                    service_fn(move |req| answer(client.clone(), targets.clone(), req));
+                let service = service_fn(move |req| answer(client.clone(), targets.clone(), req));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
