@@ -258,9 +258,10 @@ impl Store {
         before - map.len()
     }
 
-    /// Advances the checkpoint to the oldest journal position with a job only in memory or
-    /// waiting in the journal for the lane:
-    /// sled is flushed and synced first, so every job moved there before is durable.
+    /// Advances the checkpoint to the oldest journal position with a job only in memory
+    /// (the jobs waiting in the journal are in the overflow records written with it): sled
+    /// is flushed and synced first, so every job moved there before, and the records, are
+    /// durable.
     pub(super) fn advance_checkpoint(&self) -> Result<(), StoreError> {
         let i = &self.inner;
         if i.failed.is_cancelled() {
@@ -269,6 +270,8 @@ impl Store {
         // Jobs waiting in the journal do not hold the checkpoint back: their overflow
         // records, written with it, say where they are.
         let (at, records) = {
+            // Not in the middle of a refill, which holds an overflow's skip set aside.
+            let _one = i.refilling.lock().unwrap_or_else(|p| p.into_inner());
             let w = i.writer.lock().unwrap_or_else(|p| p.into_inner());
             let at = i.lane.oldest_live().unwrap_or_else(|| w.journal.end());
             (at, overflow_records::snapshot(&w))

@@ -376,6 +376,7 @@ impl Store {
         );
         Ok(())
     }
+
     /// Reads the journal for [`Store::replay`]: every segment from the checkpoint `from` on
     /// (their events and Delivered records), and the identities of the last
     /// `dedupe_window` from the indexes of older ones; writes a missing index on the way.
