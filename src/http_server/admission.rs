@@ -6,76 +6,181 @@
 //! connection) holds no slot of `max_connections`: that limit is taken only by a request
 //! whose head has arrived, until its answer is ready ([`Admission::request_slots`]).
 //!
-//! Waiting connections are bounded on their own, by closing the **oldest** waiting
-//! connection when a new one would pass a cap: at most [`Admission::new`]'s `per_peer`
-//! waiting from one IP address, and `total` from everyone. A real client sends its head
-//! within milliseconds of connecting, so it is never the oldest one waiting; the ones
-//! closed are those that have been dawdling longest. (Refusing the new connection instead
-//! would let whoever holds the most sockets lock everyone else out.) hyper's
-//! `header_read_timeout` still closes any connection whose head takes too long.
+//! Waiting connections are bounded on their own: at most `per_peer` from one address (an
+//! IPv6 address counts by its /64, which one host usually holds whole) and `total` from
+//! everyone.
+//!
+//! - A new connection from a peer that already has its share waiting is **parked**: it is
+//!   held open but not read, at the cost of its socket and nothing else, and it is served
+//!   (promoted) in its turn as soon as one of that peer's waiting connections leaves (its
+//!   head arrived, it closed, it timed out); the listener closes a connection parked too
+//!   long. Closing something instead is what a flood wants: a client that reconnects at
+//!   once whenever it is closed turns every close into a new connection, and at thousands a
+//!   second that churn (and the accept queue it fills) is what real webhooks would wait
+//!   behind. Parked, the flood's connections stay where they are, and the only churn left
+//!   is what the head timeout causes.
+//! - A kept-alive connection idle between requests is the exception: when its peer is at
+//!   its share, the oldest idle one of that peer is closed to make room instead (a proxy's
+//!   idle pool would otherwise keep its new connections parked; closing an idle kept-alive
+//!   connection is ordinary HTTP).
+//! - Parking has its own bounds (`parked_per_peer`, `parked_total`); beyond them, and
+//!   beyond `total`, the connection waiting **longest** is closed to make room: a real
+//!   client sends its head within milliseconds of connecting, so it is never that one.
+//!   (Refusing the new connection instead would let whoever holds the most sockets lock
+//!   everyone else out.)
+//!
+//! hyper's `header_read_timeout` still closes any connection whose head takes too long.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// The waiting connections of one listener and its request slots.
+/// The waiting and parked connections of one listener, and its request slots.
 pub struct Admission {
     waiting: Mutex<Waiting>,
-    per_peer: usize,
-    total: usize,
+    limits: Limits,
     requests: Arc<Semaphore>,
 }
 
-/// Connections waiting for a head, by the order they started waiting.
+/// How many connections may wait for a head, and how many may be parked.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests in progress at once (`max_connections`).
+    pub requests: usize,
+    /// Connections waiting for a head from one peer.
+    pub per_peer: usize,
+    /// Connections waiting for a head from everyone.
+    pub total: usize,
+    /// Connections parked for one peer.
+    pub parked_per_peer: usize,
+    /// Connections parked for everyone.
+    pub parked_total: usize,
+}
+
+/// One connection waiting for a head.
+struct Entry {
+    peer: IpAddr,
+    closed: CancellationToken,
+    /// It has served a request before: an idle kept-alive connection.
+    kept_alive: bool,
+}
+
+/// Connections waiting for a head, by the order they started waiting, and the parked ones.
 #[derive(Default)]
 struct Waiting {
     next: u64,
-    /// Sequence number -> the connection's peer and its close signal.
-    by_seq: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    /// Sequence number -> the waiting connection.
+    by_seq: BTreeMap<u64, Entry>,
     /// Per peer, the sequence numbers of its waiting connections (oldest first).
     by_peer: HashMap<IpAddr, BTreeSet<u64>>,
-    /// Connections closed to make room, since the last time the count was taken.
+    /// Per peer, its parked connections (oldest first): where to send each its place.
+    parked: HashMap<IpAddr, BTreeMap<u64, oneshot::Sender<Arc<Connection>>>>,
+    parked_count: usize,
+    /// Connections closed to make room, and connections parked, since the last count.
     closed: u64,
+    parked_since: u64,
 }
 
 impl Waiting {
-    fn remove(&mut self, seq: u64) -> Option<(IpAddr, CancellationToken)> {
-        let (peer, token) = self.by_seq.remove(&seq)?;
-        if let Some(set) = self.by_peer.get_mut(&peer) {
+    fn of_peer(&self, peer: IpAddr) -> usize {
+        self.by_peer.get(&peer).map_or(0, BTreeSet::len)
+    }
+
+    fn parked_of(&self, peer: IpAddr) -> usize {
+        self.parked.get(&peer).map_or(0, BTreeMap::len)
+    }
+
+    fn oldest_of(&self, peer: IpAddr) -> Option<u64> {
+        self.by_peer.get(&peer).and_then(|set| set.first().copied())
+    }
+
+    fn enter(&mut self, peer: IpAddr, closed: CancellationToken, kept_alive: bool) -> u64 {
+        let n = self.next;
+        self.next += 1;
+        let entry = Entry {
+            peer,
+            closed,
+            kept_alive,
+        };
+        self.by_seq.insert(n, entry);
+        self.by_peer.entry(peer).or_default().insert(n);
+        n
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.by_seq.remove(&seq)?;
+        if let Some(set) = self.by_peer.get_mut(&entry.peer) {
             set.remove(&seq);
             if set.is_empty() {
-                self.by_peer.remove(&peer);
+                self.by_peer.remove(&entry.peer);
             }
         }
-        Some((peer, token))
+        Some(entry)
     }
 
     /// Closes the connection waiting under `seq` to make room.
     fn close(&mut self, seq: u64) {
-        if let Some((_, token)) = self.remove(seq) {
-            token.cancel();
+        if let Some(entry) = self.remove(seq) {
+            entry.closed.cancel();
             self.closed += 1;
         }
+    }
+
+    /// The oldest parked connection of `peer`, taken out of the parked ones.
+    fn unpark(&mut self, peer: IpAddr) -> Option<oneshot::Sender<Arc<Connection>>> {
+        let queue = self.parked.get_mut(&peer)?;
+        let (_, place) = queue.pop_first()?;
+        if queue.is_empty() {
+            self.parked.remove(&peer);
+        }
+        self.parked_count -= 1;
+        Some(place)
+    }
+}
+
+/// What became of a newly accepted connection.
+pub enum Admit {
+    /// Serve it now: it waits for its first head.
+    Now(Arc<Connection>),
+    /// Hold it, unread, until [`Parked::promoted`] says its turn came.
+    Parked(Parked),
+}
+
+/// The key a peer's connections are counted under: its address, an IPv6 one by its /64
+/// (and an IPv4-mapped one as the IPv4 address it is).
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
 impl Admission {
-    /// `max_requests` requests in progress at once; at most `per_peer` connections waiting
-    /// for a head from one IP address and `total` in all (each at least 1).
-    pub fn new(max_requests: usize, per_peer: usize, total: usize) -> Arc<Admission> {
+    /// An admission with these limits (each at least 1).
+    pub fn new(limits: Limits) -> Arc<Admission> {
+        let limits = Limits {
+            requests: limits.requests.max(1),
+            per_peer: limits.per_peer.max(1),
+            total: limits.total.max(1),
+            parked_per_peer: limits.parked_per_peer,
+            parked_total: limits.parked_total,
+        };
         Arc::new(Admission {
             waiting: Mutex::new(Waiting::default()),
-            per_peer: per_peer.max(1),
-            total: total.max(1),
-            requests: Arc::new(Semaphore::new(max_requests.max(1))),
+            limits,
+            requests: Arc::new(Semaphore::new(limits.requests)),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting> {
-        // The map stays consistent whatever panicked while holding it.
+        // The maps stay consistent whatever panicked while holding them.
         self.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -86,34 +191,143 @@ impl Admission {
         self.requests.clone()
     }
 
-    /// A newly accepted connection from `peer`: it starts waiting for its first head.
-    pub fn connection(self: &Arc<Self>, peer: IpAddr) -> Arc<Connection> {
-        let conn = Arc::new(Connection {
+    /// A newly accepted connection from `ip`: it waits for its first head now, or is parked
+    /// when its peer has its share waiting (see the module's doc).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admit {
+        let peer = peer_key(ip);
+        let mut w = self.lock();
+        let at_share = w.of_peer(peer) >= self.limits.per_peer;
+        if at_share || w.parked_of(peer) > 0 {
+            let idle_oldest = w
+                .oldest_of(peer)
+                .filter(|seq| w.by_seq.get(seq).is_some_and(|e| e.kept_alive));
+            if let (true, Some(idle)) = (at_share, idle_oldest) {
+                w.close(idle);
+            } else if w.parked_count < self.limits.parked_total
+                && w.parked_of(peer) < self.limits.parked_per_peer
+            {
+                return Admit::Parked(self.park(&mut w, peer));
+            } else if let (true, Some(oldest)) = (at_share, w.oldest_of(peer)) {
+                w.close(oldest);
+            }
+        }
+        Admit::Now(self.new_waiting(&mut w, peer))
+    }
+
+    fn park(self: &Arc<Self>, w: &mut Waiting, peer: IpAddr) -> Parked {
+        let id = w.next;
+        w.next += 1;
+        let (place, promoted) = oneshot::channel();
+        w.parked.entry(peer).or_default().insert(id, place);
+        w.parked_count += 1;
+        w.parked_since += 1;
+        // A peer below its share with connections parked (its waiting ones were closed to
+        // make room for others) lets the oldest in first.
+        self.promote(w, peer);
+        Parked {
             admission: self.clone(),
             peer,
-            closed: CancellationToken::new(),
-            seq: Mutex::new(None),
-        });
-        conn.start_waiting();
-        conn
+            id,
+            promoted,
+        }
     }
 
-    /// How many connections are waiting for a head now.
-    pub fn waiting(&self) -> usize {
-        self.lock().by_seq.len()
+    /// A new connection of `peer` entered among the waiting ones (beyond `total`, the one
+    /// waiting longest is closed).
+    fn new_waiting(self: &Arc<Self>, w: &mut Waiting, peer: IpAddr) -> Arc<Connection> {
+        self.make_room(w);
+        let closed = CancellationToken::new();
+        let seq = w.enter(peer, closed.clone(), false);
+        Arc::new(Connection {
+            admission: self.clone(),
+            peer,
+            closed,
+            served: AtomicBool::new(false),
+            seq: Mutex::new(Some(seq)),
+        })
     }
 
-    /// How many waiting connections were closed to make room since the last call.
-    pub fn take_closed(&self) -> u64 {
-        std::mem::take(&mut self.lock().closed)
+    fn make_room(&self, w: &mut Waiting) {
+        if w.by_seq.len() >= self.limits.total {
+            if let Some((&oldest, _)) = w.by_seq.first_key_value() {
+                w.close(oldest);
+            }
+        }
+    }
+
+    /// Lets parked connections of `peer` in while it is below its share.
+    fn promote(self: &Arc<Self>, w: &mut Waiting, peer: IpAddr) {
+        while w.of_peer(peer) < self.limits.per_peer {
+            let Some(place) = w.unpark(peer) else { return };
+            if place.is_closed() {
+                continue;
+            }
+            let connection = self.new_waiting(w, peer);
+            if let Err(unsent) = place.send(connection) {
+                // Its holder is gone (it cannot be while we hold the lock, but if it were):
+                // take it out again, so that dropping it here does not need the lock.
+                if let Some(seq) = unsent.seq().take() {
+                    w.remove(seq);
+                }
+            }
+        }
+    }
+
+    /// How many connections are waiting for a head now, and how many are parked.
+    pub fn waiting(&self) -> (usize, usize) {
+        let w = self.lock();
+        (w.by_seq.len(), w.parked_count)
+    }
+
+    /// How many waiting connections were closed to make room, and how many new ones were
+    /// parked, since the last call.
+    pub fn take_counts(&self) -> (u64, u64) {
+        let mut w = self.lock();
+        (
+            std::mem::take(&mut w.closed),
+            std::mem::take(&mut w.parked_since),
+        )
     }
 }
 
-/// One accepted connection's place in [`Admission`].
+/// A parked connection's place in line; dropping it gives the place up.
+pub struct Parked {
+    admission: Arc<Admission>,
+    peer: IpAddr,
+    id: u64,
+    promoted: oneshot::Receiver<Arc<Connection>>,
+}
+
+impl Parked {
+    /// Resolves when the connection's turn came, with its place among the waiting ones.
+    pub async fn promoted(&mut self) -> Option<Arc<Connection>> {
+        (&mut self.promoted).await.ok()
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let mut w = self.admission.lock();
+        let Some(queue) = w.parked.get_mut(&self.peer) else {
+            return;
+        };
+        if queue.remove(&self.id).is_some() {
+            if queue.is_empty() {
+                w.parked.remove(&self.peer);
+            }
+            w.parked_count -= 1;
+        }
+        // A place sent but not taken is dropped with the receiver, after the lock.
+    }
+}
+
+/// One served connection's place in [`Admission`].
 pub struct Connection {
     admission: Arc<Admission>,
     peer: IpAddr,
     closed: CancellationToken,
+    /// A request arrived on it: when it waits again it is an idle kept-alive connection.
+    served: AtomicBool,
     /// Its sequence number while it waits for a head.
     seq: Mutex<Option<u64>>,
 }
@@ -123,8 +337,9 @@ impl Connection {
         self.seq.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The connection waits for a head again (it is new, or its last answer is ready);
-    /// the oldest waiting connections are closed if that passes a cap.
+    /// The connection waits for a head again (its last answer is ready); if its peer is at
+    /// its share the oldest waiting connection of that peer is closed, and beyond `total`
+    /// the oldest of all.
     pub fn start_waiting(&self) {
         let a = &self.admission;
         let mut w = a.lock();
@@ -132,30 +347,26 @@ impl Connection {
         if seq.is_some() || self.closed.is_cancelled() {
             return;
         }
-        let oldest_of_peer = w
-            .by_peer
-            .get(&self.peer)
-            .filter(|set| set.len() >= a.per_peer)
-            .and_then(|set| set.first().copied());
-        if let Some(oldest) = oldest_of_peer {
-            w.close(oldest);
-        } else if w.by_seq.len() >= a.total {
-            if let Some((&oldest, _)) = w.by_seq.first_key_value() {
-                w.close(oldest);
-            }
+        match w.oldest_of(self.peer) {
+            Some(oldest) if w.of_peer(self.peer) >= a.limits.per_peer => w.close(oldest),
+            _ => a.make_room(&mut w),
         }
-        let n = w.next;
-        w.next += 1;
-        w.by_seq.insert(n, (self.peer, self.closed.clone()));
-        w.by_peer.entry(self.peer).or_default().insert(n);
-        *seq = Some(n);
+        let kept_alive = self.served.load(Ordering::Relaxed);
+        *seq = Some(w.enter(self.peer, self.closed.clone(), kept_alive));
     }
 
-    /// A head has arrived: the connection no longer counts as waiting.
+    /// A head has arrived (or the connection ended): it no longer counts as waiting, and a
+    /// parked connection of its peer may take its place.
     pub fn head_arrived(&self) {
-        let mut w = self.admission.lock();
-        if let Some(n) = self.seq().take() {
-            w.remove(n);
+        self.served.store(true, Ordering::Relaxed);
+        if self.seq().is_none() {
+            return;
+        }
+        let a = &self.admission;
+        let mut w = a.lock();
+        let Some(n) = self.seq().take() else { return };
+        if w.remove(n).is_some() {
+            a.promote(&mut w, self.peer);
         }
     }
 
@@ -172,53 +383,5 @@ impl Drop for Connection {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::from([127, 0, 0, last])
-    }
-
-    #[test]
-    fn the_oldest_waiting_connection_of_a_peer_is_closed_beyond_its_cap() {
-        let a = Admission::new(4, 2, 100);
-        let first = a.connection(ip(2));
-        let second = a.connection(ip(2));
-        let other = a.connection(ip(3));
-        assert!(!first.closed.is_cancelled());
-        let third = a.connection(ip(2));
-        assert!(first.closed.is_cancelled(), "the oldest of that peer goes");
-        assert!(!second.closed.is_cancelled() && !third.closed.is_cancelled());
-        assert!(!other.closed.is_cancelled(), "another peer is not touched");
-        assert_eq!(a.waiting(), 3);
-        assert_eq!(a.take_closed(), 1);
-        assert_eq!(a.take_closed(), 0);
-    }
-
-    #[test]
-    fn beyond_the_total_the_oldest_of_all_is_closed() {
-        let a = Admission::new(4, 10, 3);
-        let conns: Vec<_> = (0..3).map(|i| a.connection(ip(10 + i))).collect();
-        let newest = a.connection(ip(20));
-        assert!(conns[0].closed.is_cancelled());
-        assert!(!conns[1].closed.is_cancelled() && !newest.closed.is_cancelled());
-        assert_eq!(a.waiting(), 3);
-    }
-
-    #[test]
-    fn a_connection_past_its_head_does_not_count_until_it_waits_again() {
-        let a = Admission::new(4, 1, 10);
-        let busy = a.connection(ip(2));
-        busy.head_arrived();
-        assert_eq!(a.waiting(), 0);
-        let idle = a.connection(ip(2));
-        assert!(
-            !busy.closed.is_cancelled(),
-            "a request in progress is never closed"
-        );
-        busy.start_waiting();
-        assert!(idle.closed.is_cancelled(), "now the older waiting one goes");
-        drop(busy);
-        assert_eq!(a.waiting(), 0, "a dropped connection leaves");
-    }
-}
+#[path = "admission_tests.rs"]
+mod tests;

@@ -4,8 +4,9 @@
 //! and a client that connects and sends nothing holds a connection forever. Every
 //! connection is accepted at once: one still waiting for its request head holds no slot of
 //! `max_connections` (a request takes one from its head to its answer), and waiting
-//! connections are bounded per peer and in all by closing the oldest ([`super::admission`]),
-//! so slow or silent clients cannot make real webhooks queue behind them. Every connection
+//! connections are bounded per peer (beyond its share a new one is parked, unread, until
+//! its turn) and in all ([`super::admission`]), so slow or silent clients cannot make real
+//! webhooks queue behind them, nor flood the accept queue by reconnecting. Every connection
 //! runs on the daemon's task tracker, so shutdown can wait for the last one that holds the
 //! store; and at shutdown open connections get a grace period to finish. hyper's own
 //! parse-error answers get a JSON body on the way out ([`super::refusal`]).
@@ -20,13 +21,13 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, Service};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admission::{Admission, Connection};
+use super::admission::{Admission, Admit, Connection, Limits};
 
 /// Largest header block accepted (hyper answers 431 beyond it).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -34,6 +35,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Connections waiting for a head, per `max_connections`: in all, and from one address.
 const WAITING_PER_SLOT: usize = 4;
 const WAITING_PER_PEER_PER_SLOT: usize = 1;
+/// Connections parked (held unread until their peer's turn), per `max_connections`: in
+/// all, and for one address.
+const PARKED_PER_SLOT: usize = 4;
+const PARKED_PER_PEER_PER_SLOT: usize = 4;
 
 /// Limits of one listener, read from the config at start.
 #[derive(Debug, Clone)]
@@ -42,7 +47,8 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// Cap on requests in progress (head received, answer not ready yet); connections
     /// waiting for a head may be up to four times as many (one time as many from one
-    /// address), the oldest closed beyond that.
+    /// address, beyond which new ones are parked, up to four times as many), the oldest
+    /// closed beyond that.
     pub max_connections: usize,
     /// Time given to open connections to finish at shutdown.
     pub shutdown_grace: Duration,
@@ -116,54 +122,40 @@ pub async fn serve_http1<S, B>(
     B::Error: Into<BoxError>,
 {
     let graceful = GracefulShutdown::new();
-    let slots = settings.max_connections.max(1);
-    let admission = Admission::new(
-        slots,
-        slots.saturating_mul(WAITING_PER_PEER_PER_SLOT),
-        slots.saturating_mul(WAITING_PER_SLOT),
-    );
+    let admission = Admission::new(limits(settings.max_connections));
     while let Some((stream, peer)) = next_connection(&listener, name, &shutdown).await {
-        let closed = admission.take_closed();
-        if closed > 0 {
-            tracing::debug!(
-                listener = name,
-                closed,
-                waiting = admission.waiting(),
-                "closed the connections waiting longest for a request head to make room"
-            );
-        }
+        log_admissions(name, &admission);
         let _ = stream.set_nodelay(true);
-        let connection = admission.connection(peer.ip());
-        let admitted = Admitted {
-            service: service.clone(),
-            connection: connection.clone(),
-            slots: admission.request_slots(),
+        let accepted = Accepted {
+            name,
+            stream,
             peer,
+            service: service.clone(),
+            slots: admission.request_slots(),
+            header_read_timeout: settings.header_read_timeout,
+            graceful: graceful.watcher(),
         };
-        let served = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            // `max_buf_size` alone is not a header limit: hyper checks it only between reads,
-            // and one read can take the buffer well past it (a 100 KiB head got through).
-            // `max_header_size` checks the parsed head itself.
-            .max_buf_size(MAX_HEADER_BYTES)
-            .max_header_size(MAX_HEADER_BYTES)
-            .serve_connection(
-                TokioIo::new(super::refusal::JsonRefusals::new(stream, name, peer)),
-                admitted,
-            );
-        let served = graceful.watch(served);
-        tasks.spawn(async move {
-            tokio::select! {
-                result = served => {
-                    if let Err(e) = result {
-                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                    }
-                }
-                // Dropping the connection closes it.
-                () = connection.evicted() => {}
+        match admission.admit(peer.ip()) {
+            Admit::Now(connection) => {
+                tasks.spawn(accepted.serve(connection));
             }
-        });
+            Admit::Parked(mut parked) => {
+                let shutdown = shutdown.clone();
+                // Parked for as long as a head may take; then closed unread.
+                let patience = settings.header_read_timeout;
+                tasks.spawn(async move {
+                    let promoted = tokio::select! {
+                        promoted = parked.promoted() => promoted,
+                        () = tokio::time::sleep(patience) => None,
+                        () = shutdown.cancelled() => None,
+                    };
+                    drop(parked);
+                    if let Some(connection) = promoted {
+                        accepted.serve(connection).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
@@ -174,6 +166,96 @@ pub async fn serve_http1<S, B>(
             listener = name,
             "connections still open at the end of the grace period were closed"
         );
+    }
+}
+
+/// The admission limits that follow from `max_connections`.
+fn limits(max_connections: usize) -> Limits {
+    let slots = max_connections.max(1);
+    Limits {
+        requests: slots,
+        per_peer: slots.saturating_mul(WAITING_PER_PEER_PER_SLOT),
+        total: slots.saturating_mul(WAITING_PER_SLOT),
+        parked_per_peer: slots.saturating_mul(PARKED_PER_PEER_PER_SLOT),
+        parked_total: slots.saturating_mul(PARKED_PER_SLOT),
+    }
+}
+
+/// Logs (at debug) the connections closed to make room and parked since the last accept.
+fn log_admissions(name: &'static str, admission: &Admission) {
+    let (closed, parked) = admission.take_counts();
+    if closed > 0 || parked > 0 {
+        let (waiting, parked_now) = admission.waiting();
+        tracing::debug!(
+            listener = name,
+            closed,
+            parked,
+            waiting,
+            parked_now,
+            "connections waiting for a request head: some closed to make room or parked"
+        );
+    }
+}
+
+/// An accepted connection and what serving it needs.
+struct Accepted<S> {
+    name: &'static str,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    service: S,
+    slots: Arc<Semaphore>,
+    header_read_timeout: Duration,
+    graceful: Watcher,
+}
+
+impl<S, B> Accepted<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves HTTP/1 on the connection until it ends or is closed to make room.
+    async fn serve(self, connection: Arc<Connection>) {
+        let Accepted {
+            name,
+            stream,
+            peer,
+            service,
+            slots,
+            header_read_timeout,
+            graceful,
+        } = self;
+        let admitted = Admitted {
+            service,
+            connection: connection.clone(),
+            slots,
+            peer,
+        };
+        let served = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            // `max_buf_size` alone is not a header limit: hyper checks it only between reads,
+            // and one read can take the buffer well past it (a 100 KiB head got through).
+            // `max_header_size` checks the parsed head itself.
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_header_size(MAX_HEADER_BYTES)
+            .serve_connection(
+                TokioIo::new(super::refusal::JsonRefusals::new(stream, name, peer)),
+                admitted,
+            );
+        let served = graceful.watch(served);
+        tokio::select! {
+            result = served => {
+                if let Err(e) = result {
+                    tracing::debug!(listener = name, error = %e, "connection ended with an error");
+                }
+            }
+            // Dropping the connection closes it.
+            () = connection.evicted() => {}
+        }
     }
 }
 

@@ -277,14 +277,30 @@ async fn connect_from(source: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpS
     socket.connect(addr).await
 }
 
+/// How many connections the attackers have open now, and how many they ever opened.
+#[derive(Default)]
+struct AttackCounts {
+    open: std::sync::atomic::AtomicUsize,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl AttackCounts {
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A slowloris (`slow`: a request line, then a header line every second, never the end of
 /// the head) or idle (nothing at all) client that connects again whenever it is closed.
-/// `open` counts its connections open now.
 async fn attacker(
     addr: SocketAddr,
     source: [u8; 4],
     slow: bool,
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    counts: std::sync::Arc<AttackCounts>,
 ) {
     use std::sync::atomic::Ordering;
     loop {
@@ -292,7 +308,8 @@ async fn attacker(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        open.fetch_add(1, Ordering::SeqCst);
+        counts.opened.fetch_add(1, Ordering::SeqCst);
+        counts.open.fetch_add(1, Ordering::SeqCst);
         let (mut rd, mut wr) = s.split();
         let talk = async {
             if !slow {
@@ -321,7 +338,7 @@ async fn attacker(
             _ = rd.read(&mut buf) => {}
             () = talk => {}
         }
-        open.fetch_sub(1, Ordering::SeqCst);
+        counts.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -343,7 +360,7 @@ async fn real_webhooks_get_through_slowloris_and_idle_floods_larger_than_max_con
         .await
         .unwrap();
 
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counts = std::sync::Arc::new(AttackCounts::default());
     let (slowloris, idle) = (150, 200);
     let mut attackers = Vec::new();
     for i in 0..slowloris + idle {
@@ -353,13 +370,13 @@ async fn real_webhooks_get_through_slowloris_and_idle_floods_larger_than_max_con
             daemon.addr,
             source,
             i < slowloris,
-            open.clone(),
+            counts.clone(),
         )));
     }
     eventually(
         Duration::from_secs(60),
         "every attacking connection to be open",
-        || open.load(std::sync::atomic::Ordering::SeqCst) >= slowloris + idle,
+        || counts.open() >= slowloris + idle,
     )
     .await;
 
@@ -378,7 +395,7 @@ async fn real_webhooks_get_through_slowloris_and_idle_floods_larger_than_max_con
         latencies.push(took);
     }
     latencies.sort();
-    let still_open = open.load(std::sync::atomic::Ordering::SeqCst);
+    let still_open = counts.open();
     println!(
         "50 webhooks during a flood of {slowloris} slowloris and {idle} idle connections ({still_open} open at the end): median {:?}, max {:?}",
         latencies[25], latencies[49]
@@ -393,44 +410,119 @@ async fn real_webhooks_get_through_slowloris_and_idle_floods_larger_than_max_con
     receiver.wait_for(50, Duration::from_secs(30)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_over_its_share_of_waiting_connections_loses_its_oldest_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let config = write_config(dir.path(), &receiver, "30s");
+/// Spawns the daemon with `max_connections` (and so a per-address share of waiting
+/// connections of as many) and a 30 s head timeout.
+async fn spawn_daemon_sharing(dir: &Path, receiver: &Receiver, max: usize) -> DaemonProcess {
+    let config = write_config(dir, receiver, "30s");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("max_connections: 4096", "max_connections: 20");
+        .replace("max_connections: 4096", &format!("max_connections: {max}"));
     std::fs::write(&config, text).unwrap();
-    let daemon = tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))
+    tokio::task::spawn_blocking(move || DaemonProcess::spawn(&config))
         .await
-        .unwrap();
-    // 20 idle connections from one peer fill its share; 5 more close its 5 oldest.
+        .unwrap()
+}
+
+/// Whether the daemon closed `s` within `wait` (it sent nothing before closing).
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(wait, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_share_of_waiting_connections_is_parked_and_served_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let daemon = spawn_daemon_sharing(dir.path(), &receiver, 20).await;
+    // 20 idle connections from one peer fill its share; 5 more are parked, not closed.
     let mut idle = Vec::new();
     for _ in 0..25 {
         idle.push(connect_from([127, 0, 0, 2], daemon.addr).await.unwrap());
         // Accepted in this order: the daemon has seen each before the next connects.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut closed = Vec::new();
     for (i, s) in idle.iter_mut().enumerate() {
-        let mut buf = [0u8; 16];
-        let wait = if i < 5 { 10_000 } else { 300 };
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(wait), s.read(&mut buf)).await
-        {
-            closed.push(i);
-        }
+        let wait = Duration::from_millis(if i == 0 { 1_000 } else { 50 });
+        assert!(!closed_within(s, wait).await, "connection {i} was closed");
     }
-    assert_eq!(
-        closed,
-        vec![0, 1, 2, 3, 4],
-        "the oldest five, and only they, were closed"
-    );
+    // A webhook on the first parked connection is not read while it is parked...
+    let mut parked = idle.remove(20);
+    parked.write_all(&good_request()).await.unwrap();
+    let early = read_response(&mut parked, Duration::from_millis(500)).await;
+    assert!(early.is_err(), "a parked connection was served: {early:?}");
+    // ...until one of the peer's waiting connections sends its head: it is answered, and
+    // the parked one takes its place and is answered too.
+    let mut first = idle.remove(0);
+    first.write_all(&good_request()).await.unwrap();
+    let r = read_response(&mut first, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = read_response(&mut parked, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the parked connection, once promoted: {r:?}");
+    // The others parked after it are still waiting their turn, none closed.
+    for (i, s) in idle.iter_mut().enumerate().skip(19) {
+        assert!(
+            !closed_within(s, Duration::from_millis(50)).await,
+            "parked {i}"
+        );
+    }
     // Another peer is not affected, and a real webhook goes through at once.
     let r = exchange(daemon.addr, &good_request()).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
-    receiver.wait_for(1, Duration::from_secs(10)).await;
+    receiver.wait_for(3, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_is_parked_instead_of_closed_and_reopened() {
+    ensure_fd_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let daemon = spawn_daemon_sharing(dir.path(), &receiver, 100).await;
+    // 350 connections from one address against its share of 100, each reopened as soon as
+    // the daemon closes it. Closing one to make room for the next (as before parking) made
+    // this a storm of thousands of connections a second that real webhooks queued behind.
+    let counts = std::sync::Arc::new(AttackCounts::default());
+    let attackers: Vec<_> = (0..350)
+        .map(|i| {
+            tokio::spawn(attacker(
+                daemon.addr,
+                [127, 0, 0, 2],
+                i < 150,
+                counts.clone(),
+            ))
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "every attacking connection to be open",
+        || counts.open() >= 350,
+    )
+    .await;
+    let before = counts.opened();
+    for i in 0..20 {
+        let r = exchange(daemon.addr, &good_request()).await;
+        let r = r.unwrap_or_else(|e| panic!("real webhook {i} during the flood: {e}"));
+        assert_eq!(r.status, 200, "real webhook {i}: {r:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reopened = counts.opened() - before;
+    println!("one-address flood: {reopened} connections reopened while 20 webhooks went through");
+    // Within the 30 s head timeout nothing needs closing: the parked stay parked.
+    assert!(
+        reopened < 35,
+        "{reopened} attacking connections were closed and reopened (of 350)"
+    );
+    assert!(counts.open() >= 350, "the flood was not there");
+    for a in attackers {
+        a.abort();
+    }
+    receiver.wait_for(20, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
