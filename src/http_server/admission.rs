@@ -23,11 +23,13 @@
 //!   its share, the oldest idle one of that peer is closed to make room instead (a proxy's
 //!   idle pool would otherwise keep its new connections parked; closing an idle kept-alive
 //!   connection is ordinary HTTP).
-//! - Parking has its own bounds (`parked_per_peer`, `parked_total`); beyond them, and
-//!   beyond `total`, the connection waiting **longest** is closed to make room: a real
-//!   client sends its head within milliseconds of connecting, so it is never that one.
-//!   (Refusing the new connection instead would let whoever holds the most sockets lock
-//!   everyone else out.)
+//! - When `total` are waiting, a new connection of a peer that holds at least an equal
+//!   part of them is parked too; any other peer's gets in, and the connection waiting
+//!   **longest** is closed to make room: a real client sends its head within milliseconds
+//!   of connecting, so it is never that one. (Refusing the newcomer instead would let
+//!   whoever holds the most sockets lock everyone else out.)
+//! - Parking has its own bounds (`parked_per_peer`, `parked_total`); beyond them the
+//!   connection waiting longest (of the peer at its share, or of all) is closed instead.
 //!
 //! hyper's `header_read_timeout` still closes any connection whose head takes too long.
 
@@ -79,6 +81,8 @@ struct Waiting {
     by_peer: HashMap<IpAddr, BTreeSet<u64>>,
     /// Per peer, its parked connections (oldest first): where to send each its place.
     parked: HashMap<IpAddr, BTreeMap<u64, oneshot::Sender<Arc<Connection>>>>,
+    /// Every parked connection's peer, oldest first.
+    parked_order: BTreeMap<u64, IpAddr>,
     parked_count: usize,
     /// Connections closed to make room, and connections parked, since the last count.
     closed: u64,
@@ -133,12 +137,27 @@ impl Waiting {
     /// The oldest parked connection of `peer`, taken out of the parked ones.
     fn unpark(&mut self, peer: IpAddr) -> Option<oneshot::Sender<Arc<Connection>>> {
         let queue = self.parked.get_mut(&peer)?;
-        let (_, place) = queue.pop_first()?;
+        let (id, place) = queue.pop_first()?;
         if queue.is_empty() {
             self.parked.remove(&peer);
         }
+        self.parked_order.remove(&id);
         self.parked_count -= 1;
         Some(place)
+    }
+
+    /// Gives up the place parked under `id`, if it is still parked.
+    fn leave_parked(&mut self, peer: IpAddr, id: u64) {
+        let Some(queue) = self.parked.get_mut(&peer) else {
+            return;
+        };
+        if queue.remove(&id).is_some() {
+            if queue.is_empty() {
+                self.parked.remove(&peer);
+            }
+            self.parked_order.remove(&id);
+            self.parked_count -= 1;
+        }
     }
 }
 
@@ -196,8 +215,8 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Admit {
         let peer = peer_key(ip);
         let mut w = self.lock();
-        let at_share = w.of_peer(peer) >= self.limits.per_peer;
-        if at_share || w.parked_of(peer) > 0 {
+        if !self.may_wait(&w, peer) || w.parked_of(peer) > 0 {
+            let at_share = w.of_peer(peer) >= self.limits.per_peer;
             let idle_oldest = w
                 .oldest_of(peer)
                 .filter(|seq| w.by_seq.get(seq).is_some_and(|e| e.kept_alive));
@@ -214,11 +233,27 @@ impl Admission {
         Admit::Now(self.new_waiting(&mut w, peer))
     }
 
+    /// Whether one more connection of `peer` may wait for a head: it is below its share,
+    /// and, when `total` are waiting, below an equal part of the total (the peers holding
+    /// most are the ones whose new connections park; any other still gets in, closing the
+    /// one waiting longest).
+    fn may_wait(&self, w: &Waiting, peer: IpAddr) -> bool {
+        let mine = w.of_peer(peer);
+        if mine >= self.limits.per_peer {
+            return false;
+        }
+        if w.by_seq.len() < self.limits.total {
+            return true;
+        }
+        mine < self.limits.total / w.by_peer.len().max(1)
+    }
+
     fn park(self: &Arc<Self>, w: &mut Waiting, peer: IpAddr) -> Parked {
         let id = w.next;
         w.next += 1;
         let (place, promoted) = oneshot::channel();
         w.parked.entry(peer).or_default().insert(id, place);
+        w.parked_order.insert(id, peer);
         w.parked_count += 1;
         w.parked_since += 1;
         // A peer below its share with connections parked (its waiting ones were closed to
@@ -255,9 +290,9 @@ impl Admission {
         }
     }
 
-    /// Lets parked connections of `peer` in while it is below its share.
+    /// Lets parked connections of `peer` in while it may wait.
     fn promote(self: &Arc<Self>, w: &mut Waiting, peer: IpAddr) {
-        while w.of_peer(peer) < self.limits.per_peer {
+        while self.may_wait(w, peer) {
             let Some(place) = w.unpark(peer) else { return };
             if place.is_closed() {
                 continue;
@@ -307,16 +342,7 @@ impl Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        let mut w = self.admission.lock();
-        let Some(queue) = w.parked.get_mut(&self.peer) else {
-            return;
-        };
-        if queue.remove(&self.id).is_some() {
-            if queue.is_empty() {
-                w.parked.remove(&self.peer);
-            }
-            w.parked_count -= 1;
-        }
+        self.admission.lock().leave_parked(self.peer, self.id);
         // A place sent but not taken is dropped with the receiver, after the lock.
     }
 }
@@ -367,6 +393,10 @@ impl Connection {
         let Some(n) = self.seq().take() else { return };
         if w.remove(n).is_some() {
             a.promote(&mut w, self.peer);
+            // Room in the total lets the longest parked in, whoever's it is.
+            if let Some((_, &oldest)) = w.parked_order.first_key_value() {
+                a.promote(&mut w, oldest);
+            }
         }
     }
 

@@ -111,6 +111,29 @@ fn beyond_the_parking_room_the_oldest_waiting_connection_of_the_peer_is_closed()
 }
 
 #[test]
+fn with_the_total_waiting_the_peers_holding_most_park_and_the_others_get_in() {
+    let a = Admission::new(limits(4, 4, 10));
+    let a1 = now(a.admit(ip(2)));
+    let _a2 = now(a.admit(ip(2)));
+    let _b1 = now(a.admit(ip(3)));
+    let _b2 = now(a.admit(ip(3)));
+    // Four waiting from two peers: an equal part is two each.
+    let mut a3 = parked(a.admit(ip(2)));
+    let newcomer = now(a.admit(ip(4)));
+    assert!(
+        a1.closed.is_cancelled(),
+        "the one waiting longest made room"
+    );
+    assert!(!newcomer.closed.is_cancelled());
+    assert_eq!(a.waiting(), (4, 1));
+    assert!(promoted_now(&mut a3).is_none());
+    drop(newcomer);
+    let a3 = promoted_now(&mut a3);
+    assert!(a3.is_some(), "room again: the parked one gets in");
+    assert_eq!(a.waiting(), (4, 0));
+}
+
+#[test]
 fn beyond_the_total_the_oldest_of_all_is_closed() {
     let a = Admission::new(limits(10, 3, 10));
     let conns: Vec<_> = (0..3).map(|i| now(a.admit(ip(10 + i)))).collect();
