@@ -1,10 +1,14 @@
 //! The status page (issue 13). Over plain HTTP: it needs the admin token (a wrong one sees
 //! no data), its login cookie is HttpOnly and SameSite=Strict and opens the page only, a
-//! cross-site POST changes nothing, and no secret is printed. In a real headless Chromium
-//! against the real binary: a wrong token sees no data; log in, see a failing destination's
-//! counts and its dead letter; another site's page posting a forged retry is refused; retry
-//! it (with the confirmation) to a receiver that now answers 200, and see the job delivered
-//! in the event's timeline.
+//! cross-site POST changes nothing, no secret is printed, and the dead-letter list filtered
+//! by destination holds that destination's only. In a real headless Chromium against the
+//! real binary: a wrong token sees no data; log in, see a failing destination's counts, its
+//! health (`failing`) and its dead letter, a healthy one's health and p50/p99; a webhook
+//! accepted after the page loaded shows up by the page's own refresh, with no reload;
+//! another site's page posting a forged retry is refused; filter the dead letters by
+//! destination, drop one (with the confirmation) and see it gone; retry the other (with the
+//! confirmation) to a receiver that now answers 200, see the job delivered in the event's
+//! timeline and its destination healthy again.
 //!
 //! `HOOKROUTER_SCREENSHOTS=docs/img cargo test --test it status_page::` writes the README's
 //! screenshots from the browser run.
@@ -41,17 +45,21 @@ fn http() -> reqwest::Client {
 }
 
 /// A config with `crm` (whose receiver the test controls, a secret in its URL path) for
-/// leads, retries over a fraction of a second so a failure becomes a dead letter quickly.
+/// leads and `mailer` (on the same receiver) for interactions, retries over a fraction of a
+/// second so a failure becomes a dead letter quickly.
 fn crm_config(crm: &Receiver) -> String {
     format!(
         r#"
 retry: {{ initial_interval: 20ms, multiplier: 2.0, max_interval: 50ms, max_elapsed: 300ms }}
 destinations:
   crm: {{ url: "{}" }}
+  mailer: {{ url: "{}" }}
 routes:
   - {{ name: every-lead, event: lead, to: [crm] }}
+  - {{ name: every-interaction, event: interaction, to: [mailer] }}
 "#,
-        crm.url(&format!("/hooks/{PATH_SECRET}"))
+        crm.url(&format!("/hooks/{PATH_SECRET}")),
+        crm.url("/mailer")
     )
 }
 
@@ -352,10 +360,46 @@ async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_p
     for _ in 0..3 {
         daemon.post("lead", Some(KEY), fixture("lead.json")).await;
     }
+    daemon
+        .post("interaction", Some(KEY), fixture("interaction.json"))
+        .await;
     let store = daemon.running().store().clone();
-    common::eventually(WAIT, "three dead letters", || store.dead_count() == 3).await;
+    common::eventually(WAIT, "four dead letters", || store.dead_count() == 4).await;
     let admin = daemon.admin_url();
     let client = http();
+
+    // The dead-letter list filtered by destination: that destination's only, the others
+    // still counted for the filter's choices.
+    for (destination, kind, n) in [("crm", "lead", 3), ("mailer", "interaction", 1)] {
+        let (status, page, _) =
+            status_and_json(client.get(format!("{admin}/ui/dead?destination={destination}"))).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            (&page["matching"], &page["total"]),
+            (&Value::from(n), &Value::from(4)),
+            "{page}"
+        );
+        let listed = page["dead"].as_array().unwrap();
+        assert_eq!(listed.len(), n, "{page}");
+        for letter in listed {
+            assert_eq!(
+                (&letter["destination"], &letter["kind"]),
+                (&Value::from(destination), &Value::from(kind)),
+                "{page}"
+            );
+        }
+        assert_eq!(
+            page["destinations"],
+            serde_json::json!({"crm": 3, "mailer": 1}),
+            "{page}"
+        );
+    }
+    let (_, unfiltered, _) = status_and_json(client.get(format!("{admin}/ui/dead"))).await;
+    assert_eq!(
+        unfiltered["dead"].as_array().unwrap().len(),
+        4,
+        "{unfiltered}"
+    );
     let (status, page, _) = status_and_json(client.get(format!("{admin}/"))).await;
     assert_eq!(status, 200);
     assert!(
@@ -374,7 +418,7 @@ async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_p
         (status, &body["error"]),
         (StatusCode::FORBIDDEN, &Value::from("cross_site"))
     );
-    assert_eq!(store.dead_count(), 3);
+    assert_eq!(store.dead_count(), 4);
 
     // The page's actions: bad selections are refused, one dropped, the rest retried by filter.
     let action = |verb: &str, body: Value| {
@@ -400,12 +444,16 @@ async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_p
             "{body}: {answer}"
         );
     }
-    let ids: Vec<String> = store
-        .dead_letters()
-        .unwrap()
-        .iter()
-        .map(|l| l.job.id.to_string())
-        .collect();
+    let letters = store.dead_letters().unwrap();
+    let of = |destination: &str| -> Vec<String> {
+        letters
+            .iter()
+            .filter(|l| l.job.destination == destination)
+            .map(|l| l.job.id.to_string())
+            .collect()
+    };
+    let (ids, mailer_ids) = (of("crm"), of("mailer"));
+    assert_eq!((ids.len(), mailer_ids.len()), (3, 1));
     let (status, dropped, _) =
         status_and_json(action("drop", serde_json::json!({"ids": [ids[0]]}))).await;
     assert_eq!(status, 200, "{dropped}");
@@ -435,13 +483,22 @@ async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_p
     let mut want = ids[1..].to_vec();
     want.sort();
     assert_eq!(got, want, "{retried}");
-    common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
-    crm.wait_for(5, WAIT).await;
+    // Only crm's: mailer's dead letter is still there.
+    common::eventually(WAIT, "crm's dead letters retried", || {
+        store.dead_count() == 1
+    })
+    .await;
+    assert_eq!(
+        store.dead_letters().unwrap()[0].job.id.to_string(),
+        mailer_ids[0]
+    );
+    crm.wait_for(6, WAIT).await;
 
     // The CLI's requests (no browser headers) work as before.
     let (status, body) = daemon.admin(Method::POST, "/dead/retry").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["retried"], serde_json::json!([]));
+    assert_eq!(body["retried"], serde_json::json!(mailer_ids));
+    common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
     daemon.stop().await;
 }
 
@@ -457,6 +514,23 @@ fn screenshot_dir() -> Option<PathBuf> {
     })
 }
 
+/// Is `text` a latency as the page prints one (`15 ms`, `0.42 ms`, `1.20 s`), more than zero?
+fn is_latency(text: &str) -> bool {
+    text.strip_suffix(" ms")
+        .or_else(|| text.strip_suffix(" s"))
+        .and_then(|n| n.parse::<f64>().ok())
+        .is_some_and(|n| n > 0.0)
+}
+
+/// Waits until nothing on the page matches `css`.
+async fn until_absent(browser: &Browser, css: &str, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while browser.exists(css).await {
+        assert!(Instant::now() < deadline, "{what}: {css:?} still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_a_dead_letter_is_seen_retried_and_delivered() {
     let Some(browser) = Browser::start().await else {
@@ -464,8 +538,10 @@ async fn in_a_browser_a_dead_letter_is_seen_retried_and_delivered() {
     };
     let started = Instant::now();
     let shots = screenshot_dir();
-    // crm fails (500) until the test flips it; archive takes everything; slack asks to wait.
-    let (crm, archive, slack) = (
+    // crm fails (500) until the test flips it; archive takes everything; slack asks to wait;
+    // billing refuses (410) the one interaction sent to it.
+    let (crm, archive, slack, billing) = (
+        Receiver::start().await,
         Receiver::start().await,
         Receiver::start().await,
         Receiver::start().await,
@@ -473,6 +549,7 @@ async fn in_a_browser_a_dead_letter_is_seen_retried_and_delivered() {
     crm.set_default(Reply::status(500).body("{\"error\":\"crm is down for maintenance\"}"));
     archive.set_default(Reply::status(200).delay(Duration::from_millis(15)));
     slack.set_default(Reply::status(429).header("retry-after", "600"));
+    billing.set_default(Reply::status(410).body("no such customer"));
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("routes.yaml");
     let config = format!(
@@ -482,6 +559,7 @@ retry: {{ initial_interval: 20ms, multiplier: 2.0, max_interval: 50ms, max_elaps
 destinations:
   crm: {{ url: "{crm}" }}
   archive: {{ url: "{archive}" }}
+  billing: {{ url: "{billing}" }}
   slack:
     url: "{slack}"
     retry: {{ initial_interval: 1s, max_interval: 10m, max_elapsed: 1h }}
@@ -489,10 +567,12 @@ routes:
   - {{ name: leads-to-crm, event: lead, match: {{ email: {{ exists: true }} }}, to: [crm] }}
   - {{ name: everything-archived, to: [archive] }}
   - {{ name: finished-views, event: view, match: {{ percentage: {{ gte: 90 }} }}, to: [slack] }}
+  - {{ name: interactions-billed, event: interaction, to: [billing] }}
 "#,
         server = server_block(&dir.path().join("data")),
         crm = crm.url(&format!("/hooks/{PATH_SECRET}")),
         archive = archive.url("/archive"),
+        billing = billing.url("/billing"),
         slack = slack.url("/services/T000/B000/XXXX"),
     );
     std::fs::write(&config_path, config).unwrap();
@@ -514,18 +594,32 @@ routes:
                 .expect("json")
         }
     };
+    let view = |id: &str, percentage: u64| {
+        let mut view = fixture_json("view.json");
+        view["id"] = Value::from(id);
+        view["percentage"] = Value::from(percentage);
+        view.to_string().into_bytes()
+    };
+    // Seven accepted (a lead, five views, an interaction), one refused.
     let lead = post("lead", KEY, fixture("lead.json")).await;
     let event_id = lead["event_id"].as_str().expect("accepted").to_string();
     for n in 0..5 {
-        let mut view = fixture_json("view.json");
-        view["id"] = Value::from(format!("view-{n}"));
-        post("view", KEY, view.to_string().into_bytes()).await;
+        post("view", KEY, view(&format!("view-{n}"), 95)).await;
     }
+    post("interaction", KEY, fixture("interaction.json")).await;
     post("lead", "wrong-key", fixture("lead.json")).await;
-    let dead_id = until("the crm dead letter", || async {
+    let dead_of = |dead: &Value, destination: &str| -> Option<String> {
+        dead["dead"]
+            .as_array()?
+            .iter()
+            .find(|d| d["destination"] == destination)
+            .and_then(|d| d["id"].as_str())
+            .map(str::to_string)
+    };
+    let (dead_id, billing_dead) = until("the crm and billing dead letters", || async {
         let (_, dead, _) =
             status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
-        dead["dead"][0]["id"].as_str().map(str::to_string)
+        Some((dead_of(&dead, "crm")?, dead_of(&dead, "billing")?))
     })
     .await;
 
@@ -544,37 +638,63 @@ routes:
     assert!(!browser.exists("#destinations").await);
     assert!(!c.source().await.unwrap().contains("crm"));
 
-    // The right token: the overview with crm's counts, refreshed without a reload.
+    // The right token: the overview with each destination's counts, health and latency.
     browser.find("#token").await.send_keys(TOKEN).await.unwrap();
     browser.click("#login").await;
+    let cell = |destination: &str, class: &str| {
+        format!("tr[data-destination=\"{destination}\"] td.{class}")
+    };
+    let accepted = "#ingest tr[data-name=\"accepted\"] td:nth-child(3)";
     browser
-        .text_until(
-            "tr[data-destination=\"crm\"] td.dead",
-            "crm's dead letter",
-            |t| t == "1",
+        .text_until(accepted, "seven webhooks accepted", |t| t == "7")
+        .await;
+    // It refreshes itself: a webhook accepted now shows up (below, while the rest is
+    // checked) with no navigation and no reload (the mark set on this document would be
+    // gone after one).
+    let marked = c
+        .execute(
+            "document.body.dataset.mark = 'loaded once'; return document.body.dataset.mark",
+            vec![],
         )
+        .await
+        .expect("mark the document");
+    assert_eq!(marked, "loaded once");
+    post("view", KEY, view("view-late", 10)).await;
+    for destination in ["crm", "billing"] {
+        browser
+            .text_until(&cell(destination, "dead"), "a dead letter", |t| t == "1")
+            .await;
+    }
+    browser
+        .text_until(&cell("crm", "last-error"), "crm's last error", |t| {
+            t.contains("gave up after")
+        })
+        .await;
+    // crm failed every attempt (more than failing_after_failures, 3, in a row): failing;
+    // archive delivered every one: healthy.
+    browser
+        .text_until(&cell("crm", "state"), "crm's health", |t| t == "failing")
         .await;
     browser
-        .text_until(
-            "tr[data-destination=\"crm\"] td.last-error",
-            "crm's last error",
-            |t| t.contains("gave up after"),
-        )
+        .text_until(&cell("archive", "state"), "archive's health", |t| {
+            t == "healthy"
+        })
         .await;
     browser
-        .text_until(
-            "tr[data-destination=\"slack\"] td.state",
-            "slack's pause",
-            |t| t.contains("paused"),
-        )
+        .text_until(&cell("slack", "state"), "slack's pause", |t| {
+            t.contains("paused")
+        })
         .await;
     browser
-        .text_until(
-            "tr[data-destination=\"archive\"] td.delivered-rate",
-            "archive's rate",
-            |t| t != "0",
-        )
+        .text_until(&cell("archive", "delivered-rate"), "archive's rate", |t| {
+            t != "0"
+        })
         .await;
+    for quantile in ["p50", "p99"] {
+        browser
+            .text_until(&cell("archive", quantile), "archive's latency", is_latency)
+            .await;
+    }
     browser
         .text_until("#rejections", "the rejection", |t| {
             t.contains("invalid_key")
@@ -582,6 +702,19 @@ routes:
         .await;
     let source = c.source().await.unwrap();
     assert!(!source.contains(PATH_SECRET) && !source.contains("XXXX") && !source.contains(TOKEN));
+    // The eighth webhook, brought by the page's own refresh (every 5 s).
+    browser
+        .text_until(
+            accepted,
+            "the eighth webhook, by the page's own refresh",
+            |t| t == "8",
+        )
+        .await;
+    let mark = c
+        .execute("return document.body.dataset.mark || null", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(mark, "loaded once", "the page was reloaded");
     browser.screenshot(shots.as_deref(), "overview.png").await;
 
     // Another site's page (another port: same site, so the SameSite=Strict cookie goes
@@ -612,20 +745,33 @@ routes:
     }
     let (_, dead, _) =
         status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
-    assert_eq!(dead["total"], 1, "nothing was retried: {dead}");
+    assert_eq!(dead["total"], 2, "nothing was retried: {dead}");
     c.goto(&format!("{admin}/"))
         .await
         .expect("back to the page");
 
-    // The dead letter, its attempts and response; Retry with the confirmation.
+    // Both dead letters; crm's with its attempts and response.
     browser.click("#nav-dead").await;
     let row = format!("tr.dead-row[data-id=\"{dead_id}\"]");
+    let billing_row = format!("tr.dead-row[data-id=\"{billing_dead}\"]");
     browser
         .text_until(
             &format!("{row} td.destination"),
             "the dead letter's row",
             |t| t == "crm",
         )
+        .await;
+    browser
+        .text_until(
+            &format!("{billing_row} td.destination"),
+            "billing's dead letter's row",
+            |t| t == "billing",
+        )
+        .await;
+    browser
+        .text_until("#dead-summary", "both dead letters", |t| {
+            t.starts_with("2 shown of 2 matching")
+        })
         .await;
     browser.click(&format!("{row} details summary")).await;
     browser
@@ -636,12 +782,69 @@ routes:
     browser
         .screenshot(shots.as_deref(), "dead-letters.png")
         .await;
+
+    // Filtered to billing: crm's row goes. Drop billing's, with the confirmation: gone, and
+    // nothing sent to billing.
+    let filter = browser.find("#filter-destination").await;
+    filter.select_by_value("billing").await.expect("filter");
+    browser
+        .text_until("#dead-summary", "the billing filter", |t| {
+            t.starts_with("1 shown of 1 matching; 2 dead letters")
+        })
+        .await;
+    until_absent(&browser, &row, "crm's row under the billing filter").await;
+    browser.find(&billing_row).await;
+    let billing_requests = billing.requests().len();
+    browser
+        .click(&format!("{billing_row} button.row-drop"))
+        .await;
+    browser
+        .text_until("#confirm-text", "the drop's confirmation", |t| {
+            t.starts_with("Drop delivery") && t.contains(&billing_dead)
+        })
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .text_until("#dead-result", "the drop's result", |t| {
+            t.starts_with("1 dropped")
+        })
+        .await;
+    until_absent(&browser, &billing_row, "the dropped dead letter").await;
+    browser.find("#no-dead").await;
+    let (_, dead, _) =
+        status_and_json(client.get(format!("{admin}/dead")).bearer_auth(TOKEN)).await;
+    assert_eq!(
+        (&dead["total"], &dead["dead"][0]["id"]),
+        (&Value::from(1), &Value::from(dead_id.as_str())),
+        "only crm's is left: {dead}"
+    );
+    assert_eq!(
+        billing.requests().len(),
+        billing_requests,
+        "a drop sends nothing"
+    );
+
+    // Filtered to crm: its row; Retry with the confirmation.
+    let filter = browser.find("#filter-destination").await;
+    filter.select_by_value("crm").await.expect("filter");
+    browser
+        .text_until(
+            &format!("{row} td.destination"),
+            "crm's row under the crm filter",
+            |t| t == "crm",
+        )
+        .await;
+    browser
+        .text_until("#dead-summary", "the crm filter", |t| {
+            t.starts_with("1 shown of 1 matching; 1 dead letters")
+        })
+        .await;
     crm.set_default(Reply::status(200));
     let before = crm.requests().len();
     browser.click(&format!("{row} button.row-retry")).await;
     browser
         .text_until("#confirm-text", "the confirmation", |t| {
-            t.contains(&dead_id)
+            t.starts_with("Retry delivery") && t.contains(&dead_id)
         })
         .await;
     browser.click("#confirm-ok").await;
@@ -695,14 +898,18 @@ routes:
         .await;
     browser.screenshot(shots.as_deref(), "events.png").await;
 
-    // Back on the overview, crm has no dead letter left; logging out ends the session.
+    // Back on the overview, no dead letter is left and crm, delivering again, is healthy;
+    // logging out ends the session.
     browser.click("#nav-overview").await;
+    for destination in ["crm", "billing"] {
+        browser
+            .text_until(&cell(destination, "dead"), "the dead letters gone", |t| {
+                t == "0"
+            })
+            .await;
+    }
     browser
-        .text_until(
-            "tr[data-destination=\"crm\"] td.dead",
-            "crm's dead letters gone",
-            |t| t == "0",
-        )
+        .text_until(&cell("crm", "state"), "crm's recovery", |t| t == "healthy")
         .await;
     browser.click("#logout").await;
     browser.find("#login-form").await;
