@@ -9,10 +9,13 @@ use super::views::{EventView, JobView};
 use super::AdminState;
 use crate::ingress::recent::mindstamp_id;
 use crate::inspect::{render_report, route_report};
+use crate::queue::catalog::EventQuery;
 
 /// Dead letters whose bodies are read when an id is not in the memory of recent events
 /// (after a restart, say); each costs a read from the journal.
 const DEAD_BODY_SCAN: usize = 2_000;
+/// Events of one Mindstamp `id` listed when the journal is searched for it.
+const JOURNAL_MATCHES: usize = 50;
 /// Longest query taken.
 const MAX_QUERY_LEN: usize = 200;
 
@@ -42,7 +45,9 @@ pub struct EventPage {
 }
 
 /// Events whose Mindstamp `id` is `id`: those accepted since start (from memory) and those
-/// still dead letters.
+/// still dead letters; when neither knows it (an event from before a restart, or from
+/// more than [`crate::ingress::recent::CAPACITY`] events ago), the journal's events kept
+/// for `server.retention` are searched, newest first, as `event list --mindstamp-id` does.
 fn by_mindstamp_id(state: &AdminState, id: &str) -> Result<Vec<Uuid>, AdminError> {
     let mut found = state.recent_ids.lookup(id);
     let mut seen = std::collections::HashSet::new();
@@ -61,6 +66,14 @@ fn by_mindstamp_id(state: &AdminState, id: &str) -> Result<Vec<Uuid>, AdminError
         if matches {
             found.push(event_id);
         }
+    }
+    if found.is_empty() {
+        let query = EventQuery {
+            mindstamp_id: Some(id.to_string()),
+            ..EventQuery::default()
+        };
+        let (events, _more) = state.store.list_events(&query, None, JOURNAL_MATCHES)?;
+        found.extend(events.iter().map(|e| e.header.id));
     }
     Ok(found)
 }

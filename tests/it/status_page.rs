@@ -8,7 +8,8 @@
 //! another site's page posting a forged retry is refused; filter the dead letters by
 //! destination, drop one (with the confirmation) and see it gone; retry the other (with the
 //! confirmation) to a receiver that now answers 200, see the job delivered in the event's
-//! timeline and its destination healthy again.
+//! timeline and its destination healthy again. After a restart, a delivered event is still
+//! found by its Mindstamp id.
 //!
 //! `HOOKROUTER_SCREENSHOTS=docs/img cargo test --test it status_page::` writes the README's
 //! screenshots from the browser run.
@@ -500,6 +501,31 @@ async fn without_a_token_the_page_is_open_its_bulk_actions_work_and_cross_site_p
     assert_eq!(body["retried"], serde_json::json!(mailer_ids));
     common::eventually(WAIT, "no dead letters", || store.dead_count() == 0).await;
     daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_from_before_a_restart_is_found_by_its_mindstamp_id() {
+    let crm = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with_server(dir, "", &crm_config(&crm)).await;
+    let (status, answer) = daemon.post("lead", Some(KEY), fixture("lead.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    let event_id = answer["event_id"].as_str().unwrap().to_string();
+    crm.wait_for(1, WAIT).await;
+    // Delivered, so not a dead letter; and the restart empties the memory of recent ids.
+    let dir = daemon.stop().await;
+    let daemon = TestDaemon::start_with_server(dir, "", &crm_config(&crm)).await;
+    let mindstamp_id = fixture_json("lead.json")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, found, _) =
+        status_and_json(http().get(format!("{}/ui/event?q={mindstamp_id}", daemon.admin_url())))
+            .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["matched_by"], "mindstamp_id", "{found}");
+    assert_eq!(found["matches"], serde_json::json!([event_id]), "{found}");
+    assert_eq!(found["event"]["jobs"][0]["status"], "delivered", "{found}");
 }
 
 /// Where the browser run saves its screenshots (`HOOKROUTER_SCREENSHOTS`), if anywhere.
