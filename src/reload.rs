@@ -114,6 +114,7 @@ impl Reloader {
             .set_retention(next.server.retention, next.server.dead_retention);
         self.store.set_dedupe_window(next.server.dedupe_window);
         self.config.store(Arc::new(next));
+        self.dispatcher.release_credential_holds();
         if let Err(e) = self.dispatcher.reconcile() {
             tracing::error!(error = %e, "reloaded, but could not start workers for new destinations");
         }

@@ -29,13 +29,15 @@ pub(super) fn hold_line(r: &HoldResult, verb: &str, out: &mut String) {
     };
 }
 
-/// `held (operator) 5m` / `failing 30s` / `healthy`.
+/// `held (operator) 5m` / `held (credentials refused) 1m` / `failing 30s` / `healthy`.
 fn state_cell(health: Option<&HealthView>, now_ms: u64) -> String {
     let Some(h) = health else {
         return "-".into();
     };
     let mut cell = h.state.clone();
-    if h.held_by_operator {
+    if h.held_for_credentials {
+        cell.push_str(" (credentials refused)");
+    } else if h.held_by_operator {
         cell.push_str(" (operator)");
     }
     if h.state != "healthy" {
@@ -105,6 +107,10 @@ pub(super) fn status_table(q: &QueueView, out: &mut String) {
                         at.saturating_sub(now) / 1000
                     ))
                 ),
+                None if h.held_for_credentials => {
+                    "no probes: retrying cannot help until the credentials are fixed (then reload)"
+                        .to_string()
+                }
                 None => "no probes while held by an operator".to_string(),
             };
             let _ = writeln!(
@@ -236,5 +242,39 @@ pub(super) fn event_detail(e: &EventView, out: &mut String) {
         for line in render(&["#", "AT", "STATUS", "LATENCY", "OUTCOME", "ERROR"], &rows).lines() {
             let _ = writeln!(out, "  {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(by_operator: bool, for_credentials: bool) -> HealthView {
+        HealthView {
+            state: "held".into(),
+            since_ms: 1_000,
+            held_by_operator: by_operator,
+            held_for_credentials: for_credentials,
+            consecutive_failures: 10,
+            last_status: None,
+            last_error: None,
+            last_success_ms: None,
+            next_probe_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_state_cell_says_who_or_what_holds_a_destination() {
+        let now = 61_000;
+        assert_eq!(state_cell(Some(&held(false, false)), now), "held 1m");
+        assert_eq!(
+            state_cell(Some(&held(true, false)), now),
+            "held (operator) 1m"
+        );
+        assert_eq!(
+            state_cell(Some(&held(true, true)), now),
+            "held (credentials refused) 1m"
+        );
+        assert_eq!(state_cell(None, now), "-");
     }
 }

@@ -44,6 +44,10 @@ pub struct HealthView {
     pub since_ms: u64,
     /// Held by an operator (no probes until released).
     pub held_by_operator: bool,
+    /// Held because the token endpoint refused the credentials (`held_by_operator` too;
+    /// absent from an older daemon's answer).
+    #[serde(default)]
+    pub held_for_credentials: bool,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// The latest failure's status.
@@ -64,6 +68,7 @@ impl HealthView {
             state: h.state.as_str().to_string(),
             since_ms: h.since_ms,
             held_by_operator: h.held_by_operator,
+            held_for_credentials: h.held_for_credentials,
             consecutive_failures: h.consecutive_failures,
             last_status: h.last_status,
             last_error: h.last_error.clone(),

@@ -122,6 +122,24 @@ impl Dispatcher {
         self.inner.heartbeats.clone()
     }
 
+    /// After a reload: releases the destinations held because their credentials were
+    /// refused, so the reloaded credentials get tried (reconcile then wakes the workers).
+    pub fn release_credential_holds(&self) {
+        match self.inner.health.release_credential_holds(now_ms()) {
+            Ok(released) => {
+                for name in released {
+                    tracing::info!(
+                        destination = %name,
+                        "released the hold for refused credentials: the reloaded ones are tried next"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not release the holds for refused credentials");
+            }
+        }
+    }
+
     /// Starts a worker for every configured destination and every destination that still
     /// has jobs in the store (those of removed destinations get dead-lettered).
     pub fn reconcile(&self) -> Result<(), DispatchError> {

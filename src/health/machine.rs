@@ -175,6 +175,10 @@ pub struct DestinationHealth {
     pub since_ms: u64,
     /// Held by an operator (no probes; only a release ends it).
     pub held_by_operator: bool,
+    /// Held because the token endpoint refused the credentials (also `held_by_operator`:
+    /// no probes, a release ends it once they are fixed).
+    #[serde(default)]
+    pub held_for_credentials: bool,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// When the current run of failures began.
@@ -210,6 +214,7 @@ impl DestinationHealth {
             state: HealthState::Healthy,
             since_ms: now_ms,
             held_by_operator: false,
+            held_for_credentials: false,
             consecutive_failures: 0,
             streak_started_ms: None,
             last_status: None,
@@ -258,6 +263,7 @@ impl DestinationHealth {
     fn resume(&mut self, at_ms: u64) {
         self.enter(HealthState::Healthy, at_ms);
         self.held_by_operator = false;
+        self.held_for_credentials = false;
         self.consecutive_failures = 0;
         self.streak_started_ms = None;
         self.window.clear();
@@ -401,6 +407,7 @@ impl DestinationHealth {
         } else {
             self.hold(now_ms, true, policy);
         }
+        self.held_for_credentials = true;
         Some(Change::CredentialsRefused)
     }
 

@@ -166,6 +166,25 @@ impl HealthBoard {
         })
     }
 
+    /// Releases every destination held because its token endpoint refused the credentials
+    /// (after a reload, which may have brought new ones: a refusal holds it again at the
+    /// next fetch); the names released.
+    pub fn release_credential_holds(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        let held: Vec<String> = self
+            .states()
+            .iter()
+            .filter(|(_, h)| h.held_for_credentials)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut released = Vec::new();
+        for name in held {
+            if self.release(&name, now_ms)? {
+                released.push(name);
+            }
+        }
+        Ok(released)
+    }
+
     /// An operator releases `destination`; `Ok(false)` when it was not held.
     pub fn release(&self, destination: &str, now_ms: u64) -> Result<bool, StoreError> {
         self.operator_change(destination, now_ms, |h| h.release(now_ms))

@@ -333,6 +333,7 @@ async fn invalid_grant_holds_the_destination_and_alerts() {
     );
     assert!(!error.contains("revoked-token"), "{health}");
     assert!(health["next_probe_ms"].is_null(), "no probes: {health}");
+    assert_eq!(health["held_for_credentials"], true, "{health}");
     // Nothing more is attempted: no job spends its retries on a refused grant.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let fetches = tokens.requests().len();
@@ -354,14 +355,28 @@ async fn invalid_grant_holds_the_destination_and_alerts() {
     );
     assert_eq!(alert["hint"], "hookrouter destination release crm");
 
-    // Fixed credentials, then a release: every job is delivered.
+    let out = crate::common::hookrouter(&["status", "--admin", &d.admin_url()])
+        .env_remove(&["HOOKROUTER_ADMIN", "HOOKROUTER_ADMIN_TOKEN"])
+        .output();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(table.contains("held (credentials refused)"), "{table}");
+
+    // Fixed credentials, then a reload (the operator's "fixed it"): it releases the hold,
+    // and every job is delivered.
     tokens.set_default(token("access-fixed", 3600, None));
-    let (status, body) = d.admin(Method::POST, "/destinations/crm/release").await;
+    let (status, body) = d.admin(Method::POST, "/reload").await;
     assert_eq!(status, 200, "{body}");
     let got = crm.wait_for(5, WAIT).await;
     assert!(got
         .iter()
         .all(|r| r.header("authorization") == "Bearer access-fixed"));
+    let health = queue(&d).await["destinations"]["crm"]["health"].clone();
+    assert_eq!(
+        (&health["state"], &health["held_for_credentials"]),
+        (&Value::from("healthy"), &Value::from(false)),
+        "{health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,7 +124,8 @@ function stateCell(d) {
   if (d.url === null) {
     cell.append(el("span", { class: "pill", text: "removed from config" }));
   } else if (h && h.state === "held") {
-    const who = h.held_by_operator ? "held by an operator" : "held after " + h.consecutive_failures + " failures in a row";
+    const who = h.held_for_credentials ? "held: the token endpoint refused the credentials; fix them and reload"
+      : h.held_by_operator ? "held by an operator" : "held after " + h.consecutive_failures + " failures in a row";
     cell.append(el("span", { class: "pill bad health", text: "held " + age((Date.now() - h.since_ms) / 1000), title: who + " (release: hookrouter destination release " + d.name + ")" }));
   } else if (h && h.state === "failing") {
     cell.append(el("span", { class: "pill warn health", text: "failing", title: h.consecutive_failures + " failures in a row" }));
