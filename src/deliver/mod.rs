@@ -246,18 +246,8 @@ impl Worker {
                     self.inner
                         .store
                         .park(&self.name, !matches!(gate, Gate::Open));
-                    let take = match gate {
-                        Gate::Open => Some(Take::Jobs(free)),
-                        Gate::Probe => Some(Take::Probe),
-                        Gate::Paced { fresh, next_in } => {
-                            pause = pause.min(next_in);
-                            Some(Take::Paced { free, fresh })
-                        }
-                        Gate::Closed(wait) => {
-                            pause = pause.min(wait.unwrap_or(MAX_IDLE));
-                            None
-                        }
-                    };
+                    let (take, wait) = plan_pass(gate, free);
+                    pause = pause.min(wait);
                     if let Some(take) = take {
                         pause = pause.min(self.take_jobs(
                             &dest,
@@ -300,26 +290,22 @@ impl Worker {
     ) -> Duration {
         let taken: HashSet<Uuid> = ids.values().copied().collect();
         let now = now_ms();
-        let (free, fresh, probe) = match take {
-            Take::Jobs(free) => (free, free, false),
-            Take::Paced { free, fresh } => (free, usize::from(fresh), false),
-            Take::Probe => (1, 1, true),
+        let LeaseSize {
+            limit,
+            fresh,
+            probe,
+        } = lease_for(take, dest.rate_limit.is_some());
+        let scan = match self
+            .inner
+            .store
+            .lease_with(&self.name, now, limit, fresh, |id| taken.contains(id))
+        {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::error!(destination = %self.name, error = %e, "cannot read due jobs");
+                return STORE_ERROR_PAUSE;
+            }
         };
-        // A paced destination sends one job per pass: lease no more than that.
-        let limit = if dest.rate_limit.is_some() { 1 } else { free };
-        let scan =
-            match self
-                .inner
-                .store
-                .lease_with(&self.name, now, limit, fresh.min(limit), |id| {
-                    taken.contains(id)
-                }) {
-                Ok(scan) => scan,
-                Err(e) => {
-                    tracing::error!(destination = %self.name, error = %e, "cannot read due jobs");
-                    return STORE_ERROR_PAUSE;
-                }
-            };
         let mut pause = match scan.next_due_ms {
             Some(next) => Duration::from_millis(next.saturating_sub(now)),
             None => MAX_IDLE,
@@ -401,8 +387,46 @@ impl Worker {
     }
 }
 
+/// What one pass takes, given the destination's gate and the worker's `free` places, and
+/// the longest the worker may sleep before it looks again.
+fn plan_pass(gate: Gate, free: usize) -> (Option<Take>, Duration) {
+    match gate {
+        Gate::Open => (Some(Take::Jobs(free)), MAX_IDLE),
+        Gate::Probe => (Some(Take::Probe), MAX_IDLE),
+        Gate::Paced { fresh, next_in } => (Some(Take::Paced { free, fresh }), next_in),
+        Gate::Closed(wait) => (None, wait.unwrap_or(MAX_IDLE)),
+    }
+}
+
+/// How many jobs one pass leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LeaseSize {
+    /// Jobs in all.
+    limit: usize,
+    /// Of which fresh ones (not yet attempted) at most.
+    fresh: usize,
+    /// The one job is a held destination's probe.
+    probe: bool,
+}
+
+/// The lease of `take`: a rate-limited destination sends one job per pass, so it leases no
+/// more than that.
+fn lease_for(take: Take, rate_limited: bool) -> LeaseSize {
+    let (free, fresh, probe) = match take {
+        Take::Jobs(free) => (free, free, false),
+        Take::Paced { free, fresh } => (free, usize::from(fresh), false),
+        Take::Probe => (1, 1, true),
+    };
+    let limit = if rate_limited { 1 } else { free };
+    LeaseSize {
+        limit,
+        fresh: fresh.min(limit),
+        probe,
+    }
+}
+
 /// What the worker takes on one pass.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Take {
     /// Up to this many due jobs.
     Jobs(usize),
@@ -416,4 +440,51 @@ enum Take {
     },
     /// One job, as the probe of a held destination.
     Probe,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_gate_plans_its_pass() {
+        let secs = Duration::from_secs;
+        assert_eq!(plan_pass(Gate::Open, 8), (Some(Take::Jobs(8)), MAX_IDLE));
+        assert_eq!(plan_pass(Gate::Probe, 8), (Some(Take::Probe), MAX_IDLE));
+        let paced = Gate::Paced {
+            fresh: false,
+            next_in: secs(1),
+        };
+        let take = Take::Paced {
+            free: 8,
+            fresh: false,
+        };
+        assert_eq!(plan_pass(paced, 8), (Some(take), secs(1)));
+        assert_eq!(plan_pass(Gate::Closed(Some(secs(2))), 8), (None, secs(2)));
+        assert_eq!(plan_pass(Gate::Closed(None), 8), (None, MAX_IDLE));
+    }
+
+    #[test]
+    fn a_lease_takes_what_the_pass_allows() {
+        let lease = |limit, fresh, probe| LeaseSize {
+            limit,
+            fresh,
+            probe,
+        };
+        assert_eq!(lease_for(Take::Jobs(8), false), lease(8, 8, false));
+        assert_eq!(
+            lease_for(Take::Jobs(8), true),
+            lease(1, 1, false),
+            "rate-limited: one per pass"
+        );
+        let paced = |fresh| Take::Paced { free: 8, fresh };
+        assert_eq!(
+            lease_for(paced(false), false),
+            lease(8, 0, false),
+            "retries only"
+        );
+        assert_eq!(lease_for(paced(true), false), lease(8, 1, false));
+        assert_eq!(lease_for(paced(true), true), lease(1, 1, false));
+        assert_eq!(lease_for(Take::Probe, false), lease(1, 1, true));
+    }
 }
