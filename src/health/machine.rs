@@ -176,7 +176,7 @@ pub struct DestinationHealth {
     /// Held by an operator (no probes; only a release ends it).
     pub held_by_operator: bool,
     /// Held because the token endpoint refused the credentials (also `held_by_operator`:
-    /// no probes, a release ends it once they are fixed).
+    /// no probes; a reload, which may bring fixed ones, or a release ends it).
     #[serde(default)]
     pub held_for_credentials: bool,
     /// Failures in a row.
