@@ -314,6 +314,16 @@ impl Admission {
         (w.by_seq.len(), w.parked_count)
     }
 
+    /// The peer with the most connections waiting and parked, with those counts (for the
+    /// log line that says a flood is on).
+    pub fn busiest_peer(&self) -> Option<(IpAddr, usize, usize)> {
+        let w = self.lock();
+        let peers = w.by_peer.keys().chain(w.parked.keys());
+        peers
+            .map(|&p| (p, w.of_peer(p), w.parked_of(p)))
+            .max_by_key(|&(_, waiting, parked)| waiting + parked)
+    }
+
     /// How many waiting connections were closed to make room, and how many new ones were
     /// parked, since the last call.
     pub fn take_counts(&self) -> (u64, u64) {

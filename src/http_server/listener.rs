@@ -123,8 +123,9 @@ pub async fn serve_http1<S, B>(
 {
     let graceful = GracefulShutdown::new();
     let admission = Admission::new(limits(settings.max_connections));
+    let mut flood_log = FloodLog::new(name);
     while let Some((stream, peer)) = next_connection(&listener, name, &shutdown).await {
-        log_admissions(name, &admission);
+        flood_log.note(&admission);
         let _ = stream.set_nodelay(true);
         let accepted = Accepted {
             name,
@@ -181,19 +182,70 @@ fn limits(max_connections: usize) -> Limits {
     }
 }
 
-/// Logs (at debug) the connections closed to make room and parked since the last accept.
-fn log_admissions(name: &'static str, admission: &Admission) {
-    let (closed, parked) = admission.take_counts();
-    if closed > 0 || parked > 0 {
+/// How often at most the listener warns that connections are being parked or closed.
+const FLOOD_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Connections parked and closed to make room since the last warning, for one warning a
+/// minute at most (a flood must not flood the log too).
+struct FloodLog {
+    name: &'static str,
+    parked: u64,
+    closed: u64,
+    last_warned: Option<tokio::time::Instant>,
+}
+
+impl FloodLog {
+    fn new(name: &'static str) -> FloodLog {
+        FloodLog {
+            name,
+            parked: 0,
+            closed: 0,
+            last_warned: None,
+        }
+    }
+
+    /// Takes the counts since the last accept; logs each change at debug, and warns once a
+    /// minute at most while connections are parked or closed, naming the busiest peer.
+    fn note(&mut self, admission: &Admission) {
+        let (closed, parked) = admission.take_counts();
+        if closed == 0 && parked == 0 {
+            return;
+        }
         let (waiting, parked_now) = admission.waiting();
         tracing::debug!(
-            listener = name,
+            listener = self.name,
             closed,
             parked,
             waiting,
             parked_now,
             "connections waiting for a request head: some closed to make room or parked"
         );
+        self.closed += closed;
+        self.parked += parked;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warned
+            .is_some_and(|at| now.duration_since(at) < FLOOD_WARN_EVERY)
+        {
+            return;
+        }
+        let (peer, of_peer, parked_of_peer) = admission
+            .busiest_peer()
+            .map_or((String::from("-"), 0, 0), |(p, w, k)| (p.to_string(), w, k));
+        tracing::warn!(
+            listener = self.name,
+            parked = self.parked,
+            closed = self.closed,
+            waiting,
+            parked_now,
+            busiest_peer = %peer,
+            busiest_waiting = of_peer,
+            busiest_parked = parked_of_peer,
+            "more connections wait for a request head than an address's share (a slow or idle flood?): new ones are parked until their turn, the longest waiting closed beyond the bounds; counts since the last such line"
+        );
+        self.last_warned = Some(now);
+        self.parked = 0;
+        self.closed = 0;
     }
 }
 

@@ -476,6 +476,18 @@ async fn a_peer_over_its_share_of_waiting_connections_is_parked_and_served_in_tu
     let r = exchange(daemon.addr, &good_request()).await.unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     receiver.wait_for(3, Duration::from_secs(10)).await;
+    // The log says so once (at most once a minute), naming the peer.
+    let log = daemon.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("new ones are parked until their turn"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("busiest_peer=127.0.0.2"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
