@@ -308,6 +308,19 @@ impl Admission {
         }
     }
 
+    /// While the total has room, lets in the parked connections of any peer that may
+    /// wait: the longest parked one's peer first, then the others.
+    fn promote_others(self: &Arc<Self>, w: &mut Waiting) {
+        let oldest = w.parked_order.first_key_value().map(|(_, &p)| p);
+        let others: Vec<IpAddr> = w.parked.keys().copied().collect();
+        for peer in oldest.into_iter().chain(others) {
+            if w.by_seq.len() >= self.limits.total {
+                return;
+            }
+            self.promote(w, peer);
+        }
+    }
+
     /// How many connections are waiting for a head now, and how many are parked.
     pub fn waiting(&self) -> (usize, usize) {
         let w = self.lock();
@@ -401,13 +414,10 @@ impl Connection {
         let a = &self.admission;
         let mut w = a.lock();
         let Some(n) = self.seq().take() else { return };
-        if w.remove(n).is_some() {
-            a.promote(&mut w, self.peer);
-            // Room in the total lets the longest parked in, whoever's it is.
-            if let Some((_, &oldest)) = w.parked_order.first_key_value() {
-                a.promote(&mut w, oldest);
-            }
-        }
+        // Closed to make room, it left already; either way there may be room now.
+        w.remove(n);
+        a.promote(&mut w, self.peer);
+        a.promote_others(&mut w);
     }
 
     /// Resolves when the connection was closed to make room for newer ones.

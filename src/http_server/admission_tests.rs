@@ -134,6 +134,24 @@ fn with_the_total_waiting_the_peers_holding_most_park_and_the_others_get_in() {
 }
 
 #[test]
+fn a_departure_lets_in_any_peer_that_may_wait_not_only_the_longest_parked_one_s() {
+    let a = Admission::new(limits(2, 8, 10));
+    let _y: Vec<_> = (0..2).map(|_| now(a.admit(ip(2)))).collect();
+    let _py = parked(a.admit(ip(2)));
+    let _x1 = now(a.admit(ip(3)));
+    let z: Vec<_> = (0..2).map(|_| now(a.admit(ip(4)))).collect();
+    let _w: Vec<_> = (0..2).map(|_| now(a.admit(ip(5)))).collect();
+    let _v1 = now(a.admit(ip(6)));
+    assert_eq!(a.waiting(), (8, 1));
+    // Full, five peers: an equal part is 1, which x holds, so its next one parks.
+    let mut px = parked(a.admit(ip(3)));
+    z[0].head_arrived();
+    let px = promoted_now(&mut px);
+    assert!(px.is_some(), "room in the total: x's parked one gets in");
+    assert_eq!(a.waiting(), (8, 1), "y's stays parked: y is at its share");
+}
+
+#[test]
 fn beyond_the_total_the_oldest_of_all_is_closed() {
     let a = Admission::new(limits(10, 3, 10));
     let conns: Vec<_> = (0..3).map(|i| now(a.admit(ip(10 + i)))).collect();
